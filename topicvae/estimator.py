@@ -1,0 +1,461 @@
+"""``TopicModel``: the scikit-learn-style estimator around the models, objective and training loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import NotFittedError
+
+from topicvae.groups import GroupSpec
+from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
+from topicvae.objective import ObjectiveWeights
+from topicvae.text import TextVectorizer
+from topicvae.training import BagOfWordsBatches, TrainingProgress, seed_everything, train
+
+__all__ = ["TopicModel", "ModelFileError", "FORMAT_VERSION"]
+
+#: Version of the saved-model layout (config.json + vocabulary.txt + weights.pt).
+FORMAT_VERSION = 1
+CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE = "config.json", "vocabulary.txt", "weights.pt"
+
+
+class ModelFileError(ValueError):
+    """A saved model directory that cannot be loaded."""
+
+
+def _package_version() -> str:
+    from topicvae import __version__
+
+    return __version__
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is not available on this machine: use 'cpu'")
+    return torch.device(device)
+
+
+class TopicModel:
+    """A neural topic model (ProdLDA or NVDM) with grouped latent topics, trained with HFVAE.
+
+    Parameters
+    ----------
+    model : {"prodlda", "nvdm"}
+    groups : str or GroupSpec
+        How the topics are split into groups, e.g. ``"2x25"`` (see :mod:`topicvae.groups`).
+    objective : {"hfvae", "vae", "beta-vae", "beta-tcvae"}
+        A preset of the objective's weights; ``alpha``, ``beta``, ``gamma``, ``delta`` override
+        the weights the preset lets you set (see :meth:`ObjectiveWeights.preset`).
+    alpha, beta, gamma, delta : float, optional
+        Weights of I(x; z), the TC between groups, the TC within groups and the dimension-wise
+        KL. For ``hfvae`` the defaults are 1, 0.1, 4 and 1 (the paper's 20 Newsgroups setting).
+    epochs, batch_size : int
+        Passes over the corpus and documents per step (the batch is also the sample from which
+        the objective estimates the inference marginals q(z)).
+    lr : float, optional
+        Adam's learning rate; defaults to 2e-3 (ProdLDA, with beta1 = 0.99) or 5e-4 (NVDM).
+    hidden_sizes : sequence of int, optional
+        Encoder layers; defaults to (100, 100) for ProdLDA and (500,) for NVDM.
+    dropout : float, optional
+        Defaults to 0.2 for ProdLDA, 0 for NVDM.
+    prior_concentration : float
+        ProdLDA's Dirichlet concentration a (the same for every topic).
+    temperature : float
+        Temperature of Concrete groups.
+    vectorizer : TextVectorizer, optional
+        How raw documents become counts; a default ``TextVectorizer()`` when omitted.
+    seed : int
+        Seeds Python, NumPy and torch, and the order of the batches.
+    device : str
+        "cpu", "cuda" or "auto".
+    """
+
+    def __init__(
+        self,
+        model: str = "prodlda",
+        groups: str | GroupSpec = "2x25",
+        *,
+        objective: str = "hfvae",
+        alpha: float | None = None,
+        beta: float | None = None,
+        gamma: float | None = None,
+        delta: float | None = None,
+        epochs: int = 100,
+        batch_size: int = 200,
+        lr: float | None = None,
+        hidden_sizes: Sequence[int] | None = None,
+        dropout: float | None = None,
+        prior_concentration: float = 1.0,
+        temperature: float = 0.66,
+        vectorizer: TextVectorizer | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        self.model = model
+        self.groups = groups
+        self.objective = objective
+        self.alpha = alpha
+        self.beta = beta
+        self.gamma = gamma
+        self.delta = delta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.hidden_sizes = hidden_sizes
+        self.dropout = dropout
+        self.prior_concentration = prior_concentration
+        self.temperature = temperature
+        self.vectorizer = vectorizer
+        self.seed = seed
+        self.device = device
+
+    # -----------------------------------------------------------------------------------
+    # parameters
+    # -----------------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        names = (
+            "model groups objective alpha beta gamma delta epochs batch_size lr hidden_sizes dropout "
+            "prior_concentration temperature vectorizer seed device"
+        ).split()
+        return {name: getattr(self, name) for name in names}
+
+    def _validate(self) -> tuple[GroupSpec, ObjectiveWeights, float]:
+        if self.model not in MODEL_DEFAULTS:
+            raise ValueError(f"model={self.model!r} is unknown: choose one of {', '.join(MODEL_DEFAULTS)}")
+        groups = GroupSpec.coerce(self.groups)
+        weights = ObjectiveWeights.preset(
+            self.objective, alpha=self.alpha, beta=self.beta, gamma=self.gamma, delta=self.delta
+        )
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: give a whole number >= 1")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size={self.batch_size} is invalid: batch-norm and q(z) need at least 2 documents")
+        lr = MODEL_DEFAULTS[self.model]["lr"] if self.lr is None else self.lr
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr={self.lr!r} is invalid: give a positive learning rate such as 2e-3")
+        if self.dropout is not None and not (0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout={self.dropout!r} is invalid: give a probability in [0, 1)")
+        if not (math.isfinite(self.prior_concentration) and self.prior_concentration > 0):
+            raise ValueError(f"prior_concentration={self.prior_concentration!r} is invalid: give a positive number")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature={self.temperature!r} is invalid: give a positive number such as 0.66")
+        if self.hidden_sizes is not None and (
+            not self.hidden_sizes or any(not isinstance(h, int) or h < 1 for h in self.hidden_sizes)
+        ):
+            raise ValueError(f"hidden_sizes={self.hidden_sizes!r} is invalid: give one or more whole numbers >= 1")
+        return groups, weights, float(lr)
+
+    # -----------------------------------------------------------------------------------
+    # fitting
+    # -----------------------------------------------------------------------------------
+    def _counts(self, X, *, fit: bool) -> sp.csr_matrix:
+        """Turn documents (strings) or a count matrix into a CSR float32 matrix."""
+        if sp.issparse(X) or isinstance(X, np.ndarray) or isinstance(X, torch.Tensor):
+            matrix = sp.csr_matrix(X.numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float32)
+            if matrix.ndim != 2:
+                raise ValueError(f"X has shape {matrix.shape}: pass a 2-D document-term matrix")
+            if matrix.nnz and (not np.isfinite(matrix.data).all() or matrix.data.min() < 0):
+                raise ValueError("X holds negative or non-finite values: pass word counts")
+            return matrix
+        if isinstance(X, str):
+            raise ValueError("X is a single string: pass a list of documents, or a path read with read_corpus()")
+        if not isinstance(X, Iterable):
+            raise ValueError(f"X of type {type(X).__name__} is invalid: pass a list of documents or a count matrix")
+        docs = list(X)
+        if fit:
+            self.vectorizer_ = TextVectorizer(**(self.vectorizer.to_config() if self.vectorizer else {}))
+            return self.vectorizer_.fit_transform(docs)
+        if getattr(self, "vectorizer_", None) is None:
+            raise ValueError("this model was fitted on a count matrix: pass a count matrix with the same vocabulary")
+        return self.vectorizer_.transform(docs)
+
+    def fit(self, X, y=None, *, vocabulary: Sequence[str] | None = None) -> TopicModel:
+        """Fit on documents (list of strings) or a document-term count matrix."""
+        for _ in self.fit_iter(X, vocabulary=vocabulary):
+            pass
+        return self
+
+    def fit_iter(self, X, *, vocabulary: Sequence[str] | None = None) -> Iterator[TrainingProgress]:
+        """Like :meth:`fit`, but yield a :class:`TrainingProgress` after every optimizer step."""
+        groups, weights, lr = self._validate()
+        device = _resolve_device(self.device)
+        self.vectorizer_ = None
+        counts = self._counts(X, fit=True)
+        n_docs, vocab_size = counts.shape
+        if self.vectorizer_ is not None:
+            self.vocabulary_ = list(self.vectorizer_.vocabulary_)
+        elif vocabulary is not None:
+            if len(vocabulary) != vocab_size:
+                raise ValueError(f"vocabulary has {len(vocabulary)} words but X has {vocab_size} columns")
+            self.vocabulary_ = [str(w) for w in vocabulary]
+        else:
+            self.vocabulary_ = [f"w{i}" for i in range(vocab_size)]
+        nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
+        self.n_empty_documents_ = int((~nonempty).sum())
+        counts = counts[nonempty]  # an empty document carries no information about topics
+        if counts.shape[0] < 2:
+            raise ValueError(
+                f"only {counts.shape[0]} of {n_docs} documents have any word of the vocabulary: "
+                "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)"
+            )
+
+        generator = seed_everything(self.seed)
+        self.groups_, self.weights_ = groups, weights
+        self.model_ = build_model(
+            self.model,
+            vocab_size,
+            groups,
+            hidden_sizes=self.hidden_sizes,
+            dropout=self.dropout,
+            prior_concentration=self.prior_concentration,
+            temperature=self.temperature,
+        ).to(device)
+        self.n_documents_ = int(counts.shape[0])
+        self.history_: list[dict[str, float]] = []
+        batches = BagOfWordsBatches(counts, min(self.batch_size, counts.shape[0]), device=device)
+        for progress in train(
+            self.model_,
+            batches,
+            weights,
+            epochs=self.epochs,
+            lr=lr,
+            adam_betas=MODEL_DEFAULTS[self.model]["adam_betas"],
+            generator=generator,
+        ):
+            if progress.epoch_terms is not None:
+                self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
+            yield progress
+        self.model_.eval()
+        self.topic_correlation_ = self._correlation_of_means(counts)
+
+    # -----------------------------------------------------------------------------------
+    # using a fitted model
+    # -----------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if getattr(self, "model_", None) is None:
+            raise NotFittedError("this TopicModel is not fitted yet: call fit() first, or TopicModel.load(path)")
+
+    def _batched_means(self, counts: sp.csr_matrix, batch_size: int = 2048) -> list[np.ndarray]:
+        """Posterior means of every group for every document (eval mode, no sampling)."""
+        self.model_.eval()
+        device = next(self.model_.parameters()).device
+        parts: list[list[torch.Tensor]] = []
+        with torch.no_grad():
+            for start in range(0, counts.shape[0], batch_size):
+                bow = torch.from_numpy(counts[start : start + batch_size].toarray()).to(device)
+                parts.append(self.model_.posterior_means(bow))
+        return [torch.cat([p[d] for p in parts]).cpu() for d in range(len(self.groups_))]
+
+    def transform(self, X) -> np.ndarray:
+        """Document representations, one column per topic (group by group).
+
+        ProdLDA: topic proportions theta = softmax of the posterior mean over all Gaussian topics
+        (rows sum to 1 over the Gaussian columns). NVDM: the posterior mean of z. Concrete
+        groups: the category probabilities.
+        """
+        self._check_fitted()
+        counts = self._counts(X, fit=False)
+        self._check_vocabulary_width(counts)
+        means = self._batched_means(counts)
+        with torch.no_grad():
+            return self.model_.representation(means).numpy().astype(np.float64)
+
+    def _check_vocabulary_width(self, counts: sp.csr_matrix) -> None:
+        if counts.shape[1] != len(self.vocabulary_):
+            raise ValueError(
+                f"X has {counts.shape[1]} columns but the model's vocabulary has {len(self.vocabulary_)} words"
+            )
+
+    def topic_labels(self) -> list[str]:
+        """A label per topic column: '<group>:<index>'."""
+        self._check_fitted()
+        return [f"{group}:{index}" for group, index in self.groups_.topic_labels()]
+
+    def topic_word_scores(self) -> np.ndarray:
+        """[topics, vocabulary] scores whose order ranks each topic's words (docs/topics.md)."""
+        self._check_fitted()
+        self.model_.eval()
+        return self.model_.topic_word_scores().cpu().numpy()
+
+    def topics(self, n: int = 10) -> pd.DataFrame:
+        """The top ``n`` words of every topic, as a DataFrame indexed by topic label."""
+        self._check_fitted()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r} is invalid: give a whole number >= 1")
+        scores = self.topic_word_scores()
+        top = np.argsort(-scores, axis=1, kind="stable")[:, : min(n, scores.shape[1])]
+        rows = [
+            {"group": group, "topic": index, "words": [self.vocabulary_[w] for w in top[k]]}
+            for k, (group, index) in enumerate(self.groups_.topic_labels())
+        ]
+        return pd.DataFrame(rows, index=pd.Index(self.topic_labels(), name="label"))
+
+    def _correlation_of_means(self, counts: sp.csr_matrix) -> np.ndarray:
+        """Pearson correlation between topics of the encoder's posterior means over documents."""
+        means = torch.cat(self._batched_means(counts), dim=1).numpy().astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.corrcoef(means, rowvar=False)
+        return np.nan_to_num(np.atleast_2d(corr), nan=0.0)
+
+    def topic_correlation(self, X=None) -> np.ndarray:
+        """Topic-by-topic Pearson correlation of posterior means (on X, or the training corpus)."""
+        self._check_fitted()
+        if X is None:
+            return self.topic_correlation_
+        counts = self._counts(X, fit=False)
+        self._check_vocabulary_width(counts)
+        return self._correlation_of_means(counts)
+
+    def correlated_topics(
+        self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 8, correlation: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """The most strongly correlated topic pairs (by |r|), across groups unless asked otherwise."""
+        self._check_fitted()
+        corr = self.topic_correlation_ if correlation is None else correlation
+        labels = self.groups_.topic_labels()
+        words = self.topics(n_words)["words"].tolist()
+        pairs = [
+            (abs(corr[i, j]), i, j)
+            for i in range(len(labels))
+            for j in range(i + 1, len(labels))
+            if (labels[i][0] != labels[j][0]) or not across_groups
+        ]
+        pairs.sort(key=lambda item: -item[0])
+        rows = [
+            {
+                "topic_a": f"{labels[i][0]}:{labels[i][1]}",
+                "topic_b": f"{labels[j][0]}:{labels[j][1]}",
+                "correlation": float(corr[i, j]),
+                "words_a": words[i],
+                "words_b": words[j],
+            }
+            for _, i, j in pairs[:n_pairs]
+        ]
+        return pd.DataFrame(rows, columns=["topic_a", "topic_b", "correlation", "words_a", "words_b"])
+
+    # -----------------------------------------------------------------------------------
+    # persistence: data, not pickles
+    # -----------------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        params = self.get_params()
+        params["groups"] = str(self.groups_)
+        params["hidden_sizes"] = list(self.hidden_sizes) if self.hidden_sizes is not None else None
+        params.pop("vectorizer")
+        return {
+            "format_version": FORMAT_VERSION,
+            "topicvae_version": _package_version(),
+            "params": params,
+            "weights": self.weights_.as_dict(),
+            "vectorizer": self.vectorizer_.to_config() if self.vectorizer_ is not None else None,
+            "fitted": {
+                "n_documents": self.n_documents_,
+                "n_empty_documents": self.n_empty_documents_,
+                "history": self.history_,
+                "topic_correlation": self.topic_correlation_.tolist(),
+            },
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``vocabulary.txt`` and ``weights.pt`` (a state dict) to a directory.
+
+        The directory is written next to its final place and moved there at the end, so an
+        error never leaves a half-written model behind.
+        """
+        self._check_fitted()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            (staging / CONFIG_FILE).write_text(json.dumps(self._config(), indent=2) + "\n", encoding="utf-8")
+            (staging / VOCABULARY_FILE).write_text("\n".join(self.vocabulary_) + "\n", encoding="utf-8")
+            state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
+            torch.save(state, staging / WEIGHTS_FILE)
+            if target.exists():
+                if not target.is_dir():
+                    raise FileExistsError(f"{target} exists and is not a directory: choose another path")
+                for name in (CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE):
+                    os.replace(staging / name, target / name)
+                staging.rmdir()
+            else:
+                os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> TopicModel:
+        """Load a model written by :meth:`save`; never unpickles objects."""
+        directory = Path(path)
+        missing = [n for n in (CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE) if not (directory / n).is_file()]
+        if missing:
+            raise ModelFileError(f"{directory} is not a saved topicvae model: missing {', '.join(missing)}")
+        try:
+            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelFileError(f"{directory / CONFIG_FILE} is not valid JSON ({error}): re-save the model") from None
+        version = config.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{directory} has model format {version!r}, this topicvae reads up to {FORMAT_VERSION}: upgrade topicvae"
+            )
+        vocabulary = (directory / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+        params = dict(config["params"])
+        vectorizer = (
+            TextVectorizer.from_config(config["vectorizer"], vocabulary) if config.get("vectorizer") else None
+        )
+        params["device"] = device
+        estimator = cls(**params)
+        estimator.vectorizer_ = vectorizer
+        estimator.vectorizer = vectorizer
+        estimator.vocabulary_ = vocabulary
+        estimator.groups_ = GroupSpec.parse(params["groups"])
+        estimator.weights_ = ObjectiveWeights(**config["weights"])
+        fitted = config["fitted"]
+        estimator.n_documents_ = fitted["n_documents"]
+        estimator.n_empty_documents_ = fitted["n_empty_documents"]
+        estimator.history_ = fitted["history"]
+        estimator.topic_correlation_ = np.asarray(fitted["topic_correlation"], dtype=np.float64)
+        model: NeuralTopicModel = build_model(
+            params["model"],
+            len(vocabulary),
+            estimator.groups_,
+            hidden_sizes=params["hidden_sizes"],
+            dropout=params["dropout"],
+            prior_concentration=params["prior_concentration"],
+            temperature=params["temperature"],
+        )
+        try:
+            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        except Exception as error:  # weights_only refuses pickled code with an UnpicklingError
+            raise ModelFileError(
+                f"{directory / WEIGHTS_FILE} is not a plain tensor file and was not loaded "
+                f"({type(error).__name__}); only load models from people you trust, re-save it with topicvae"
+            ) from None
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as error:
+            first_line = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
+            raise ModelFileError(
+                f"{directory / WEIGHTS_FILE} does not match its config and vocabulary ({first_line}): "
+                "the files come from different models"
+            ) from None
+        estimator.model_ = model.to(_resolve_device(device)).eval()
+        return estimator

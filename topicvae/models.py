@@ -1,0 +1,368 @@
+"""Neural topic models whose latent code is split into groups: ProdLDA and NVDM.
+
+Both models map a bag of words x (counts, [B, V]) to one posterior q(z_d | x) per latent group
+and decode the side-by-side code of all groups back to a distribution over the vocabulary.
+The training objective lives in :mod:`topicvae.objective`; a model only supplies the
+likelihood, the posteriors, the priors and the samples it needs.
+
+ProdLDA (Srivastava & Sutton, 2017)
+    Encoder: two softplus layers (100 units each) and dropout, then linear maps to the mean and
+    log-variance of the Gaussian logits, each followed by batch-norm without learned scale.
+    Prior: the Laplace approximation of a Dirichlet(a) on the topic proportions, a diagonal
+    Gaussian on the logits with mean log a_k - mean(log a) and variance
+    (1/a_k)(1 - 2/K) + (1/K^2) sum_j 1/a_j over the K Gaussian topics of all groups.
+    Decoder: theta = softmax over all K Gaussian topics (dropout applied), then
+    p(w | theta) = softmax(BN(theta W)), with no bias ("product of experts").
+
+NVDM (Miao et al., 2016)
+    Encoder: an MLP with ReLU units; Gaussian posterior; standard-normal prior.
+    Decoder: p(w | z) = softmax(R z + b).
+
+Concrete groups (``10c``) are one relaxed one-hot variable each (Maddison et al., 2017), with
+a uniform relaxed prior at the same temperature. Their sample enters the decoder as a point on
+the simplex beside the Gaussian columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, Normal
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+from topicvae.groups import GroupSpec
+
+__all__ = ["ModelOutput", "NeuralTopicModel", "ProdLDA", "NVDM", "build_model", "MODEL_DEFAULTS"]
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What one forward pass hands to the objective."""
+
+    log_likelihood: Tensor  # log p(x^b | z^b), [B]
+    posteriors: list[Distribution]  # q(z_d | x), one per group
+    priors: list[Distribution]  # p(z_d), one per group
+    samples: list[Tensor]  # z_d ~ q(z_d | x), reparameterized
+
+
+def dirichlet_laplace_prior(concentration: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of the Laplace approximation of Dirichlet(a) in the softmax basis.
+
+    MacKay (1998), as used by ProdLDA: mu_k = log a_k - mean_j log a_j and
+    sigma_k^2 = (1/a_k)(1 - 2/K) + (1/K^2) sum_j 1/a_j.
+    """
+    num_topics = concentration.numel()
+    log_a = concentration.log()
+    mean = log_a - log_a.mean()
+    variance = (1.0 / concentration) * (1.0 - 2.0 / num_topics) + (1.0 / concentration).sum() / num_topics**2
+    return mean, variance
+
+
+class GroupedPosterior(nn.Module):
+    """Maps encoder features to q(z_d | x) for every latent group.
+
+    Gaussian groups share one linear map to the means and one to the log-variances (one column
+    per dimension), optionally followed by batch-norm without learned scale or shift (ProdLDA).
+    Each Concrete group has its own linear map to category logits.
+    """
+
+    def __init__(self, in_features: int, groups: GroupSpec, *, batch_norm: bool, temperature: float):
+        super().__init__()
+        self.groups = groups
+        self.temperature = float(temperature)
+        num_gaussian = groups.num_gaussian_dims
+        self.loc = nn.Linear(in_features, num_gaussian) if num_gaussian else None
+        self.log_var = nn.Linear(in_features, num_gaussian) if num_gaussian else None
+        if self.log_var is not None:
+            # Start from unit posterior variance: large initial log-variances make the first
+            # steps' samples (and the softmax over them) explode.
+            nn.init.zeros_(self.log_var.weight)
+            nn.init.zeros_(self.log_var.bias)
+        self.loc_norm = nn.BatchNorm1d(num_gaussian, affine=False) if batch_norm and num_gaussian else None
+        self.log_var_norm = nn.BatchNorm1d(num_gaussian, affine=False) if batch_norm and num_gaussian else None
+        self.logits = nn.ModuleDict({g.name: nn.Linear(in_features, g.size) for g in groups.concrete})
+        self.register_buffer("_temperature", torch.tensor(self.temperature), persistent=False)
+
+    def gaussian_parameters(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Means and log-variances of all Gaussian dimensions, [B, num_gaussian] each."""
+        loc, log_var = self.loc(features), self.log_var(features)
+        if self.loc_norm is not None:
+            loc, log_var = self.loc_norm(loc), self.log_var_norm(log_var)
+        return loc, log_var
+
+    def forward(self, features: Tensor) -> list[Distribution]:
+        posteriors: list[Distribution] = []
+        if self.loc is not None:
+            loc, log_var = self.gaussian_parameters(features)
+            scale = torch.exp(0.5 * log_var)
+            sizes = [g.size for g in self.groups.gaussian]
+            gaussian = iter(zip(loc.split(sizes, dim=1), scale.split(sizes, dim=1)))
+        for group in self.groups:
+            if group.is_concrete:
+                posteriors.append(
+                    ExpRelaxedCategorical(self._temperature, logits=self.logits[group.name](features), validate_args=False)
+                )
+            else:
+                group_loc, group_scale = next(gaussian)
+                posteriors.append(Normal(group_loc, group_scale, validate_args=False))
+        return posteriors
+
+    def means(self, features: Tensor) -> list[Tensor]:
+        """Posterior means of the Gaussian groups and category probabilities of Concrete ones."""
+        out: list[Tensor] = []
+        if self.loc is not None:
+            loc, _ = self.gaussian_parameters(features)
+            gaussian = iter(loc.split([g.size for g in self.groups.gaussian], dim=1))
+        for group in self.groups:
+            if group.is_concrete:
+                out.append(F.softmax(self.logits[group.name](features), dim=-1))
+            else:
+                out.append(next(gaussian))
+        return out
+
+
+class NeuralTopicModel(nn.Module):
+    """Shared plumbing: encode, sample, decode, and the hooks the estimator uses."""
+
+    kind: str = ""
+
+    def __init__(self, vocab_size: int, groups: GroupSpec, *, temperature: float):
+        super().__init__()
+        self.vocab_size = int(vocab_size)
+        self.groups = groups
+        self.temperature = float(temperature)
+
+    # --- to be provided by each model ---------------------------------------------------
+    def features(self, bow: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def prior_parameters(self) -> list[Distribution]:
+        raise NotImplementedError
+
+    def code(self, samples: Sequence[Tensor]) -> Tensor:
+        """The decoder's input [B, num_columns] built from the groups' samples."""
+        raise NotImplementedError
+
+    def decode(self, code: Tensor) -> Tensor:
+        """log p(w | code), [B, V]."""
+        raise NotImplementedError
+
+    def topic_word_scores(self) -> Tensor:
+        """[num_columns, V] scores that rank each topic's words (see docs/topics.md)."""
+        raise NotImplementedError
+
+    def representation(self, means: Sequence[Tensor]) -> Tensor:
+        """What ``transform`` returns from the posterior means."""
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------------
+    def encode(self, bow: Tensor) -> list[Distribution]:
+        return self.posterior(self.features(bow))
+
+    def priors(self) -> list[Distribution]:
+        return self.prior_parameters()
+
+    def forward(self, bow: Tensor) -> ModelOutput:
+        posteriors = self.encode(bow)
+        samples = [q.rsample() for q in posteriors]
+        log_word_probs = self.decode(self.code(samples))
+        log_likelihood = (bow * log_word_probs).sum(-1)  # multinomial, up to the count's constant
+        return ModelOutput(log_likelihood, posteriors, self.priors(), samples)
+
+    @torch.no_grad()
+    def posterior_means(self, bow: Tensor) -> list[Tensor]:
+        return self.posterior.means(self.features(bow))
+
+    def _concrete_prior(self, size: int, like: Tensor) -> ExpRelaxedCategorical:
+        temperature = torch.tensor(self.temperature, dtype=like.dtype, device=like.device)
+        return ExpRelaxedCategorical(temperature, logits=like.new_zeros(size), validate_args=False)
+
+    def _assemble(self, per_group: Sequence[Tensor], gaussian_columns: Tensor | None) -> Tensor:
+        """Lay out the code [B, num_columns] in group order.
+
+        Concrete groups contribute ``per_group[d]`` as it is (a point on the simplex); the
+        Gaussian groups' columns are taken, in order, from ``gaussian_columns``.
+        """
+        sizes = [g.size for g in self.groups.gaussian]
+        gaussian = iter(gaussian_columns.split(sizes, dim=1) if gaussian_columns is not None else ())
+        return torch.cat([part if g.is_concrete else next(gaussian) for g, part in zip(self.groups, per_group)], dim=1)
+
+    def _simplex_points(self, samples: Sequence[Tensor]) -> list[Tensor]:
+        # Concrete samples live in log space (ExpRelaxedCategorical); the decoder takes the point.
+        return [z.exp() if g.is_concrete else z for g, z in zip(self.groups, samples)]
+
+
+def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), activation()]
+    return nn.Sequential(*layers)
+
+
+class ProdLDA(NeuralTopicModel):
+    """ProdLDA with grouped latent topics (see the module docstring)."""
+
+    kind = "prodlda"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        groups: GroupSpec,
+        *,
+        hidden_sizes: Sequence[int] = (100, 100),
+        dropout: float = 0.2,
+        prior_concentration: float = 1.0,
+        temperature: float = 0.66,
+    ):
+        super().__init__(vocab_size, groups, temperature=temperature)
+        self.encoder = _mlp([vocab_size, *hidden_sizes], nn.Softplus)
+        self.encoder_dropout = nn.Dropout(dropout)
+        self.posterior = GroupedPosterior(hidden_sizes[-1], groups, batch_norm=True, temperature=temperature)
+        self.topic_dropout = nn.Dropout(dropout)
+        self.topic_words = nn.Linear(groups.num_columns, vocab_size, bias=False)  # W
+        self.word_norm = nn.BatchNorm1d(vocab_size, affine=False)
+        num_gaussian = groups.num_gaussian_dims
+        if num_gaussian:
+            mean, variance = dirichlet_laplace_prior(torch.full((num_gaussian,), float(prior_concentration)))
+        else:
+            mean, variance = torch.zeros(0), torch.ones(0)
+        self.register_buffer("prior_loc", mean)
+        self.register_buffer("prior_scale", variance.sqrt())
+
+    def features(self, bow: Tensor) -> Tensor:
+        return self.encoder_dropout(self.encoder(bow))
+
+    def prior_parameters(self) -> list[Distribution]:
+        priors: list[Distribution] = []
+        sizes = [g.size for g in self.groups.gaussian]
+        gaussian = iter(zip(self.prior_loc.split(sizes), self.prior_scale.split(sizes)))
+        for group in self.groups:
+            if group.is_concrete:
+                priors.append(self._concrete_prior(group.size, self.prior_loc))
+            else:
+                loc, scale = next(gaussian)
+                priors.append(Normal(loc, scale, validate_args=False))
+        return priors
+
+    def _proportions(self, gaussian_parts: Sequence[Tensor]) -> Tensor | None:
+        # theta = softmax over ALL Gaussian topics of all groups: the groups share one simplex.
+        return F.softmax(torch.cat(list(gaussian_parts), dim=1), dim=1) if gaussian_parts else None
+
+    def code(self, samples: Sequence[Tensor]) -> Tensor:
+        gaussian_parts = [z for g, z in zip(self.groups, samples) if not g.is_concrete]
+        return self._assemble(self._simplex_points(samples), self._proportions(gaussian_parts))
+
+    def decode(self, code: Tensor) -> Tensor:
+        return F.log_softmax(self.word_norm(self.topic_words(self.topic_dropout(code))), dim=-1)
+
+    @torch.no_grad()
+    def topic_word_scores(self) -> Tensor:
+        # What the decoder produces for one topic alone: softmax(BN(e_k W)) with the batch-norm's
+        # running statistics. Ranking raw columns of W would ignore the per-word normalization.
+        one_hot = torch.eye(self.groups.num_columns, device=self.prior_loc.device)
+        logits = self.topic_words(one_hot)
+        normed = F.batch_norm(
+            logits, self.word_norm.running_mean, self.word_norm.running_var, training=False, eps=self.word_norm.eps
+        )
+        return F.log_softmax(normed, dim=-1)
+
+    def representation(self, means: Sequence[Tensor]) -> Tensor:
+        gaussian_parts = [m for g, m in zip(self.groups, means) if not g.is_concrete]
+        return self._assemble(means, self._proportions(gaussian_parts))
+
+
+class NVDM(NeuralTopicModel):
+    """NVDM with grouped latent topics (see the module docstring)."""
+
+    kind = "nvdm"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        groups: GroupSpec,
+        *,
+        hidden_sizes: Sequence[int] = (500,),
+        dropout: float = 0.0,
+        temperature: float = 0.66,
+    ):
+        super().__init__(vocab_size, groups, temperature=temperature)
+        self.encoder = _mlp([vocab_size, *hidden_sizes], nn.ReLU)
+        self.encoder_dropout = nn.Dropout(dropout)
+        self.posterior = GroupedPosterior(hidden_sizes[-1], groups, batch_norm=False, temperature=temperature)
+        self.decoder = nn.Linear(groups.num_columns, vocab_size)  # R and b
+
+    def features(self, bow: Tensor) -> Tensor:
+        return self.encoder_dropout(self.encoder(bow))
+
+    def prior_parameters(self) -> list[Distribution]:
+        like = self.decoder.bias
+        priors: list[Distribution] = []
+        for group in self.groups:
+            if group.is_concrete:
+                priors.append(self._concrete_prior(group.size, like))
+            else:
+                priors.append(Normal(like.new_zeros(group.size), like.new_ones(group.size), validate_args=False))
+        return priors
+
+    def code(self, samples: Sequence[Tensor]) -> Tensor:
+        gaussian = [z for g, z in zip(self.groups, samples) if not g.is_concrete]
+        return self._assemble(self._simplex_points(samples), torch.cat(gaussian, dim=1) if gaussian else None)
+
+    def decode(self, code: Tensor) -> Tensor:
+        return F.log_softmax(self.decoder(code), dim=-1)
+
+    @torch.no_grad()
+    def topic_word_scores(self) -> Tensor:
+        # The decoder is affine before its softmax, so switching topic k on (code e_k instead of
+        # 0) shifts every word's log-probability by R[w, k] minus one shared constant: the
+        # lift log p(w | e_k) - log p(w | 0) ranks words exactly as the topic's effect does,
+        # without the background frequencies in b that would put the same words on top of
+        # every topic.
+        one_hot = torch.eye(self.groups.num_columns, device=self.decoder.weight.device)
+        baseline = self.decode(torch.zeros(1, self.groups.num_columns, device=one_hot.device))
+        return self.decode(one_hot) - baseline
+
+    def representation(self, means: Sequence[Tensor]) -> Tensor:
+        return torch.cat(list(means), dim=1)
+
+
+#: Per-model defaults the estimator falls back on (learning rate, Adam betas, layer sizes).
+MODEL_DEFAULTS: dict[str, dict] = {
+    "prodlda": {"lr": 2e-3, "adam_betas": (0.99, 0.999), "hidden_sizes": (100, 100), "dropout": 0.2},
+    "nvdm": {"lr": 5e-4, "adam_betas": (0.9, 0.999), "hidden_sizes": (500,), "dropout": 0.0},
+}
+
+
+def build_model(
+    kind: str,
+    vocab_size: int,
+    groups: GroupSpec,
+    *,
+    hidden_sizes: Sequence[int] | None = None,
+    dropout: float | None = None,
+    prior_concentration: float = 1.0,
+    temperature: float = 0.66,
+) -> NeuralTopicModel:
+    """Construct a model by name ('prodlda' or 'nvdm')."""
+    if kind not in MODEL_DEFAULTS:
+        raise ValueError(f"model={kind!r} is unknown: choose one of {', '.join(MODEL_DEFAULTS)}")
+    defaults = MODEL_DEFAULTS[kind]
+    hidden_sizes = tuple(hidden_sizes) if hidden_sizes is not None else defaults["hidden_sizes"]
+    dropout = defaults["dropout"] if dropout is None else dropout
+    if kind == "prodlda":
+        return ProdLDA(
+            vocab_size,
+            groups,
+            hidden_sizes=hidden_sizes,
+            dropout=dropout,
+            prior_concentration=prior_concentration,
+            temperature=temperature,
+        )
+    return NVDM(vocab_size, groups, hidden_sizes=hidden_sizes, dropout=dropout, temperature=temperature)
+

@@ -1,0 +1,126 @@
+"""The training loop: a generator that yields progress, so the caller owns logging and bars."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from topicvae.models import NeuralTopicModel
+from topicvae.objective import LossTerms, ObjectiveWeights, hfvae_objective
+
+__all__ = ["seed_everything", "BagOfWordsBatches", "TrainingProgress", "train"]
+
+#: Below this many bytes the whole bag-of-words is made dense once, which removes the
+#: per-step sparse-to-dense conversion; above it, each batch is densified on its own.
+DENSE_LIMIT_BYTES = 512 * 2**20
+
+TERM_NAMES = ("loss", "reconstruction", "mutual_information", "tc_between", "tc_within", "dimwise_kl", "elbo")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's global generators; return a torch generator for shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class BagOfWordsBatches:
+    """Shuffled mini-batches of a document-term matrix as dense float tensors."""
+
+    def __init__(self, counts: sp.csr_matrix, batch_size: int, *, device: torch.device | str = "cpu"):
+        self.counts = sp.csr_matrix(counts, dtype=np.float32)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        n_docs, vocab = self.counts.shape
+        self._dense = (
+            torch.from_numpy(self.counts.toarray()).to(self.device)
+            if n_docs * vocab * 4 <= DENSE_LIMIT_BYTES
+            else None
+        )
+
+    def __len__(self) -> int:
+        return len(self._batches(torch.arange(self.counts.shape[0])))
+
+    def _batches(self, order: torch.Tensor) -> list[torch.Tensor]:
+        batches = list(order.split(self.batch_size))
+        # Batch-norm cannot normalize a batch of one item: fold a lone last item into the batch before.
+        if len(batches) > 1 and batches[-1].numel() == 1:
+            batches[-2] = torch.cat(batches[-2:])
+            batches.pop()
+        return batches
+
+    def epoch(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.counts.shape[0], generator=generator)
+        for index in self._batches(order):
+            if self._dense is not None:
+                yield self._dense[index.to(self.device)]
+            else:
+                yield torch.from_numpy(self.counts[index.numpy()].toarray()).to(self.device)
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """One optimizer step. ``epoch_terms`` is set on the last step of each epoch."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # 1-based, within the epoch
+    steps_per_epoch: int
+    terms: dict[str, float]
+    epoch_terms: dict[str, float] | None = None
+
+    @property
+    def epoch_done(self) -> bool:
+        return self.epoch_terms is not None
+
+
+def _check_finite(terms: LossTerms, epoch: int, step: int) -> None:
+    values = terms.scalars()
+    for name in TERM_NAMES:
+        if not np.isfinite(values[name]):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch}, step {step}: the {name} term is {values[name]}; "
+                "lower the learning rate (--lr) or the weights"
+            )
+
+
+def train(
+    model: NeuralTopicModel,
+    batches: BagOfWordsBatches,
+    weights: ObjectiveWeights,
+    *,
+    epochs: int,
+    lr: float,
+    adam_betas: Sequence[float],
+    generator: torch.Generator,
+    dataset_size: int | None = None,
+) -> Iterator[TrainingProgress]:
+    """Maximize the HFVAE objective with Adam, yielding after every step.
+
+    ``dataset_size`` is N in the stratified estimator of q(z); it defaults to the number of
+    documents in ``batches``.
+    """
+    dataset_size = dataset_size or batches.counts.shape[0]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(adam_betas))
+    steps_per_epoch = len(batches)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        sums = dict.fromkeys(TERM_NAMES, 0.0)
+        for step, bow in enumerate(batches.epoch(generator), start=1):
+            out = model(bow)
+            terms = hfvae_objective(out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights)
+            _check_finite(terms, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            optimizer.step()
+            values = terms.scalars()
+            for name in TERM_NAMES:
+                sums[name] += values[name]
+            epoch_terms = {name: total / step for name, total in sums.items()} if step == steps_per_epoch else None
+            yield TrainingProgress(epoch, epochs, step, steps_per_epoch, values, epoch_terms)
