@@ -1,0 +1,78 @@
+"""Shared fixtures: small corpora with planted topics, made here so the core tests need no data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def planted_corpus(
+    n_docs: int = 1200,
+    n_topics: int = 6,
+    words_per_topic: int = 10,
+    n_noise_words: int = 20,
+    doc_length: int = 60,
+    seed: int = 0,
+    paired: bool = False,
+) -> tuple[sp.csr_matrix, list[str], list[list[str]]]:
+    """Documents drawn from known topics with disjoint word sets.
+
+    Word ``t{k}_{i}`` belongs to topic k; ``n{j}`` are background words shared by all topics.
+    With ``paired=True`` the topics come in pairs (k, k + n_topics // 2) that always appear
+    together in a document: a known correlation between the two halves of the topics.
+    Returns the count matrix, the vocabulary and the planted topics' word lists.
+    """
+    rng = np.random.default_rng(seed)
+    vocabulary = [f"t{k}_{i}" for k in range(n_topics) for i in range(words_per_topic)]
+    vocabulary += [f"n{j}" for j in range(n_noise_words)]
+    topic_word = np.full((n_topics, len(vocabulary)), 0.01 / len(vocabulary))
+    for k in range(n_topics):
+        topic_word[k, k * words_per_topic : (k + 1) * words_per_topic] = rng.dirichlet(np.full(words_per_topic, 5.0))
+    topic_word /= topic_word.sum(1, keepdims=True)
+    rows = []
+    for _ in range(n_docs):
+        if paired:
+            half = n_topics // 2
+            strength = rng.dirichlet(np.full(half, 0.3))
+            proportions = np.concatenate([strength, strength]) / 2
+        else:
+            proportions = rng.dirichlet(np.full(n_topics, 0.3))
+        rows.append(rng.multinomial(doc_length, proportions @ topic_word))
+    topics = [vocabulary[k * words_per_topic : (k + 1) * words_per_topic] for k in range(n_topics)]
+    return sp.csr_matrix(np.asarray(rows, dtype=np.float32)), vocabulary, topics
+
+
+def counts_to_documents(counts: sp.csr_matrix, vocabulary: list[str], seed: int = 0) -> list[str]:
+    """Write each row of a count matrix out as a shuffled text document."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for row in counts.toarray().astype(int):
+        words = [w for w, c in zip(vocabulary, row) for _ in range(c)]
+        rng.shuffle(words)
+        docs.append(" ".join(words))
+    return docs
+
+
+@pytest.fixture
+def planted():
+    return planted_corpus()
+
+
+@pytest.fixture
+def planted_docs_file(tmp_path):
+    counts, vocabulary, topics = planted_corpus(n_docs=400)
+    path = tmp_path / "planted.txt"
+    path.write_text("\n".join(counts_to_documents(counts, vocabulary)) + "\n", encoding="utf-8")
+    return path, topics
+
+
+def shared_data_or_skip(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's shared data folder), which is not on this machine")
+    return path

@@ -1,0 +1,110 @@
+"""The command line, driven with typer's CliRunner."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from topicvae.cli import app
+
+runner = CliRunner()
+
+FAST = ["--epochs", "2", "--batch-size", "50", "--min-df", "2", "--stop-words", "none", "--no-progress"]
+
+
+def test_fit_prints_topics_and_pairs_and_writes_report(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--beta", "0.1", "--gamma", "4", "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "group g0 (3 Gaussian topics)" in result.output
+    assert "group g1 (3 Gaussian topics)" in result.output
+    assert "most correlated topics across groups" in result.output
+    assert "s per epoch" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["topics"]) == 6
+    assert {"group", "index", "words", "label"} <= set(report["topics"][0])
+    assert len(report["correlated_pairs"]) == 9  # 3 x 3 pairs across the two groups
+    assert {"topic_a", "topic_b", "correlation"} == set(report["correlated_pairs"][0])
+    assert [row["epoch"] for row in report["history"]] == [1, 2]
+    for term in ("reconstruction", "mutual_information", "tc_between", "tc_within", "dimwise_kl", "elbo", "loss"):
+        assert term in report["history"][0]
+    assert report["weights"] == {"alpha": 1.0, "beta": 0.1, "gamma": 4.0, "delta": 1.0}
+
+    shown = runner.invoke(app, ["topics", str(out), "--top-words", "4"])
+    assert shown.exit_code == 0, shown.output
+    assert "g1:2" in shown.output
+
+    table_path = tmp_path / "theta.csv"
+    transformed = runner.invoke(app, ["transform", str(out), str(corpus), "--out", str(table_path)])
+    assert transformed.exit_code == 0, transformed.output
+    table = pd.read_csv(table_path, index_col="document")
+    assert list(table.columns) == ["g0:0", "g0:1", "g0:2", "g1:0", "g1:1", "g1:2"]
+    assert len(table) == 400
+
+
+def test_fit_nvdm_with_a_concrete_group(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    result = runner.invoke(app, ["fit", str(corpus), "--model", "nvdm", "--groups", "4,3c", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "group g1 (3 Concrete categories)" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--groups", "2x"], "cannot read item '2x'"),
+        (["--epochs", "0"], "epochs=0 is invalid"),
+        (["--beta", "-1"], "beta=-1.0 is invalid"),
+        (["--lr", "0"], "lr=0.0 is invalid"),
+        (["--objective", "vae", "--gamma", "3"], "does not take gamma"),
+    ],
+)
+def test_bad_options_give_one_line_error_and_write_nothing(tmp_path, planted_docs_file, args, message):
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    base = ["fit", str(corpus), "--out", str(out), "--no-progress", "--min-df", "2", "--stop-words", "none"]
+    result = runner.invoke(app, [*base, *args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0
+    assert not out.exists()
+
+
+def test_missing_corpus_and_missing_model_dir(tmp_path):
+    result = runner.invoke(app, ["fit", str(tmp_path / "absent.txt"), "--no-progress"])
+    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["topics", str(tmp_path)])
+    assert result.exit_code == 1 and "is not a saved topicvae model" in result.output
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = runner.invoke(app, ["--debug", "topics", str(tmp_path)])
+    assert result.exit_code != 0
+    assert result.exception is not None
+
+
+def test_data_20newsgroups_from_a_local_copy(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    records = [
+        {"id": "sci.space/1", "label": "sci.space", "text": "From: a@b\nSubject: orbit\n\nThe shuttle\nreached orbit today.\n"},
+        {"id": "rec.autos/2", "label": "rec.autos", "text": "From: c@d\nSubject: cars\n\nMy engine\nneeds oil.\n"},
+        {"id": "rec.autos/3", "label": "rec.autos", "text": "From: e@f\nSubject: empty\n\n> only a quote\n"},
+    ]
+    with gzip.open(source / "20news-bydate-train.jsonl.gz", "wt", encoding="ascii") as f:
+        for record in sorted(records, key=lambda r: r["label"]):
+            f.write(json.dumps(record) + "\n")
+    out, labels = tmp_path / "train.txt", tmp_path / "train.labels"
+    result = runner.invoke(
+        app, ["data", "20newsgroups", "--subset", "train", "--source", str(source), "--out", str(out), "--labels", str(labels)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 left empty by stripping" in result.output
+    assert out.read_text().splitlines() == ["My engine needs oil.", "The shuttle reached orbit today."]
+    assert labels.read_text().splitlines() == ["rec.autos", "sci.space"]

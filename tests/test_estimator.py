@@ -1,0 +1,185 @@
+"""TopicModel: validation, fitting on text or counts, transform, determinism, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+
+from topicvae.estimator import ModelFileError, TopicModel
+from topicvae.groups import GroupSpecError
+from topicvae.text import TextVectorizer
+
+from conftest import counts_to_documents, planted_corpus
+
+
+@pytest.fixture(scope="module")
+def small():
+    counts, vocabulary, topics = planted_corpus(n_docs=300, seed=3)
+    return counts, vocabulary, counts_to_documents(counts, vocabulary)
+
+
+def quick(**kwargs):
+    params = dict(groups="2x3", epochs=3, batch_size=50, seed=0)
+    params.update(kwargs)
+    return TopicModel(**params)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(epochs=0), r"epochs=0 is invalid"),
+        (dict(epochs=2.5), r"epochs=2.5 is invalid"),
+        (dict(batch_size=1), r"batch_size=1 is invalid"),
+        (dict(lr=-1.0), r"lr=-1.0 is invalid"),
+        (dict(lr=float("nan")), r"lr=nan is invalid"),
+        (dict(model="lda"), r"model='lda' is unknown"),
+        (dict(objective="info"), r"objective='info' is unknown"),
+        (dict(beta=float("nan")), r"beta=nan is invalid"),
+        (dict(gamma=-2.0), r"gamma=-2.0 is invalid"),
+        (dict(objective="vae", beta=2.0), r"objective='vae' does not take beta"),
+        (dict(dropout=1.0), r"dropout=1.0 is invalid"),
+        (dict(temperature=0.0), r"temperature=0.0 is invalid"),
+        (dict(hidden_sizes=()), r"hidden_sizes=\(\) is invalid"),
+        (dict(device="tpu"), r"device='tpu' is invalid"),
+    ],
+)
+def test_fit_validates_parameters(small, params, match):
+    counts, vocabulary, _ = small
+    with pytest.raises(ValueError, match=match):
+        quick(**params).fit(counts, vocabulary=vocabulary)
+
+
+def test_bad_group_spec_is_reported_at_fit(small):
+    model = quick(groups="2x")  # __init__ only stores it
+    with pytest.raises(GroupSpecError, match=r"cannot read item '2x'"):
+        model.fit(small[0])
+
+
+def test_unfitted_model_refuses_transform_and_topics(small):
+    model = quick()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.transform(small[0])
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.topics()
+
+
+def test_fit_on_text_builds_vocabulary_and_transform_gives_proportions(small):
+    _, _, docs = small
+    model = quick(vectorizer=TextVectorizer(min_df=2, token_pattern=r"(?u)\b\w+\b", stop_words=None)).fit(docs)
+    assert len(model.vocabulary_) == 80
+    theta = model.transform(docs[:7])
+    assert theta.shape == (7, 6)
+    np.testing.assert_allclose(theta.sum(1), 1.0, rtol=1e-5)
+    assert len(model.history_) == 3
+    assert set(model.history_[0]) >= {"reconstruction", "mutual_information", "tc_between", "tc_within", "dimwise_kl"}
+    table = model.topics(5)
+    assert list(table.columns) == ["group", "topic", "words"]
+    assert table.index.tolist() == ["g0:0", "g0:1", "g0:2", "g1:0", "g1:1", "g1:2"]
+    assert all(len(words) == 5 for words in table["words"])
+
+
+def test_fit_on_counts_with_vocabulary(small):
+    counts, vocabulary, _ = small
+    model = quick().fit(counts, vocabulary=vocabulary)
+    assert model.vocabulary_ == vocabulary
+    with pytest.raises(ValueError, match="has 80 columns but the model's vocabulary has 80 words|columns"):
+        model.transform(counts[:, :10])
+    with pytest.raises(ValueError, match="fitted on a count matrix"):
+        model.transform(["some text"])
+
+
+def test_empty_documents_are_counted_and_skipped(small):
+    counts, vocabulary, _ = small
+    counts = counts.tolil()
+    counts[[0, 5], :] = 0
+    model = quick().fit(counts.tocsr(), vocabulary=vocabulary)
+    assert model.n_empty_documents_ == 2
+    assert model.n_documents_ == counts.shape[0] - 2
+
+
+def test_nvdm_transform_returns_posterior_means(small):
+    counts, vocabulary, _ = small
+    model = quick(model="nvdm").fit(counts, vocabulary=vocabulary)
+    rep = model.transform(counts[:4])
+    assert rep.shape == (4, 6)
+    assert not np.allclose(rep.sum(1), 1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_same_seed_gives_the_same_model(small, seed):
+    counts, vocabulary, _ = small
+    a = quick(seed=seed).fit(counts, vocabulary=vocabulary)
+    b = quick(seed=seed).fit(counts, vocabulary=vocabulary)
+    c = quick(seed=seed + 1).fit(counts, vocabulary=vocabulary)
+    state_a, state_b, state_c = a.model_.state_dict(), b.model_.state_dict(), c.model_.state_dict()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert not all(torch.equal(state_a[k], state_c[k]) for k in state_a)
+    assert a.history_ == b.history_
+
+
+@pytest.mark.parametrize("groups", ["2x3", "3,4c"])
+def test_save_load_round_trip_gives_identical_transform(tmp_path, small, groups):
+    _, _, docs = small
+    model = quick(groups=groups, vectorizer=TextVectorizer(min_df=2, stop_words=None, token_pattern=r"(?u)\b\w+\b"))
+    model.fit(docs)
+    model.save(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "vocabulary.txt", "weights.pt"]
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["format_version"] == 1 and config["params"]["groups"] == str(model.groups_)
+    loaded = TopicModel.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.transform(docs), model.transform(docs))
+    assert loaded.topics(5).equals(model.topics(5))
+    np.testing.assert_array_equal(loaded.topic_correlation(), model.topic_correlation())
+    assert loaded.history_ == model.history_
+
+
+def test_load_refuses_missing_files_and_newer_formats(tmp_path, small):
+    counts, vocabulary, _ = small
+    model = quick().fit(counts, vocabulary=vocabulary)
+    with pytest.raises(ModelFileError, match="missing config.json, vocabulary.txt, weights.pt"):
+        TopicModel.load(tmp_path / "nothing")
+    path = model.save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    config["format_version"] = 99
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="model format 99.*upgrade topicvae"):
+        TopicModel.load(path)
+
+
+def test_load_refuses_a_pickle_that_runs_code(tmp_path, small):
+    counts, vocabulary, _ = small
+    path = quick().fit(counts, vocabulary=vocabulary).save(tmp_path / "m")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"x": Payload()}, path / "weights.pt")
+    with pytest.raises(ModelFileError, match="not a plain tensor file"):
+        TopicModel.load(path)
+    assert not marker.exists()
+
+
+def test_load_refuses_weights_of_another_shape(tmp_path, small):
+    counts, vocabulary, _ = small
+    path = quick().fit(counts, vocabulary=vocabulary).save(tmp_path / "m")
+    other = quick(groups="2x4").fit(counts, vocabulary=vocabulary).save(tmp_path / "other")
+    (path / "weights.pt").write_bytes((other / "weights.pt").read_bytes())
+    with pytest.raises(ModelFileError, match="does not match its config and vocabulary"):
+        TopicModel.load(path)
+
+
+def test_correlated_topics_only_pairs_topics_of_different_groups(small):
+    counts, vocabulary, _ = small
+    model = quick().fit(counts, vocabulary=vocabulary)
+    pairs = model.correlated_topics(5)
+    assert len(pairs) == 5
+    assert all(a.split(":")[0] != b.split(":")[0] for a, b in zip(pairs.topic_a, pairs.topic_b))
+    assert (pairs.correlation.abs().diff().dropna() <= 1e-12).all()
+    within = model.correlated_topics(15, across_groups=False)
+    assert len(within) == 15

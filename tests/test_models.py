@@ -1,0 +1,121 @@
+"""Models: the ProdLDA prior, the word-ranking rule, Concrete groups, and planted-topic recovery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from topicvae.estimator import TopicModel
+from topicvae.groups import GroupSpec
+from topicvae.models import NVDM, ProdLDA, build_model, dirichlet_laplace_prior
+from topicvae.objective import ObjectiveWeights, hfvae_objective
+
+from conftest import planted_corpus
+
+
+def test_dirichlet_laplace_prior_matches_the_formula_term_by_term():
+    a = np.array([0.3, 1.0, 2.5, 7.0], dtype=np.float64)
+    K = len(a)
+    mean, variance = dirichlet_laplace_prior(torch.tensor(a))
+    for k in range(K):
+        expected_mean = np.log(a[k]) - sum(np.log(a[j]) for j in range(K)) / K
+        expected_var = (1 / a[k]) * (1 - 2 / K) + sum(1 / a[j] for j in range(K)) / K**2
+        assert mean[k].item() == pytest.approx(expected_mean, rel=1e-12)
+        assert variance[k].item() == pytest.approx(expected_var, rel=1e-12)
+
+
+def test_prodlda_prior_is_shared_by_all_gaussian_groups():
+    # theta is a softmax over all K topics of all groups, so the prior is built for K = 50,
+    # not for each group of 25: variance 1 - 1/K with a = 1.
+    model = ProdLDA(30, GroupSpec.parse("2x25"))
+    priors = model.priors()
+    assert len(priors) == 2
+    for prior in priors:
+        assert torch.allclose(prior.loc, torch.zeros(25))
+        assert torch.allclose(prior.scale**2, torch.full((25,), 1 - 1 / 50))
+
+
+@pytest.mark.parametrize("kind", ["prodlda", "nvdm"])
+def test_forward_with_gaussian_and_concrete_groups_gives_finite_objective(kind):
+    torch.manual_seed(0)
+    groups = GroupSpec.parse("4,3c,5")
+    model = build_model(kind, 40, groups)
+    bow = torch.poisson(torch.full((16, 40), 0.5))
+    out = model(bow)
+    assert [tuple(z.shape) for z in out.samples] == [(16, 4), (16, 3), (16, 5)]
+    code = model.code(out.samples)
+    assert code.shape == (16, groups.num_columns)
+    # the Concrete columns are points on the simplex
+    assert torch.allclose(code[:, 4:7].sum(1), torch.ones(16), atol=1e-5)
+    terms = hfvae_objective(out.log_likelihood, out.posteriors, out.priors, out.samples, 100, ObjectiveWeights())
+    assert torch.isfinite(terms.objective)
+    assert terms.tc_within[1].item() == 0.0  # a Concrete group is one variable
+    terms.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_prodlda_proportions_share_one_simplex_across_groups():
+    model = ProdLDA(20, GroupSpec.parse("3,4"))
+    samples = [torch.randn(5, 3), torch.randn(5, 4)]
+    theta = model.code(samples)
+    assert torch.allclose(theta.sum(1), torch.ones(5), atol=1e-6)
+    assert torch.allclose(theta, F.softmax(torch.cat(samples, 1), 1))
+
+
+def test_prodlda_top_words_follow_the_decoder_output_through_batch_norm():
+    # Raw weights rank word 0 first for topic 0, but the batch-norm's running statistics
+    # (what the decoder applies at inference) put word 2 on top: the rule must follow the
+    # decoder's actual output, softmax(BN(e_k W)).
+    model = ProdLDA(3, GroupSpec.parse("2"), dropout=0.0)
+    with torch.no_grad():
+        model.topic_words.weight.copy_(torch.tensor([[3.0, 0.0], [2.0, 0.0], [1.0, 0.0]]))
+        model.word_norm.running_mean.copy_(torch.tensor([4.0, 2.5, 0.0]))
+        model.word_norm.running_var.copy_(torch.tensor([1.0, 1.0, 0.25]))
+    scores = model.topic_word_scores()
+    expected = F.log_softmax(
+        (torch.tensor([[3.0, 2.0, 1.0], [0.0, 0.0, 0.0]]) - model.word_norm.running_mean)
+        / torch.sqrt(model.word_norm.running_var + model.word_norm.eps),
+        dim=-1,
+    )
+    assert torch.allclose(scores, expected, atol=1e-6)
+    assert scores[0].argmax().item() == 2
+    assert model.topic_words.weight[:, 0].argmax().item() == 0
+
+
+def test_nvdm_top_words_are_the_decoder_lift_over_the_empty_code():
+    model = NVDM(4, GroupSpec.parse("2"))
+    with torch.no_grad():
+        model.decoder.weight.copy_(torch.tensor([[0.5, 0.0], [-1.0, 2.0], [2.0, 0.0], [0.0, -1.0]]))
+        model.decoder.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))  # word 0 is frequent everywhere
+    scores = model.topic_word_scores()
+    # The lift of word w under topic k is R[w, k] minus a constant shared by all words.
+    for k in range(2):
+        shift = scores[k] - model.decoder.weight[:, k]
+        assert torch.allclose(shift, shift[0].expand(4), atol=1e-6)
+    assert scores[0].argmax().item() == 2  # not the background word 0
+
+
+def _recovered(topics_table, planted_topics, min_overlap):
+    found = [set(words) for words in topics_table["words"]]
+    return [max(len(found_words & set(planted)) for found_words in found) >= min_overlap for planted in planted_topics]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prodlda_recovers_planted_topics(seed):
+    counts, vocabulary, planted = planted_corpus(seed=seed)
+    model = TopicModel("prodlda", "2x4", epochs=40, batch_size=100, seed=seed)
+    model.fit(counts, vocabulary=vocabulary)
+    table = model.topics(10)
+    assert all(_recovered(table, planted, min_overlap=8)), table["words"].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nvdm_recovers_planted_topics(seed):
+    counts, vocabulary, planted = planted_corpus(seed=seed)
+    model = TopicModel("nvdm", "2x4", epochs=60, batch_size=100, lr=2e-3, seed=seed)
+    model.fit(counts, vocabulary=vocabulary)
+    table = model.topics(10)
+    assert sum(_recovered(table, planted, min_overlap=7)) >= 5, table["words"].tolist()
