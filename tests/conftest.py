@@ -19,17 +19,20 @@ def planted_corpus(
     doc_length: int = 60,
     seed: int = 0,
     paired: bool = False,
+    concentration: float = 0.3,
 ) -> tuple[sp.csr_matrix, list[str], list[list[str]]]:
     """Documents drawn from known topics with disjoint word sets.
 
-    Word ``t{k}_{i}`` belongs to topic k; ``n{j}`` are background words shared by all topics.
+    Word ``topic<k>word<i>`` (indices spelled with letters, so that the default token pattern
+    reads them) belongs to topic k; ``noise<j>`` are background words shared by all topics.
     With ``paired=True`` the topics come in pairs (k, k + n_topics // 2) that always appear
     together in a document: a known correlation between the two halves of the topics.
-    Returns the count matrix, the vocabulary and the planted topics' word lists.
+    ``concentration`` is the Dirichlet parameter of the topic proportions (small: documents
+    dominated by one topic). Returns the count matrix, the vocabulary and the planted topics' word lists.
     """
     rng = np.random.default_rng(seed)
-    vocabulary = [f"t{k}_{i}" for k in range(n_topics) for i in range(words_per_topic)]
-    vocabulary += [f"n{j}" for j in range(n_noise_words)]
+    vocabulary = [f"topic{_letters(k)}word{_letters(i)}" for k in range(n_topics) for i in range(words_per_topic)]
+    vocabulary += [f"noise{_letters(j)}" for j in range(n_noise_words)]
     topic_word = np.full((n_topics, len(vocabulary)), 0.01 / len(vocabulary))
     for k in range(n_topics):
         topic_word[k, k * words_per_topic : (k + 1) * words_per_topic] = rng.dirichlet(np.full(words_per_topic, 5.0))
@@ -38,13 +41,23 @@ def planted_corpus(
     for _ in range(n_docs):
         if paired:
             half = n_topics // 2
-            strength = rng.dirichlet(np.full(half, 0.3))
+            strength = rng.dirichlet(np.full(half, concentration))
             proportions = np.concatenate([strength, strength]) / 2
         else:
-            proportions = rng.dirichlet(np.full(n_topics, 0.3))
+            proportions = rng.dirichlet(np.full(n_topics, concentration))
         rows.append(rng.multinomial(doc_length, proportions @ topic_word))
     topics = [vocabulary[k * words_per_topic : (k + 1) * words_per_topic] for k in range(n_topics)]
     return sp.csr_matrix(np.asarray(rows, dtype=np.float32)), vocabulary, topics
+
+
+def _letters(index: int) -> str:
+    """0 -> 'a', 25 -> 'z', 26 -> 'ba', ...: numbers as letters-only word parts."""
+    text = ""
+    while True:
+        index, digit = divmod(index, 26)
+        text = chr(ord("a") + digit) + text
+        if index == 0:
+            return text
 
 
 def counts_to_documents(counts: sp.csr_matrix, vocabulary: list[str], seed: int = 0) -> list[str]:

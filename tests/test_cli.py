@@ -23,7 +23,7 @@ def test_fit_prints_topics_and_pairs_and_writes_report(tmp_path, planted_docs_fi
     assert result.exit_code == 0, result.output
     assert "group g0 (3 Gaussian topics)" in result.output
     assert "group g1 (3 Gaussian topics)" in result.output
-    assert "most correlated topics across groups" in result.output
+    assert "most positively correlated topics across groups" in result.output
     assert "s per epoch" in result.output
     report = json.loads((out / "report.json").read_text())
     assert len(report["topics"]) == 6

@@ -7,6 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+
 from topicvae.estimator import TopicModel
 from topicvae.groups import GroupSpec
 from topicvae.models import NVDM, ProdLDA, build_model, dirichlet_laplace_prior
@@ -106,16 +109,35 @@ def _recovered(topics_table, planted_topics, min_overlap):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_prodlda_recovers_planted_topics(seed):
     counts, vocabulary, planted = planted_corpus(seed=seed)
-    model = TopicModel("prodlda", "2x4", epochs=40, batch_size=100, seed=seed)
+    model = TopicModel("prodlda", "2x4", epochs=80, batch_size=100, seed=seed)
     model.fit(counts, vocabulary=vocabulary)
     table = model.topics(10)
     assert all(_recovered(table, planted, min_overlap=8)), table["words"].tolist()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_nvdm_recovers_planted_topics(seed):
-    counts, vocabulary, planted = planted_corpus(seed=seed)
-    model = TopicModel("nvdm", "2x4", epochs=60, batch_size=100, lr=2e-3, seed=seed)
+def test_nvdm_captures_planted_topics(seed):
+    # NVDM's Gaussian code has no preferred axes (its prior is rotation invariant), so its
+    # single dimensions need not be the planted topics. What it must learn is the planted
+    # structure itself: documents of one topic map to one region of the code, and the decoder
+    # produces that topic's words from there.
+    counts, vocabulary, planted = planted_corpus(seed=seed, concentration=0.05)
+    dominant = counts_dominant_topic(counts, len(planted))
+    model = TopicModel("nvdm", "2x4", epochs=40, batch_size=100, lr=2e-3, seed=seed)
     model.fit(counts, vocabulary=vocabulary)
-    table = model.topics(10)
-    assert sum(_recovered(table, planted, min_overlap=7)) >= 5, table["words"].tolist()
+    codes = model.transform(counts)
+    accuracy = cross_val_score(LogisticRegression(max_iter=2000), codes, dominant, cv=3).mean()
+    assert accuracy > 0.9
+    with torch.no_grad():
+        for k, words in enumerate(planted):
+            centre = torch.as_tensor(codes[dominant == k].mean(0), dtype=torch.float32).unsqueeze(0)
+            produced = model.model_.decode(centre)[0]
+            top = {vocabulary[i] for i in produced.argsort(descending=True)[:10].tolist()}
+            assert len(top & set(words)) >= 8, (k, sorted(top))
+
+
+def counts_dominant_topic(counts, n_topics, words_per_topic=10):
+    """The planted topic with the most words in each document."""
+    dense = counts.toarray()
+    per_topic = dense[:, : n_topics * words_per_topic].reshape(len(dense), n_topics, words_per_topic).sum(-1)
+    return per_topic.argmax(1)

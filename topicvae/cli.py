@@ -80,7 +80,7 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
     if len(model.groups_) < 2:
         return
     pairs = model.correlated_topics(n_pairs, n_words=n_words)
-    typer.echo("\nmost correlated topics across groups (Pearson r of the encoder's topic means over the training documents)")
+    typer.echo("\nmost positively correlated topics across groups (Pearson r of the encoder's topic means over the training documents)")
     for row in pairs.itertuples():
         typer.echo(f"  r={row.correlation:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
         typer.echo(f"  {'':8}  {row.topic_b:>8}  {' '.join(row.words_b)}")

@@ -326,13 +326,17 @@ class TopicModel:
     def correlated_topics(
         self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 8, correlation: np.ndarray | None = None
     ) -> pd.DataFrame:
-        """The most strongly correlated topic pairs (by |r|), across groups unless asked otherwise."""
+        """The most positively correlated topic pairs, across groups unless asked otherwise.
+
+        Pairs are ranked by r, largest first: topics that the encoder turns on together. (Strong
+        negative values mostly mean that two themes rarely share a document.)
+        """
         self._check_fitted()
         corr = self.topic_correlation_ if correlation is None else correlation
         labels = self.groups_.topic_labels()
         words = self.topics(n_words)["words"].tolist()
         pairs = [
-            (abs(corr[i, j]), i, j)
+            (corr[i, j], i, j)
             for i in range(len(labels))
             for j in range(i + 1, len(labels))
             if (labels[i][0] != labels[j][0]) or not across_groups
