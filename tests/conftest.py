@@ -18,15 +18,12 @@ def planted_corpus(
     n_noise_words: int = 20,
     doc_length: int = 60,
     seed: int = 0,
-    paired: bool = False,
     concentration: float = 0.3,
 ) -> tuple[sp.csr_matrix, list[str], list[list[str]]]:
     """Documents drawn from known topics with disjoint word sets.
 
     Word ``topic<k>word<i>`` (indices spelled with letters, so that the default token pattern
     reads them) belongs to topic k; ``noise<j>`` are background words shared by all topics.
-    With ``paired=True`` the topics come in pairs (k, k + n_topics // 2) that always appear
-    together in a document: a known correlation between the two halves of the topics.
     ``concentration`` is the Dirichlet parameter of the topic proportions (small: documents
     dominated by one topic). Returns the count matrix, the vocabulary and the planted topics' word lists.
     """
@@ -39,12 +36,7 @@ def planted_corpus(
     topic_word /= topic_word.sum(1, keepdims=True)
     rows = []
     for _ in range(n_docs):
-        if paired:
-            half = n_topics // 2
-            strength = rng.dirichlet(np.full(half, concentration))
-            proportions = np.concatenate([strength, strength]) / 2
-        else:
-            proportions = rng.dirichlet(np.full(n_topics, concentration))
+        proportions = rng.dirichlet(np.full(n_topics, concentration))
         rows.append(rng.multinomial(doc_length, proportions @ topic_word))
     topics = [vocabulary[k * words_per_topic : (k + 1) * words_per_topic] for k in range(n_topics)]
     return sp.csr_matrix(np.asarray(rows, dtype=np.float32)), vocabulary, topics

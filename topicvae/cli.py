@@ -80,7 +80,7 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
     if len(model.groups_) < 2:
         return
     pairs = model.correlated_topics(n_pairs, n_words=n_words)
-    typer.echo("\nmost positively correlated topics across groups (Pearson r of the encoder's topic means over the training documents)")
+    typer.echo("\nmost positively correlated topics across groups (correlation under the inference marginal q(z) over the training documents)")
     for row in pairs.itertuples():
         typer.echo(f"  r={row.correlation:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
         typer.echo(f"  {'':8}  {row.topic_b:>8}  {' '.join(row.words_b)}")
@@ -142,6 +142,7 @@ def fit(
     stop_words: Annotated[str, typer.Option(help="'english' (scikit-learn + gensim lists), 'none', or a file of words.")] = "english",
     strip_newsgroup: Annotated[bool, typer.Option(help="Strip newsgroup headers, quotes and signatures first.")] = False,
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
+    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
     top_words: Annotated[int, typer.Option(help="Words printed per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs printed.")] = 10,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
@@ -167,7 +168,7 @@ def fit(
             stop_words=stops,
             strip_newsgroup=strip_newsgroup,
         )
-        docs = read_corpus(corpus, text_column=text_column)
+        docs = read_corpus(corpus, text_column=text_column, encoding=encoding)
         estimator = TopicModel(
             model.value,
             groups,
@@ -262,6 +263,7 @@ def transform(
     corpus: Annotated[Path, typer.Argument(help="Documents to represent, in any format `fit` reads.")],
     out: Annotated[Path, typer.Option(help="CSV file: one row per document, one column per topic.")],
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
+    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
 ) -> None:
     """Write each document's topic proportions (ProdLDA) or coordinates (NVDM) to a CSV file."""
     try:
@@ -271,7 +273,7 @@ def transform(
         from topicvae.text import read_corpus
 
         estimator = TopicModel.load(model_dir)
-        docs = read_corpus(corpus, text_column=text_column)
+        docs = read_corpus(corpus, text_column=text_column, encoding=encoding)
         table = pd.DataFrame(estimator.transform(docs), columns=estimator.topic_labels())
         table.index.name = "document"
         out.parent.mkdir(parents=True, exist_ok=True)

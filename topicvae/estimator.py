@@ -243,7 +243,7 @@ class TopicModel:
                 self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
             yield progress
         self.model_.eval()
-        self.topic_correlation_ = self._correlation_of_means(counts)
+        self.topic_correlation_ = self._marginal_correlation(counts)
 
     # -----------------------------------------------------------------------------------
     # using a fitted model
@@ -252,16 +252,18 @@ class TopicModel:
         if getattr(self, "model_", None) is None:
             raise NotFittedError("this TopicModel is not fitted yet: call fit() first, or TopicModel.load(path)")
 
-    def _batched_means(self, counts: sp.csr_matrix, batch_size: int = 2048) -> list[np.ndarray]:
-        """Posterior means of every group for every document (eval mode, no sampling)."""
+    def _batched_moments(self, counts: sp.csr_matrix, batch_size: int = 2048) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Posterior means per group, and the variances of all columns, for every document."""
         self.model_.eval()
         device = next(self.model_.parameters()).device
-        parts: list[list[torch.Tensor]] = []
+        parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         with torch.no_grad():
             for start in range(0, counts.shape[0], batch_size):
                 bow = torch.from_numpy(counts[start : start + batch_size].toarray()).to(device)
-                parts.append(self.model_.posterior_means(bow))
-        return [torch.cat([p[d] for p in parts]).cpu() for d in range(len(self.groups_))]
+                parts.append(self.model_.posterior_moments(bow))
+        means = [torch.cat([p[d][0] for p in parts]).cpu() for d in range(len(self.groups_))]
+        variances = torch.cat([torch.cat([p[d][1] for p in parts]).cpu() for d in range(len(self.groups_))], dim=1)
+        return means, variances
 
     def transform(self, X) -> np.ndarray:
         """Document representations, one column per topic (group by group).
@@ -273,7 +275,7 @@ class TopicModel:
         self._check_fitted()
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
-        means = self._batched_means(counts)
+        means, _ = self._batched_moments(counts)
         with torch.no_grad():
             return self.model_.representation(means).numpy().astype(np.float64)
 
@@ -307,21 +309,32 @@ class TopicModel:
         ]
         return pd.DataFrame(rows, index=pd.Index(self.topic_labels(), name="label"))
 
-    def _correlation_of_means(self, counts: sp.csr_matrix) -> np.ndarray:
-        """Pearson correlation between topics of the encoder's posterior means over documents."""
-        means = torch.cat(self._batched_means(counts), dim=1).numpy().astype(np.float64)
+    def _marginal_correlation(self, counts: sp.csr_matrix) -> np.ndarray:
+        """Correlation between topics under the inference marginal q(z) = mean_n q(z | x_n).
+
+        By the law of total covariance, Cov_q(z) = Cov_n(mean of q(z | x_n)) + mean_n Cov(q(z | x_n)),
+        and the mean-field posterior adds only to the diagonal. The second term matters: a topic
+        the encoder does not use keeps a posterior close to the prior, whose variance then
+        dominates and shrinks its correlations towards 0, while the means alone (rescaled by
+        the encoder's batch-norm) would correlate it with everything.
+        """
+        means, variances = self._batched_moments(counts)
+        codes = torch.cat(means, dim=1).numpy().astype(np.float64)
+        covariance = np.atleast_2d(np.cov(codes, rowvar=False))
+        covariance[np.diag_indices_from(covariance)] += variances.numpy().astype(np.float64).mean(0)
+        scale = np.sqrt(np.diag(covariance))
         with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.corrcoef(means, rowvar=False)
-        return np.nan_to_num(np.atleast_2d(corr), nan=0.0)
+            correlation = covariance / np.outer(scale, scale)
+        return np.nan_to_num(correlation, nan=0.0)
 
     def topic_correlation(self, X=None) -> np.ndarray:
-        """Topic-by-topic Pearson correlation of posterior means (on X, or the training corpus)."""
+        """Topic-by-topic correlation under q(z) on X (or the training corpus, computed at fit)."""
         self._check_fitted()
         if X is None:
             return self.topic_correlation_
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
-        return self._correlation_of_means(counts)
+        return self._marginal_correlation(counts)
 
     def correlated_topics(
         self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 8, correlation: np.ndarray | None = None

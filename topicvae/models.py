@@ -113,15 +113,21 @@ class GroupedPosterior(nn.Module):
                 posteriors.append(Normal(group_loc, group_scale, validate_args=False))
         return posteriors
 
-    def means(self, features: Tensor) -> list[Tensor]:
-        """Posterior means of the Gaussian groups and category probabilities of Concrete ones."""
-        out: list[Tensor] = []
+    def moments(self, features: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Mean and variance of each group's posterior, per column of the code.
+
+        Gaussian groups: the posterior mean and variance of z. Concrete groups: the category
+        probabilities p and the variances p (1 - p) of the one-hot indicator they relax.
+        """
+        out: list[tuple[Tensor, Tensor]] = []
         if self.loc is not None:
-            loc, _ = self.gaussian_parameters(features)
-            gaussian = iter(loc.split([g.size for g in self.groups.gaussian], dim=1))
+            loc, log_var = self.gaussian_parameters(features)
+            sizes = [g.size for g in self.groups.gaussian]
+            gaussian = iter(zip(loc.split(sizes, dim=1), log_var.exp().split(sizes, dim=1)))
         for group in self.groups:
             if group.is_concrete:
-                out.append(F.softmax(self.logits[group.name](features), dim=-1))
+                probs = F.softmax(self.logits[group.name](features), dim=-1)
+                out.append((probs, probs * (1 - probs)))
             else:
                 out.append(next(gaussian))
         return out
@@ -176,8 +182,9 @@ class NeuralTopicModel(nn.Module):
         return ModelOutput(log_likelihood, posteriors, self.priors(), samples)
 
     @torch.no_grad()
-    def posterior_means(self, bow: Tensor) -> list[Tensor]:
-        return self.posterior.means(self.features(bow))
+    def posterior_moments(self, bow: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per group, the posterior's mean and variance for each document (no sampling)."""
+        return self.posterior.moments(self.features(bow))
 
     def _concrete_prior(self, size: int, like: Tensor) -> ExpRelaxedCategorical:
         temperature = torch.tensor(self.temperature, dtype=like.dtype, device=like.device)
