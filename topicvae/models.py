@@ -145,9 +145,6 @@ class NeuralTopicModel(nn.Module):
         self.temperature = float(temperature)
 
     # --- to be provided by each model ---------------------------------------------------
-    def features(self, bow: Tensor) -> Tensor:
-        raise NotImplementedError
-
     def prior_parameters(self) -> list[Distribution]:
         raise NotImplementedError
 
@@ -168,6 +165,10 @@ class NeuralTopicModel(nn.Module):
         raise NotImplementedError
 
     # --- shared -------------------------------------------------------------------------
+    def features(self, bow: Tensor) -> Tensor:
+        """The encoder's hidden features (each model builds ``encoder`` and ``encoder_dropout``)."""
+        return self.encoder_dropout(self.encoder(bow))
+
     def encode(self, bow: Tensor) -> list[Distribution]:
         return self.posterior(self.features(bow))
 
@@ -242,9 +243,6 @@ class ProdLDA(NeuralTopicModel):
         self.register_buffer("prior_loc", mean)
         self.register_buffer("prior_scale", variance.sqrt())
 
-    def features(self, bow: Tensor) -> Tensor:
-        return self.encoder_dropout(self.encoder(bow))
-
     def prior_parameters(self) -> list[Distribution]:
         priors: list[Distribution] = []
         sizes = [g.size for g in self.groups.gaussian]
@@ -303,9 +301,6 @@ class NVDM(NeuralTopicModel):
         self.encoder_dropout = nn.Dropout(dropout)
         self.posterior = GroupedPosterior(hidden_sizes[-1], groups, batch_norm=False, temperature=temperature)
         self.decoder = nn.Linear(groups.num_columns, vocab_size)  # R and b
-
-    def features(self, bow: Tensor) -> Tensor:
-        return self.encoder_dropout(self.encoder(bow))
 
     def prior_parameters(self) -> list[Distribution]:
         like = self.decoder.bias

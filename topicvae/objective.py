@@ -292,13 +292,22 @@ def _marginal_block(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """log q^ of the variables, groups and joint code for the items ``rows``."""
     pairwise = _pairwise_log_density(rows, posteriors, samples)
-    log_w = _stratified_log_weights(rows, pairwise.shape[1], dataset_size, pairwise).unsqueeze(-1)
-    log_q_variable = torch.logsumexp(pairwise + log_w, dim=1)
-    # Mean-field q(z|x): a group's conditional density is the product of its variables'.
-    grouped = torch.stack([part.sum(-1) for part in pairwise.split(list(group_sizes), dim=-1)], dim=-1)
-    log_q_group = torch.logsumexp(grouped + log_w, dim=1)
-    log_q_joint = torch.logsumexp(grouped.sum(-1) + log_w.squeeze(-1), dim=1)
-    return log_q_variable, log_q_group, log_q_joint
+    log_w = _stratified_log_weights(rows, pairwise.shape[1], dataset_size, pairwise)
+    return _stratified_log_sum_exps(pairwise, _group_sums(pairwise, group_sizes), log_w)
+
+
+def _group_sums(pairwise: Tensor, group_sizes: Sequence[int]) -> Tensor:
+    """Mean-field q(z|x): a group's conditional log density is the sum of its variables'."""
+    return torch.stack([part.sum(-1) for part in pairwise.split(list(group_sizes), dim=-1)], dim=-1)
+
+
+def _stratified_log_sum_exps(pairwise: Tensor, grouped: Tensor, log_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """log q^(z_de), log q^(z_d), log q^(z) from [rows, B, ...] conditional log densities."""
+    return (
+        torch.logsumexp(pairwise + log_w.unsqueeze(-1), dim=1),
+        torch.logsumexp(grouped + log_w.unsqueeze(-1), dim=1),
+        torch.logsumexp(grouped.sum(-1) + log_w, dim=1),
+    )
 
 
 class _GaussianLogMarginals(torch.autograd.Function):
@@ -318,8 +327,7 @@ class _GaussianLogMarginals(torch.autograd.Function):
         standardized = (z[rows].unsqueeze(1) - loc.unsqueeze(0)) * inv_scale.unsqueeze(0)  # r, [R, B, V]
         pairwise = torch.addcmul(log_norm.unsqueeze(0), standardized, standardized, value=-0.5)
         log_w = _stratified_log_weights(rows, z.shape[0], dataset_size, pairwise)
-        grouped = torch.stack([part.sum(-1) for part in pairwise.split(group_sizes, dim=-1)], dim=-1)
-        return standardized, pairwise, log_w, grouped
+        return standardized, pairwise, log_w, _group_sums(pairwise, group_sizes)
 
     @staticmethod
     def forward(ctx, z, loc, scale, group_sizes, dataset_size, rows_per_block):
@@ -331,13 +339,7 @@ class _GaussianLogMarginals(torch.autograd.Function):
             _, pairwise, log_w, grouped = _GaussianLogMarginals._block(
                 z, loc, inv_scale, log_norm, rows, dataset_size, group_sizes
             )
-            outputs.append(
-                (
-                    torch.logsumexp(pairwise + log_w.unsqueeze(-1), dim=1),
-                    torch.logsumexp(grouped + log_w.unsqueeze(-1), dim=1),
-                    torch.logsumexp(grouped.sum(-1) + log_w, dim=1),
-                )
-            )
+            outputs.append(_stratified_log_sum_exps(pairwise, grouped, log_w))
         log_q_variable, log_q_group, log_q_joint = (torch.cat(parts) for parts in zip(*outputs))
         ctx.save_for_backward(z, loc, scale, log_q_variable, log_q_group, log_q_joint)
         ctx.group_sizes, ctx.dataset_size, ctx.rows_per_block = group_sizes, dataset_size, rows_per_block
@@ -426,7 +428,7 @@ def log_marginals(
     )
 
     rows_per_block = max(1, block_elements // max(1, batch * num_variables))
-    if _all_gaussian(posteriors, samples) and fused:
+    if fused and _all_gaussian(posteriors, samples):
         log_q_variable, log_q_group, log_q_joint = _GaussianLogMarginals.apply(
             torch.cat(list(samples), dim=1),
             torch.cat([post.loc for post in posteriors], dim=1),
@@ -435,15 +437,31 @@ def log_marginals(
             dataset_size,
             rows_per_block,
         )
-        return LogMarginals(
-            log_q_conditional=torch.cat(conditional, dim=1),
-            log_q_variable=log_q_variable,
-            log_q_group=log_q_group,
-            log_q_joint=log_q_joint,
-            group_index=group_index,
+    else:
+        log_q_variable, log_q_group, log_q_joint = _generic_log_marginals(
+            posteriors, samples, group_sizes, dataset_size, rows_per_block, memory_elements
         )
+    return LogMarginals(
+        log_q_conditional=torch.cat(conditional, dim=1),
+        log_q_variable=log_q_variable,
+        log_q_group=log_q_group,
+        log_q_joint=log_q_joint,
+        group_index=group_index,
+    )
+
+
+def _generic_log_marginals(
+    posteriors: Sequence[Distribution],
+    samples: Sequence[Tensor],
+    group_sizes: Sequence[int],
+    dataset_size: int,
+    rows_per_block: int,
+    memory_elements: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Autograd over blocks of rows, for any posterior family."""
+    batch = samples[0].shape[0]
     recompute = (
-        batch * batch * num_variables > memory_elements
+        batch * batch * sum(group_sizes) > memory_elements
         and torch.is_grad_enabled()
         and any(z.requires_grad for z in samples)
     )
@@ -456,14 +474,7 @@ def log_marginals(
             blocks.append(checkpoint(_marginal_block, *args, use_reentrant=False))
         else:
             blocks.append(_marginal_block(*args))
-    log_q_variable, log_q_group, log_q_joint = (torch.cat(parts) for parts in zip(*blocks))
-    return LogMarginals(
-        log_q_conditional=torch.cat(conditional, dim=1),
-        log_q_variable=log_q_variable,
-        log_q_group=log_q_group,
-        log_q_joint=log_q_joint,
-        group_index=group_index,
-    )
+    return tuple(torch.cat(parts) for parts in zip(*blocks))
 
 
 # ---------------------------------------------------------------------------------------------
