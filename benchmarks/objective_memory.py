@@ -1,0 +1,91 @@
+"""Peak memory and time of the HFVAE objective (forward + backward) at large batches.
+
+    python benchmarks/objective_memory.py [--batch 4096] [--dims 50]
+
+Runs each configuration in a fresh process (so peak RSS belongs to it alone) and writes
+benchmarks/results/objective_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "objective_memory.json"
+
+
+def measure(batch: int, dims: int, fused: bool, dataset_size: int) -> dict:
+    import torch
+    from torch.distributions import Normal
+
+    from topicvae.objective import ObjectiveWeights, hfvae_objective
+
+    torch.manual_seed(0)
+    baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sizes = [dims // 2, dims - dims // 2]
+    loc = torch.randn(batch, dims, requires_grad=True)
+    scale = (torch.rand(batch, dims) + 0.3).requires_grad_()
+    z = loc + scale * torch.randn(batch, dims)
+    posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
+    priors = [Normal(torch.zeros(e), torch.ones(e)) for e in sizes]
+    started = time.perf_counter()
+    terms = hfvae_objective(
+        -(z**2).sum(1), posteriors, priors, list(z.split(sizes, 1)), dataset_size,
+        ObjectiveWeights.preset("hfvae"), fused=fused,
+    )
+    terms.loss.backward()
+    seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "batch": batch,
+        "dims": dims,
+        "path": "fused" if fused else "generic (checkpointed blocks)",
+        "seconds_forward_backward": round(seconds, 2),
+        "peak_rss_mib": round(peak_mib, 1),
+        "rss_before_mib": round(baseline_mib, 1),
+        "pairwise_entries": batch * batch * dims,
+        "finite_gradients": bool(torch.isfinite(loc.grad).all() and torch.isfinite(scale.grad).all()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--dims", type=int, default=50)
+    parser.add_argument("--dataset-size", type=int, default=11314)
+    parser.add_argument("--one", choices=["fused", "generic"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.batch, args.dims, args.one == "fused", args.dataset_size)))
+        return
+    rows = []
+    for path in ("fused", "generic"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--batch", str(args.batch), "--dims", str(args.dims),
+             "--dataset-size", str(args.dataset_size), "--one", path],
+            check=True, capture_output=True, text=True,
+        )
+        rows.append(json.loads(out.stdout))
+    record = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "results": rows,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    print("| path | B | dims | forward+backward (s) | peak RSS (MiB) | RSS before (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['path']} | {row['batch']} | {row['dims']} | {row['seconds_forward_backward']} | {row['peak_rss_mib']} | {row['rss_before_mib']} |")
+
+
+if __name__ == "__main__":
+    main()
