@@ -81,3 +81,16 @@ def shared_data_or_skip(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs {path} (the project's shared data folder), which is not on this machine")
     return path
+
+
+def sklearn_newsgroup_helpers():
+    """scikit-learn's private strip helpers (header, footer, quoting); skip where they are gone."""
+    try:
+        from sklearn.datasets._twenty_newsgroups import (
+            strip_newsgroup_footer,
+            strip_newsgroup_header,
+            strip_newsgroup_quoting,
+        )
+    except ImportError as exc:
+        pytest.skip(f"scikit-learn's private 20 Newsgroups helpers are not importable: {exc}")
+    return strip_newsgroup_header, strip_newsgroup_footer, strip_newsgroup_quoting

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sklearn_newsgroup_helpers
 
 import topicvae.datasets as datasets
 from topicvae.datasets import Dataset, load_20newsgroups
@@ -189,14 +190,7 @@ def test_shared_20newsgroups_sizes_and_labels(shared_train):
 @pytest.mark.shared_data
 @needs_shared_data
 def test_shared_20newsgroups_stripping_equals_sklearn(shared_train):
-    try:
-        from sklearn.datasets._twenty_newsgroups import (
-            strip_newsgroup_footer,
-            strip_newsgroup_header,
-            strip_newsgroup_quoting,
-        )
-    except ImportError as exc:
-        pytest.skip(f"scikit-learn's private 20 Newsgroups helpers are not importable: {exc}")
+    strip_newsgroup_header, strip_newsgroup_footer, strip_newsgroup_quoting = sklearn_newsgroup_helpers()
     raw = load_20newsgroups("train", source=SHARED_20NG, remove=())
     expected = [
         strip_newsgroup_quoting(strip_newsgroup_footer(strip_newsgroup_header(text)))

@@ -8,6 +8,7 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import sklearn_newsgroup_helpers
 import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -215,21 +216,11 @@ POSTS = [
 ]
 
 
-def _sklearn_helpers():
-    try:
-        from sklearn.datasets._twenty_newsgroups import (
-            strip_newsgroup_footer,
-            strip_newsgroup_header,
-            strip_newsgroup_quoting,
-        )
-    except ImportError as exc:
-        pytest.skip(f"scikit-learn's private 20 Newsgroups helpers are not importable: {exc}")
-    return strip_newsgroup_header, strip_newsgroup_footer, strip_newsgroup_quoting
 
 
 @pytest.mark.parametrize("post", POSTS)
 def test_stripping_equals_sklearn_private_helpers(post):
-    header, footer, quoting = _sklearn_helpers()
+    header, footer, quoting = sklearn_newsgroup_helpers()
     assert strip_newsgroup_header(post) == header(post)
     assert strip_newsgroup_footer(post) == footer(post)
     assert strip_newsgroup_quoting(post) == quoting(post)
