@@ -17,6 +17,10 @@ import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
 
+from torch.distributions import Distribution, Normal
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+from topicvae.analysis import InformationReport, information_report
 from topicvae.groups import GroupSpec
 from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
@@ -48,6 +52,16 @@ def _resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} is not available on this machine: use 'cpu'")
     return torch.device(device)
+
+
+def _concatenate(parts: Sequence[Distribution]) -> Distribution:
+    """One posterior over all documents from the posteriors of consecutive batches."""
+    first = parts[0]
+    if isinstance(first, Normal):
+        return Normal(torch.cat([p.loc for p in parts]), torch.cat([p.scale for p in parts]), validate_args=False)
+    if isinstance(first, ExpRelaxedCategorical):
+        return ExpRelaxedCategorical(first.temperature, logits=torch.cat([p.logits for p in parts]), validate_args=False)
+    raise TypeError(f"cannot concatenate posteriors of type {type(first).__name__}")
 
 
 class TopicModel:
@@ -284,6 +298,28 @@ class TopicModel:
             raise ValueError(
                 f"X has {counts.shape[1]} columns but the model's vocabulary has {len(self.vocabulary_)} words"
             )
+
+    def information(self, X, *, seed: int = 0) -> InformationReport:
+        """I(x; z), I(x; z_d), I(x; z_de) and the total correlations over the documents X.
+
+        q(z) is the exact mixture over the N documents given (objective.md, identity 2), at
+        one sample z ~ q(z | x_n) per document drawn with ``seed``; dropout is off.
+        """
+        self._check_fitted()
+        counts = self._counts(X, fit=False)
+        self._check_vocabulary_width(counts)
+        self.model_.eval()
+        device = next(self.model_.parameters()).device
+        with torch.no_grad():
+            per_batch = [
+                self.model_.encode(torch.from_numpy(counts[start : start + 2048].toarray()).to(device))
+                for start in range(0, counts.shape[0], 2048)
+            ]
+            posteriors = [_concatenate([batch[d] for batch in per_batch]) for d in range(len(self.groups_))]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                samples = [q.sample() for q in posteriors]
+        return information_report(posteriors, samples)
 
     def topic_labels(self) -> list[str]:
         """A label per topic column: '<group>:<index>'."""

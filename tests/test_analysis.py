@@ -1,0 +1,83 @@
+"""Information quantities over a whole data set (B = N), against explicit float64 loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+from scipy.stats import norm
+from torch.distributions import Normal
+
+from topicvae.analysis import information_report
+from topicvae.estimator import TopicModel
+
+from conftest import planted_corpus
+
+
+def gaussian_set(n, sizes, *, seed, spread=1.0, scale=0.5):
+    generator = torch.Generator().manual_seed(seed)
+    loc = torch.randn(n, sum(sizes), dtype=torch.float64, generator=generator) * spread
+    scale = torch.full((n, sum(sizes)), scale, dtype=torch.float64)
+    z = loc + scale * torch.randn(n, sum(sizes), dtype=torch.float64, generator=generator)
+    posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
+    return posteriors, list(z.split(sizes, 1)), loc.numpy(), scale.numpy(), z.numpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_information_matches_the_exact_mixture_computed_by_loops(seed):
+    n, sizes = 13, [2, 3]
+    posteriors, samples, loc, scale, z = gaussian_set(n, sizes, seed=seed)
+    report = information_report(posteriors, samples)
+    # log q(z_v^n | x_m) for every pair, then the exact mixture (1/N) sum_m.
+    pairwise = np.array([[norm.logpdf(z[i], loc[m], scale[m]) for m in range(n)] for i in range(n)])
+    own = np.array([pairwise[i, i] for i in range(n)])  # log q(z^n | x_n), [N, V]
+    log_q_var = logsumexp(pairwise, axis=1) - math.log(n)
+    bounds = [0, 2, 5]
+    group_pair = np.stack([pairwise[:, :, a:b].sum(-1) for a, b in zip(bounds[:-1], bounds[1:])], -1)
+    log_q_group = logsumexp(group_pair, axis=1) - math.log(n)
+    log_q_joint = logsumexp(pairwise.sum(-1), axis=1) - math.log(n)
+    np.testing.assert_allclose(report.per_variable, (own - log_q_var).mean(0), atol=1e-10)
+    own_group = np.stack([own[:, a:b].sum(-1) for a, b in zip(bounds[:-1], bounds[1:])], -1)
+    np.testing.assert_allclose(report.per_group, (own_group - log_q_group).mean(0), atol=1e-10)
+    assert report.mutual_information == pytest.approx((own.sum(1) - log_q_joint).mean(), abs=1e-10)
+    assert report.tc_between == pytest.approx((log_q_joint - log_q_group.sum(1)).mean(), abs=1e-10)
+    sum_var = np.stack([log_q_var[:, a:b].sum(-1) for a, b in zip(bounds[:-1], bounds[1:])], -1)
+    np.testing.assert_allclose(report.tc_within, (log_q_group - sum_var).mean(0), atol=1e-10)
+
+
+def test_posteriors_that_do_not_overlap_give_log_n():
+    n = 20
+    posteriors, samples, *_ = gaussian_set(n, [2, 2], seed=0, spread=1e4, scale=1e-3)
+    report = information_report(posteriors, samples)
+    assert report.mutual_information == pytest.approx(math.log(n), abs=1e-9)
+    np.testing.assert_allclose(report.per_variable, math.log(n), atol=1e-9)
+    np.testing.assert_allclose(report.per_group, math.log(n), atol=1e-9)
+    assert report.tc_between == pytest.approx(math.log(n), abs=1e-9)  # (D - 1) log N with D = 2
+    np.testing.assert_allclose(report.tc_within, math.log(n), atol=1e-9)  # (E_d - 1) log N
+
+
+def test_posteriors_that_ignore_x_give_zero_information():
+    n, sizes = 15, [3, 2]
+    loc = torch.zeros(n, 5, dtype=torch.float64) + torch.tensor([0.3, -1.0, 2.0, 0.0, 1.0], dtype=torch.float64)
+    scale = torch.ones(n, 5, dtype=torch.float64) * 0.7
+    z = loc + scale * torch.randn(n, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
+    report = information_report(posteriors, list(z.split(sizes, 1)))
+    assert abs(report.mutual_information) < 1e-12
+    assert np.abs(report.per_variable).max() < 1e-12
+    assert report.active(0.01).sum() == 0
+
+
+def test_a_fitted_model_reports_information_within_log_n():
+    counts, vocabulary, _ = planted_corpus(n_docs=300, seed=1)
+    model = TopicModel("prodlda", "2x3", epochs=5, batch_size=50, seed=0).fit(counts, vocabulary=vocabulary)
+    report = model.information(counts)
+    assert report.dataset_size == 300
+    assert report.per_variable.shape == (6,) and report.per_group.shape == (2,)
+    assert 0 < report.mutual_information <= math.log(300) + 1e-6
+    assert (report.per_variable <= math.log(300) + 1e-6).all()
+    again = model.information(counts)
+    assert again.mutual_information == report.mutual_information  # same seed, same samples
