@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def planted_corpus(
@@ -64,23 +60,11 @@ def counts_to_documents(counts: sp.csr_matrix, vocabulary: list[str], seed: int 
 
 
 @pytest.fixture
-def planted():
-    return planted_corpus()
-
-
-@pytest.fixture
 def planted_docs_file(tmp_path):
     counts, vocabulary, topics = planted_corpus(n_docs=400)
     path = tmp_path / "planted.txt"
     path.write_text("\n".join(counts_to_documents(counts, vocabulary)) + "\n", encoding="utf-8")
     return path, topics
-
-
-def shared_data_or_skip(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared data folder), which is not on this machine")
-    return path
 
 
 def sklearn_newsgroup_helpers():
