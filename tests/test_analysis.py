@@ -81,3 +81,33 @@ def test_a_fitted_model_reports_information_within_log_n():
     assert (report.per_variable <= math.log(300) + 1e-6).all()
     again = model.information(counts)
     assert again.mutual_information == report.mutual_information  # same seed, same samples
+
+
+def _uninformative_nvdm():
+    """An NVDM whose posterior is its N(0, I) prior and whose decoder is uniform."""
+    counts, vocabulary, _ = planted_corpus(n_docs=60, n_topics=2, words_per_topic=2, n_noise_words=3, seed=0)
+    model = TopicModel("nvdm", "3", epochs=1, batch_size=20, seed=0).fit(counts, vocabulary=vocabulary)
+    with torch.no_grad():
+        for layer in (model.model_.posterior.loc, model.model_.posterior.log_var, model.model_.decoder):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    return model, counts
+
+
+def test_perplexity_of_a_uniform_decoder_with_posterior_equal_to_prior_is_the_vocabulary_size():
+    model, counts = _uninformative_nvdm()
+    elbo, lengths = model.document_elbo(counts)
+    vocab_size = counts.shape[1]
+    np.testing.assert_allclose(elbo, -lengths * math.log(vocab_size), rtol=1e-6)
+    assert model.perplexity(counts) == pytest.approx(vocab_size, rel=1e-6)
+    assert model.perplexity(counts, per_document=True) == pytest.approx(vocab_size, rel=1e-6)
+
+
+def test_perplexity_variants_follow_their_formulas():
+    counts, vocabulary, _ = planted_corpus(n_docs=200, seed=2)
+    model = TopicModel("prodlda", "2x3", epochs=3, batch_size=50, seed=0).fit(counts, vocabulary=vocabulary)
+    elbo, lengths = model.document_elbo(counts[:50])
+    assert model.perplexity(counts[:50]) == pytest.approx(math.exp(-elbo.sum() / lengths.sum()), rel=1e-12)
+    per_doc = math.exp(np.mean(-elbo / lengths))
+    assert model.perplexity(counts[:50], per_document=True) == pytest.approx(per_doc, rel=1e-12)
+    assert 1 < model.perplexity(counts[:50]) < counts.shape[1] * 2

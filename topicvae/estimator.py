@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
 
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution, Normal, kl_divergence
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.analysis import InformationReport, information_report
@@ -320,6 +320,50 @@ class TopicModel:
                 torch.manual_seed(seed)
                 samples = [q.sample() for q in posteriors]
         return information_report(posteriors, samples)
+
+    def document_elbo(self, X, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Each document's ELBO and word count: the bound on log p(x_d) behind perplexity.
+
+        ELBO_d = log p(x_d | z) - KL(q(z | x_d) || p(z)) with one sample z ~ q(z | x_d) (drawn
+        with ``seed``) for the likelihood, the KL in closed form for Gaussian groups and from the
+        same sample for Concrete ones; dropout is off. The likelihood leaves out the multinomial
+        coefficient, as ProdLDA's and NVDM's published perplexities do. This is the plain ELBO
+        whatever weights the model was trained with.
+        """
+        self._check_fitted()
+        counts = self._counts(X, fit=False)
+        self._check_vocabulary_width(counts)
+        self.model_.eval()
+        device = next(self.model_.parameters()).device
+        elbos = []
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for start in range(0, counts.shape[0], 2048):
+                bow = torch.from_numpy(counts[start : start + 2048].toarray()).to(device)
+                out = self.model_(bow)
+                kl = torch.zeros_like(out.log_likelihood)
+                for q, p, z in zip(out.posteriors, out.priors, out.samples):
+                    if isinstance(q, Normal):
+                        kl += kl_divergence(q, p).sum(-1)
+                    else:
+                        kl += q.log_prob(z) - p.log_prob(z)
+                elbos.append((out.log_likelihood - kl).double().cpu())
+        return torch.cat(elbos).numpy(), np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+
+    def perplexity(self, X, *, per_document: bool = False, seed: int = 0) -> float:
+        """Held-out perplexity from the ELBO (an upper bound on the true perplexity).
+
+        Corpus-level (default): exp(sum_d -ELBO_d / sum_d N_d). ``per_document=True``: the
+        variant of the ProdLDA paper's code, exp(mean_d(-ELBO_d / N_d)). Documents without any
+        vocabulary word are left out of both.
+        """
+        elbo, lengths = self.document_elbo(X, seed=seed)
+        keep = lengths > 0
+        if not keep.any():
+            raise ValueError("no document has a word of the model's vocabulary: perplexity is undefined")
+        if per_document:
+            return float(np.exp(np.mean(-elbo[keep] / lengths[keep])))
+        return float(np.exp(-elbo[keep].sum() / lengths[keep].sum()))
 
     def topic_labels(self) -> list[str]:
         """A label per topic column: '<group>:<index>'."""
