@@ -78,3 +78,33 @@ def sklearn_newsgroup_helpers():
     except ImportError as exc:
         pytest.skip(f"scikit-learn's private 20 Newsgroups helpers are not importable: {exc}")
     return strip_newsgroup_header, strip_newsgroup_footer, strip_newsgroup_quoting
+
+
+def correlated_corpus(
+    seed: int = 0, n_docs: int = 1500, words_per_topic: int = 10, n_noise_words: int = 20, doc_length: int = 80
+) -> tuple[sp.csr_matrix, list[str], list[tuple[int, int]]]:
+    """Six planted topics in two families, A = (0, 1, 2) and B = (3, 4, 5), with known correlations.
+
+    Every document mixes one A topic with one B topic (a Beta(2, 2) share each). With
+    probability 0.8 the B topic is the A topic's partner (k, k + 3), otherwise any B topic, so
+    the partners co-occur far more often than chance while each topic also appears without its
+    partner. Words ``topic<k>word<i>`` belong to topic k. Returns the counts, the vocabulary and
+    the planted partner pairs.
+    """
+    rng = np.random.default_rng(seed)
+    n_topics = 6
+    vocabulary = [f"topic{_letters(k)}word{_letters(i)}" for k in range(n_topics) for i in range(words_per_topic)]
+    vocabulary += [f"noise{_letters(j)}" for j in range(n_noise_words)]
+    topic_word = np.full((n_topics, len(vocabulary)), 0.01 / len(vocabulary))
+    for k in range(n_topics):
+        topic_word[k, k * words_per_topic : (k + 1) * words_per_topic] = rng.dirichlet(np.full(words_per_topic, 5.0))
+    topic_word /= topic_word.sum(1, keepdims=True)
+    rows = []
+    for _ in range(n_docs):
+        first = rng.integers(3)
+        second = first if rng.random() < 0.8 else rng.integers(3)
+        proportions = np.zeros(n_topics)
+        share = rng.beta(2, 2)
+        proportions[first], proportions[3 + second] = share, 1 - share
+        rows.append(rng.multinomial(doc_length, proportions @ topic_word))
+    return sp.csr_matrix(np.asarray(rows, dtype=np.float32)), vocabulary, [(0, 3), (1, 4), (2, 5)]

@@ -14,7 +14,7 @@ from torch.distributions import Normal
 from topicvae.analysis import information_report
 from topicvae.estimator import TopicModel
 
-from conftest import planted_corpus
+from conftest import correlated_corpus, planted_corpus
 
 
 def gaussian_set(n, sizes, *, seed, spread=1.0, scale=0.5):
@@ -111,3 +111,29 @@ def test_perplexity_variants_follow_their_formulas():
     per_doc = math.exp(np.mean(-elbo / lengths))
     assert model.perplexity(counts[:50], per_document=True) == pytest.approx(per_doc, rel=1e-12)
     assert 1 < model.perplexity(counts[:50]) < counts.shape[1] * 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_topic_correlations_are_the_strongest(seed):
+    counts, vocabulary, partners = correlated_corpus(seed=seed)
+    model = TopicModel("prodlda", "2x4", epochs=80, batch_size=100, seed=seed).fit(counts, vocabulary=vocabulary)
+    # each learned topic stands for the planted topic that owns most of its top words
+    owner = [
+        max(range(6), key=lambda k: sum(w.startswith(f"topic{chr(ord('a') + k)}word") for w in words))
+        for words in model.topics(10)["words"]
+    ]
+    correlation = model.topic_correlation()
+    partner_pairs = {frozenset(pair) for pair in partners}
+    best_for_pair: dict[frozenset, float] = {}
+    strongest_other = -1.0
+    for i in range(len(owner)):
+        for j in range(i + 1, len(owner)):
+            pair = frozenset((owner[i], owner[j]))
+            if len(pair) < 2:
+                continue  # two learned copies of one planted topic
+            if pair in partner_pairs:
+                best_for_pair[pair] = max(best_for_pair.get(pair, -1.0), correlation[i, j])
+            else:
+                strongest_other = max(strongest_other, correlation[i, j])
+    assert set(best_for_pair) == partner_pairs, owner
+    assert min(best_for_pair.values()) > strongest_other, (best_for_pair, strongest_other)
