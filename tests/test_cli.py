@@ -108,3 +108,32 @@ def test_data_20newsgroups_from_a_local_copy(tmp_path):
     assert "1 left empty by stripping" in result.output
     assert out.read_text().splitlines() == ["My engine needs oil.", "The shuttle reached orbit today."]
     assert labels.read_text().splitlines() == ["rec.autos", "sci.space"]
+
+
+def test_evaluate_prints_every_metric_and_writes_json_and_plots(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    fitted = runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST])
+    assert fitted.exit_code == 0, fitted.output
+    shown = runner.invoke(app, ["evaluate", str(out), "--mi-threshold", "0.05"])
+    assert shown.exit_code == 0, shown.output
+    for text in ("NPMI, whole documents, top 10", "NPMI, sliding window 10", "topic diversity", "perplexity, corpus-level", "I(x; z) =", "pruned:", "p_adj="):
+        assert text in shown.output
+    plots = tmp_path / "plots"
+    result = runner.invoke(app, ["evaluate", str(out), "--corpus", str(corpus), "--json", "--plots", str(plots)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert set(report) >= {"coherence", "diversity", "perplexity", "information", "correlations", "plots"}
+    assert len(report["information"]["per_topic"]) == 6
+    assert report["information"]["mutual_information"] <= __import__("math").log(400) + 1e-6
+    assert len(report["correlations"]["strongest"]) == 9
+    assert (plots / "mutual_information.png").stat().st_size > 0 and (plots / "correlation.png").stat().st_size > 0
+
+
+def test_evaluate_without_a_recorded_corpus_says_what_to_pass(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST]).exit_code == 0
+    (out / "report.json").unlink()
+    result = runner.invoke(app, ["evaluate", str(out)])
+    assert result.exit_code == 1 and "pass --corpus FILE" in result.output

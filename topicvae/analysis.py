@@ -84,3 +84,61 @@ def information_report(posteriors: Sequence[Distribution], samples: Sequence[tor
         tc_between=float(tc_between),
         tc_within=as_array(tc_within),
     )
+
+
+def correlation_p_values(correlation: np.ndarray, n_documents: int, pairs: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher z-test of r = 0 for the given topic pairs, with Benjamini–Hochberg adjustment.
+
+    z = atanh(r) sqrt(n - 3) is approximately standard normal under r = 0 for n independent
+    documents. Returns the raw two-sided p-values and the BH-adjusted ones (over ``pairs``).
+    The test treats the q(z) correlation like a sample correlation of n documents, an
+    approximation: read the adjusted p-values as a screen, not as exact error rates.
+    """
+    from scipy.stats import false_discovery_control, norm
+
+    if n_documents < 4:
+        raise ValueError(f"n_documents={n_documents} is too small for the Fisher z-test: it needs at least 4")
+    r = np.clip(np.array([correlation[i, j] for i, j in pairs], dtype=np.float64), -0.999999, 0.999999)
+    z = np.arctanh(r) * np.sqrt(n_documents - 3)
+    p_values = 2 * norm.sf(np.abs(z))
+    return p_values, (false_discovery_control(p_values) if len(p_values) else p_values)
+
+
+def plot_information(report: InformationReport, labels: Sequence[str], threshold: float, path) -> None:
+    """Bar plot of I(x; z_k) per topic, sorted, with the pruning threshold (paper Fig. 4, right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(-report.per_variable)
+    values = report.per_variable[order]
+    figure, axes = plt.subplots(figsize=(max(6, 0.22 * len(values)), 3.2))
+    axes.bar(range(len(values)), values, color=["tab:blue" if v >= threshold else "tab:gray" for v in values])
+    axes.axhline(threshold, color="tab:red", linewidth=1, linestyle="--", label=f"threshold {threshold:g} nats")
+    axes.set_xticks(range(len(values)), [labels[i] for i in order], rotation=90, fontsize=7)
+    axes.set_ylabel("I(x; z_k) [nats]")
+    axes.set_title(f"Mutual information per topic (N = {report.dataset_size})")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_correlation(correlation: np.ndarray, labels: Sequence[str], path) -> None:
+    """Heatmap of the topic-by-topic correlation under q(z)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(5, 0.2 * len(labels))
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(correlation, cmap="RdBu_r", vmin=-1, vmax=1)
+    axes.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    axes.set_yticks(range(len(labels)), labels, fontsize=6)
+    axes.set_title("Topic correlation under q(z)")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

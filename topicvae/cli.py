@@ -86,10 +86,11 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         typer.echo(f"  {'':8}  {row.topic_b:>8}  {' '.join(row.words_b)}")
 
 
-def _report(model, n_words: int, n_pairs: int, seconds: float | None) -> dict:
+def _report(model, n_words: int, n_pairs: int, seconds: float | None, corpus: Path) -> dict:
     topics = model.topics(n_words)
     pairs = model.correlated_topics(n_pairs, n_words=n_words) if len(model.groups_) > 1 else None
     return {
+        "corpus": str(corpus.resolve()),
         "model": model.model,
         "groups": str(model.groups_),
         "weights": model.weights_.as_dict(),
@@ -202,7 +203,7 @@ def fit(
     if out is not None:
         try:
             estimator.save(out)
-            _write_json_atomically(_report(estimator, top_words, pairs, seconds), out / "report.json")
+            _write_json_atomically(_report(estimator, top_words, pairs, seconds, corpus), out / "report.json")
         except _USER_ERRORS as error:
             _fail(error)
         typer.echo(f"\nsaved the model and report.json to {out}")
@@ -284,6 +285,74 @@ def transform(
         _fail(error)
         return
     typer.echo(f"wrote {len(table)} documents x {table.shape[1]} topics to {out}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by `topicvae fit --out`.")],
+    corpus: Annotated[Optional[Path], typer.Option(help="Documents to evaluate on (default: the training corpus named in report.json).")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Reference corpus for coherence (default: the evaluated corpus).")] = None,
+    top_n: Annotated[int, typer.Option(help="Top words per topic in coherence.")] = 10,
+    window: Annotated[int, typer.Option(help="Sliding window of the windowed NPMI.")] = 10,
+    mi_threshold: Annotated[float, typer.Option(help="Topics with I(x; z_k) below this many nats are reported as pruned.")] = 0.1,
+    pairs: Annotated[int, typer.Option(help="Correlated topic pairs reported.")] = 10,
+    within_groups: Annotated[bool, typer.Option(help="Also pair topics of the same group.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
+    plots: Annotated[Optional[Path], typer.Option(help="Directory for PNG plots (MI bars, correlation heatmap).")] = None,
+    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
+    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
+) -> None:
+    """Coherence, diversity, perplexity, mutual information (with pruned topics) and correlations."""
+    try:
+        from topicvae.estimator import TopicModel
+        from topicvae.evaluation import evaluate as evaluate_model
+        from topicvae.text import read_corpus
+
+        model = TopicModel.load(model_dir)
+        if corpus is None:
+            recorded = json.loads((model_dir / "report.json").read_text()).get("corpus") if (model_dir / "report.json").is_file() else None
+            if not recorded:
+                raise ValueError(f"{model_dir} records no training corpus: pass --corpus FILE")
+            corpus = Path(recorded)
+        docs = read_corpus(corpus, text_column=text_column, encoding=encoding)
+        reference_docs = read_corpus(reference, text_column=text_column, encoding=encoding) if reference else None
+        report = evaluate_model(
+            model, docs, reference_docs=reference_docs, corpus_name=str(corpus),
+            reference_name=str(reference) if reference else None, top_n=top_n, window=window,
+            mi_threshold=mi_threshold, n_pairs=pairs, within_groups=within_groups, plots=plots,
+        )
+    except _USER_ERRORS as error:
+        _fail(error)
+        return
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_evaluation(report)
+
+
+def _print_evaluation(report: dict) -> None:
+    coherence, information = report["coherence"], report["information"]
+    doc, win = coherence["npmi_document"], coherence["npmi_window"]
+    typer.echo(f"corpus: {report['corpus']['name']} ({report['corpus']['documents_with_words']} documents with vocabulary words)")
+    typer.echo(f"NPMI, whole documents, top {doc['top_n']}, reference {doc['reference']}: {doc['mean']:.3f}")
+    typer.echo(f"NPMI, sliding window {win['window']}, top {win['top_n']}, reference {win['reference']}: {win['mean']:.3f}")
+    typer.echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
+    for name, entry in report["perplexity"].items():
+        typer.echo(f"perplexity, {name.replace('_', '-')} = {entry['formula']}: {entry['value']:.1f}")
+    typer.echo(
+        f"I(x; z) = {information['mutual_information']:.3f} nats (N = {information['dataset_size']}), "
+        f"TC between groups = {information['tc_between']:.3f}, "
+        f"TC within = {', '.join(f'{k} {v:.3f}' for k, v in information['tc_within'].items())}"
+    )
+    if information["per_topic"] is not None:
+        active, pruned = information["active_topics"], information["pruned_topics"]
+        typer.echo(f"{len(active)} topics with I(x; z_k) >= {information['threshold']:g} nats; pruned: {' '.join(pruned) or 'none'}")
+    typer.echo(f"\nmost correlated topic pairs ({report['correlations']['measure']}; {report['correlations']['test']})")
+    for pair in report["correlations"]["strongest"]:
+        typer.echo(f"  r={pair['correlation']:+.3f} p_adj={pair['p_adjusted']:.2g}  {pair['topic_a']:>8}  {' '.join(pair['words_a'])}")
+        typer.echo(f"  {'':21}  {pair['topic_b']:>8}  {' '.join(pair['words_b'])}")
+    for path in report.get("plots", []):
+        typer.echo(f"wrote {path}")
 
 
 @data_app.command("20newsgroups")

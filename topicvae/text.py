@@ -649,6 +649,17 @@ class TextVectorizer(BaseEstimator):
 
     # -- internals ----------------------------------------------------------
 
+    def tokenize(self, docs: Iterable[str]) -> list[list[str]]:
+        """Each document's vocabulary words in reading order (what sliding-window coherence reads).
+
+        Uses the fitted vectorizer's own analyzer (stripping, lowercasing, token pattern, stop
+        words), keeping only words of ``vocabulary_``.
+        """
+        check_is_fitted(self, "vocabulary_")
+        analyze = self._counter.build_analyzer()
+        vocabulary = set(self.vocabulary_)
+        return [[token for token in analyze(doc) if token in vocabulary] for doc in self._prepared(docs)]
+
     def _prepared(self, docs: Iterable[str]) -> list[str]:
         if isinstance(docs, (str, bytes)):
             raise ValueError(

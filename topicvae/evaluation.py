@@ -1,0 +1,116 @@
+"""Every metric of a trained model on a corpus, as one JSON-ready dict (``topicvae evaluate``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from topicvae.analysis import correlation_p_values, plot_correlation, plot_information
+from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
+from topicvae.estimator import TopicModel
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    model: TopicModel,
+    docs: Sequence[str],
+    *,
+    reference_docs: Sequence[str] | None = None,
+    corpus_name: str = "evaluated corpus",
+    reference_name: str | None = None,
+    top_n: int = 10,
+    window: int = 10,
+    mi_threshold: float = 0.1,
+    n_pairs: int = 10,
+    within_groups: bool = False,
+    plots: str | Path | None = None,
+    seed: int = 0,
+) -> dict:
+    """Coherence, diversity, perplexity, information and correlations of ``model`` on ``docs``.
+
+    Coherence is scored against ``reference_docs`` (default: ``docs``). Mutual information,
+    total correlations and topic correlations are taken over ``docs`` with N = their number;
+    topics whose I(x; z_k) is below ``mi_threshold`` nats are reported as pruned.
+    """
+    if not np.isfinite(mi_threshold) or mi_threshold < 0:
+        raise ValueError(f"mi_threshold={mi_threshold!r} is invalid: give a number of nats >= 0")
+    reference_docs = docs if reference_docs is None else reference_docs
+    reference_name = reference_name or corpus_name
+    labels = model.topic_labels()
+    topics = model.topics(max(top_n, 25))["words"].tolist()
+    top_words = [words[:top_n] for words in topics]
+
+    reference_counts = model.vectorizer_.transform(reference_docs) if model.vectorizer_ else None
+    if reference_counts is None:
+        raise ValueError("this model was fitted on a count matrix: evaluate needs a model fitted on text")
+    npmi_document = document_npmi(top_words, reference_counts, model.vocabulary_, top_n=top_n, reference_name=reference_name)
+    npmi_window = gensim_coherence(
+        top_words, model.vectorizer_.tokenize(reference_docs), measure="c_npmi", top_n=top_n,
+        window_size=window, reference_name=reference_name,
+    )
+
+    counts = model.vectorizer_.transform(docs)
+    nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
+    counts = counts[nonempty]
+    information = model.information(counts, seed=seed)
+    active = information.active(mi_threshold)
+    correlation = model.topic_correlation(counts)
+    pairs_table = model.correlated_topics(n_pairs, across_groups=not within_groups, correlation=correlation)
+    index = {label: i for i, label in enumerate(labels)}
+    tested = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels))
+              if within_groups or labels[i].split(":")[0] != labels[j].split(":")[0]]
+    _, p_adjusted = correlation_p_values(correlation, int(counts.shape[0]), tested)
+    adjusted = {pair: p for pair, p in zip(tested, p_adjusted)}
+    # one column per topic; the information report has one entry per latent variable, which is
+    # the same thing here because evaluate is for Gaussian topic groups
+    per_topic_mi = information.per_variable if len(information.per_variable) == len(labels) else None
+
+    report = {
+        "corpus": {"name": corpus_name, "documents": int(len(docs)), "documents_with_words": int(nonempty.sum())},
+        "coherence": {
+            "npmi_document": {"mean": npmi_document.mean, "per_topic": npmi_document.per_topic.tolist(), **npmi_document.settings},
+            "npmi_window": {"mean": npmi_window.mean, "per_topic": npmi_window.per_topic.tolist(), **npmi_window.settings},
+        },
+        "diversity": {"top_n": 25, "value": topic_diversity(topics, top_n=25)},
+        "perplexity": {
+            "corpus_level": {"value": model.perplexity(counts, seed=seed), "formula": "exp(sum_d -ELBO_d / sum_d N_d)"},
+            "per_document": {"value": model.perplexity(counts, per_document=True, seed=seed), "formula": "exp(mean_d(-ELBO_d / N_d))"},
+        },
+        "information": {
+            "dataset_size": information.dataset_size,
+            "mutual_information": information.mutual_information,
+            "per_group": dict(zip([g.name for g in model.groups_], information.per_group.tolist())),
+            "tc_between": information.tc_between,
+            "tc_within": dict(zip([g.name for g in model.groups_], information.tc_within.tolist())),
+            "per_topic": dict(zip(labels, per_topic_mi.tolist())) if per_topic_mi is not None else None,
+            "threshold": mi_threshold,
+            "active_topics": [labels[i] for i in np.flatnonzero(active)] if per_topic_mi is not None else None,
+            "pruned_topics": [labels[i] for i in np.flatnonzero(~active)] if per_topic_mi is not None else None,
+        },
+        "correlations": {
+            "measure": "correlation under the inference marginal q(z) over the evaluated documents",
+            "test": "Fisher z of r = 0 with n = documents, Benjamini-Hochberg over the tested pairs",
+            "pairs_tested": len(tested),
+            "strongest": [
+                {
+                    "topic_a": row.topic_a,
+                    "topic_b": row.topic_b,
+                    "correlation": row.correlation,
+                    "p_adjusted": float(adjusted[tuple(sorted((index[row.topic_a], index[row.topic_b])))]),
+                    "words_a": list(row.words_a),
+                    "words_b": list(row.words_b),
+                }
+                for row in pairs_table.itertuples()
+            ],
+        },
+    }
+    if plots is not None:
+        directory = Path(plots)
+        directory.mkdir(parents=True, exist_ok=True)
+        plot_information(information, labels if per_topic_mi is not None else [str(i) for i in range(len(information.per_variable))], mi_threshold, directory / "mutual_information.png")
+        plot_correlation(correlation, labels, directory / "correlation.png")
+        report["plots"] = [str(directory / "mutual_information.png"), str(directory / "correlation.png")]
+    return report
