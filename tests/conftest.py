@@ -24,18 +24,23 @@ def planted_corpus(
     dominated by one topic). Returns the count matrix, the vocabulary and the planted topics' word lists.
     """
     rng = np.random.default_rng(seed)
-    vocabulary = [f"topic{_letters(k)}word{_letters(i)}" for k in range(n_topics) for i in range(words_per_topic)]
-    vocabulary += [f"noise{_letters(j)}" for j in range(n_noise_words)]
-    topic_word = np.full((n_topics, len(vocabulary)), 0.01 / len(vocabulary))
-    for k in range(n_topics):
-        topic_word[k, k * words_per_topic : (k + 1) * words_per_topic] = rng.dirichlet(np.full(words_per_topic, 5.0))
-    topic_word /= topic_word.sum(1, keepdims=True)
+    vocabulary, topic_word = _planted_topics(rng, n_topics, words_per_topic, n_noise_words)
     rows = []
     for _ in range(n_docs):
         proportions = rng.dirichlet(np.full(n_topics, concentration))
         rows.append(rng.multinomial(doc_length, proportions @ topic_word))
     topics = [vocabulary[k * words_per_topic : (k + 1) * words_per_topic] for k in range(n_topics)]
     return sp.csr_matrix(np.asarray(rows, dtype=np.float32)), vocabulary, topics
+
+
+def _planted_topics(rng, n_topics: int, words_per_topic: int, n_noise_words: int) -> tuple[list[str], np.ndarray]:
+    """The vocabulary and topic-word distributions: each topic owns its own words, plus a trace of all."""
+    vocabulary = [f"topic{_letters(k)}word{_letters(i)}" for k in range(n_topics) for i in range(words_per_topic)]
+    vocabulary += [f"noise{_letters(j)}" for j in range(n_noise_words)]
+    topic_word = np.full((n_topics, len(vocabulary)), 0.01 / len(vocabulary))
+    for k in range(n_topics):
+        topic_word[k, k * words_per_topic : (k + 1) * words_per_topic] = rng.dirichlet(np.full(words_per_topic, 5.0))
+    return vocabulary, topic_word / topic_word.sum(1, keepdims=True)
 
 
 def _letters(index: int) -> str:
@@ -93,12 +98,7 @@ def correlated_corpus(
     """
     rng = np.random.default_rng(seed)
     n_topics = 6
-    vocabulary = [f"topic{_letters(k)}word{_letters(i)}" for k in range(n_topics) for i in range(words_per_topic)]
-    vocabulary += [f"noise{_letters(j)}" for j in range(n_noise_words)]
-    topic_word = np.full((n_topics, len(vocabulary)), 0.01 / len(vocabulary))
-    for k in range(n_topics):
-        topic_word[k, k * words_per_topic : (k + 1) * words_per_topic] = rng.dirichlet(np.full(words_per_topic, 5.0))
-    topic_word /= topic_word.sum(1, keepdims=True)
+    vocabulary, topic_word = _planted_topics(rng, n_topics, words_per_topic, n_noise_words)
     rows = []
     for _ in range(n_docs):
         first = rng.integers(3)
