@@ -54,6 +54,19 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def perplexity_from_elbo(elbo: np.ndarray, lengths: np.ndarray, *, per_document: bool = False) -> float:
+    """exp(sum_d -ELBO_d / sum_d N_d), or exp(mean_d(-ELBO_d / N_d)) with ``per_document``.
+
+    Documents without any vocabulary word (N_d = 0) are left out of both.
+    """
+    keep = lengths > 0
+    if not keep.any():
+        raise ValueError("no document has a word of the model's vocabulary: perplexity is undefined")
+    if per_document:
+        return float(np.exp(np.mean(-elbo[keep] / lengths[keep])))
+    return float(np.exp(-elbo[keep].sum() / lengths[keep].sum()))
+
+
 def _concatenate(parts: Sequence[Distribution]) -> Distribution:
     """One posterior over all documents from the posteriors of consecutive batches."""
     first = parts[0]
@@ -266,15 +279,17 @@ class TopicModel:
         if getattr(self, "model_", None) is None:
             raise NotFittedError("this TopicModel is not fitted yet: call fit() first, or TopicModel.load(path)")
 
-    def _batched_moments(self, counts: sp.csr_matrix, batch_size: int = 2048) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Posterior means per group, and the variances of all columns, for every document."""
+    def _eval_batches(self, counts: sp.csr_matrix, batch_size: int = 2048) -> Iterator[torch.Tensor]:
+        """The documents as dense tensors on the model's device, with the model in eval mode."""
         self.model_.eval()
         device = next(self.model_.parameters()).device
-        parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        for start in range(0, counts.shape[0], batch_size):
+            yield torch.from_numpy(counts[start : start + batch_size].toarray()).to(device)
+
+    def _batched_moments(self, counts: sp.csr_matrix) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Posterior means per group, and the variances of all columns, for every document."""
         with torch.no_grad():
-            for start in range(0, counts.shape[0], batch_size):
-                bow = torch.from_numpy(counts[start : start + batch_size].toarray()).to(device)
-                parts.append(self.model_.posterior_moments(bow))
+            parts = [self.model_.posterior_moments(bow) for bow in self._eval_batches(counts)]
         means = [torch.cat([p[d][0] for p in parts]).cpu() for d in range(len(self.groups_))]
         variances = torch.cat([torch.cat([p[d][1] for p in parts]).cpu() for d in range(len(self.groups_))], dim=1)
         return means, variances
@@ -308,13 +323,8 @@ class TopicModel:
         self._check_fitted()
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
-        self.model_.eval()
-        device = next(self.model_.parameters()).device
         with torch.no_grad():
-            per_batch = [
-                self.model_.encode(torch.from_numpy(counts[start : start + 2048].toarray()).to(device))
-                for start in range(0, counts.shape[0], 2048)
-            ]
+            per_batch = [self.model_.encode(bow) for bow in self._eval_batches(counts)]
             posteriors = [_concatenate([batch[d] for batch in per_batch]) for d in range(len(self.groups_))]
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -333,13 +343,10 @@ class TopicModel:
         self._check_fitted()
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
-        self.model_.eval()
-        device = next(self.model_.parameters()).device
         elbos = []
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for start in range(0, counts.shape[0], 2048):
-                bow = torch.from_numpy(counts[start : start + 2048].toarray()).to(device)
+            for bow in self._eval_batches(counts):
                 out = self.model_(bow)
                 kl = torch.zeros_like(out.log_likelihood)
                 for q, p, z in zip(out.posteriors, out.priors, out.samples):
@@ -357,13 +364,7 @@ class TopicModel:
         variant of the ProdLDA paper's code, exp(mean_d(-ELBO_d / N_d)). Documents without any
         vocabulary word are left out of both.
         """
-        elbo, lengths = self.document_elbo(X, seed=seed)
-        keep = lengths > 0
-        if not keep.any():
-            raise ValueError("no document has a word of the model's vocabulary: perplexity is undefined")
-        if per_document:
-            return float(np.exp(np.mean(-elbo[keep] / lengths[keep])))
-        return float(np.exp(-elbo[keep].sum() / lengths[keep].sum()))
+        return perplexity_from_elbo(*self.document_elbo(X, seed=seed), per_document=per_document)
 
     def topic_labels(self) -> list[str]:
         """A label per topic column: '<group>:<index>'."""

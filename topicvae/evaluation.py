@@ -9,7 +9,7 @@ import numpy as np
 
 from topicvae.analysis import correlation_p_values, plot_correlation, plot_information
 from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
-from topicvae.estimator import TopicModel
+from topicvae.estimator import TopicModel, perplexity_from_elbo
 
 __all__ = ["evaluate"]
 
@@ -55,6 +55,7 @@ def evaluate(
     counts = model.vectorizer_.transform(docs)
     nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
     counts = counts[nonempty]
+    elbo = model.document_elbo(counts, seed=seed)  # once, for both perplexity variants
     information = model.information(counts, seed=seed)
     active = information.active(mi_threshold)
     correlation = model.topic_correlation(counts)
@@ -76,8 +77,8 @@ def evaluate(
         },
         "diversity": {"top_n": 25, "value": topic_diversity(topics, top_n=25)},
         "perplexity": {
-            "corpus_level": {"value": model.perplexity(counts, seed=seed), "formula": "exp(sum_d -ELBO_d / sum_d N_d)"},
-            "per_document": {"value": model.perplexity(counts, per_document=True, seed=seed), "formula": "exp(mean_d(-ELBO_d / N_d))"},
+            "corpus_level": {"value": perplexity_from_elbo(*elbo), "formula": "exp(sum_d -ELBO_d / sum_d N_d)"},
+            "per_document": {"value": perplexity_from_elbo(*elbo, per_document=True), "formula": "exp(mean_d(-ELBO_d / N_d))"},
         },
         "information": {
             "dataset_size": information.dataset_size,
