@@ -83,6 +83,22 @@ def test_a_fitted_model_reports_information_within_log_n():
     assert again.mutual_information == report.mutual_information  # same seed, same samples
 
 
+def test_information_leaves_out_empty_documents_and_can_subsample():
+    counts, vocabulary, _ = planted_corpus(n_docs=300, seed=2)
+    model = TopicModel("prodlda", "2x3", epochs=3, batch_size=50, seed=0).fit(counts, vocabulary=vocabulary)
+    with_empty = np.vstack([counts.toarray(), np.zeros((7, counts.shape[1]))])
+    assert model.information(with_empty).dataset_size == 300
+    assert model.information(with_empty).mutual_information == model.information(counts).mutual_information
+    subset = model.information(counts, max_documents=120, seed=3)
+    assert subset.dataset_size == 120
+    assert subset.mutual_information <= math.log(120) + 1e-6
+    assert model.information(counts, max_documents=120, seed=3).mutual_information == subset.mutual_information
+    with pytest.raises(ValueError, match="max_documents=1 is invalid"):
+        model.information(counts, max_documents=1)
+    with pytest.raises(ValueError, match="information needs at least 2"):
+        model.information(np.zeros((5, counts.shape[1])))
+
+
 def _uninformative_nvdm():
     """An NVDM whose posterior is its N(0, I) prior and whose decoder is uniform."""
     counts, vocabulary, _ = planted_corpus(n_docs=60, n_topics=2, words_per_topic=2, n_noise_words=3, seed=0)

@@ -25,7 +25,17 @@ def test_fit_prints_topics_and_pairs_and_writes_report(tmp_path, planted_docs_fi
     assert "group g1 (3 Gaussian topics)" in result.output
     assert "most positively correlated topics across groups" in result.output
     assert "s per epoch" in result.output
+    assert "over 400 training documents" in result.output and "pruned (" in result.output
     report = json.loads((out / "report.json").read_text())
+    information = report["information"]
+    assert information["dataset_size"] == 400 and information["threshold"] == 0.1
+    assert set(information["per_topic"]) == {f"g{d}:{k}" for d in range(2) for k in range(3)}
+    assert sorted(information["active_topics"] + information["pruned_topics"]) == sorted(information["per_topic"])
+    assert all(information["per_topic"][t] < 0.1 for t in information["pruned_topics"])
+    assert all(information["per_topic"][t] >= 0.1 for t in information["active_topics"])
+    assert [t["mutual_information"] for t in report["topics"]] == [information["per_topic"][t["label"]] for t in report["topics"]]
+    for topic in information["per_topic"]:
+        assert f"{topic}  MI {information['per_topic'][topic]:.3f}" in result.output
     assert len(report["topics"]) == 6
     assert {"group", "index", "words", "label"} <= set(report["topics"][0])
     assert len(report["correlated_pairs"]) == 9  # 3 x 3 pairs across the two groups
@@ -51,7 +61,8 @@ def test_fit_nvdm_with_a_concrete_group(tmp_path, planted_docs_file):
     corpus, _ = planted_docs_file
     result = runner.invoke(app, ["fit", str(corpus), "--model", "nvdm", "--groups", "4,3c", *FAST])
     assert result.exit_code == 0, result.output
-    assert "group g1 (3 Concrete categories)" in result.output
+    assert "group g1 (3 Concrete categories, I(x; z) = " in result.output
+    assert "of 5 topics carry" in result.output  # 4 Gaussian topics and the Concrete group
 
 
 @pytest.mark.parametrize(
@@ -62,6 +73,8 @@ def test_fit_nvdm_with_a_concrete_group(tmp_path, planted_docs_file):
         (["--beta", "-1"], "beta=-1.0 is invalid"),
         (["--lr", "0"], "lr=0.0 is invalid"),
         (["--objective", "vae", "--gamma", "3"], "does not take gamma"),
+        (["--mi-threshold", "-1"], "mi_threshold=-1.0 is invalid"),
+        (["--mi-documents", "1"], "--mi-documents 1 is invalid"),
     ],
 )
 def test_bad_options_give_one_line_error_and_write_nothing(tmp_path, planted_docs_file, args, message):
@@ -117,13 +130,15 @@ def test_evaluate_prints_every_metric_and_writes_json_and_plots(tmp_path, plante
     assert fitted.exit_code == 0, fitted.output
     shown = runner.invoke(app, ["evaluate", str(out), "--mi-threshold", "0.05"])
     assert shown.exit_code == 0, shown.output
-    for text in ("NPMI, whole documents, top 10", "NPMI, sliding window 10", "topic diversity", "perplexity, corpus-level", "I(x; z) =", "pruned:", "p_adj="):
+    for text in ("NPMI, whole documents, top 10", "NPMI, sliding window 10", "C_V (gensim), window 110", "UMass (gensim), whole documents", "topic diversity", "perplexity, corpus-level", "I(x; z) =", "pruned (", "p_adj="):
         assert text in shown.output
     plots = tmp_path / "plots"
     result = runner.invoke(app, ["evaluate", str(out), "--corpus", str(corpus), "--json", "--plots", str(plots)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert set(report) >= {"coherence", "diversity", "perplexity", "information", "correlations", "plots"}
+    assert set(report["coherence"]) == {"npmi_document", "npmi_window", "c_v", "u_mass"}
+    assert len(report["coherence"]["c_v"]["per_topic"]) == 6
     assert len(report["information"]["per_topic"]) == 6
     assert report["information"]["mutual_information"] <= __import__("math").log(400) + 1e-6
     assert len(report["correlations"]["strongest"]) == 9

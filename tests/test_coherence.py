@@ -62,6 +62,18 @@ def test_gensim_measures_report_their_settings():
     assert cv.settings["window"] == 110
 
 
+def test_umass_equals_the_hand_computed_value():
+    texts = [d.split() for d in DOCS]
+    # UMass (Mimno et al. 2011, gensim's 'one preceding' segmentation): for each word w_i and
+    # each word w_j ranked above it, log((D(w_i, w_j) / D + eps) / (D(w_j) / D)), averaged.
+    # D(a) = 3, D(b) = 2, D(c) = 2; D(a,b) = 2, D(a,c) = 1, D(b,c) = 1; D = 4 documents.
+    eps = 1e-12
+    pairs = [(2 / 4, 3 / 4), (1 / 4, 3 / 4), (1 / 4, 2 / 4)]  # (b|a), (c|a), (c|b)
+    expected = sum(math.log((joint + eps) / given) for joint, given in pairs) / 3
+    result = gensim_coherence([["a", "b", "c"]], texts, measure="u_mass", top_n=3)
+    assert result.per_topic[0] == pytest.approx(expected, abs=1e-9)
+
+
 def test_topic_diversity():
     assert topic_diversity([["a", "b"], ["b", "c"]], top_n=2) == 0.75
     assert topic_diversity([["a", "b", "x"], ["c", "d", "y"]], top_n=2) == 1.0

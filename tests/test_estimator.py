@@ -141,8 +141,13 @@ def test_save_load_round_trip_gives_identical_transform(tmp_path, small, groups)
 def test_load_refuses_missing_files_and_newer_formats(tmp_path, small):
     counts, vocabulary, _ = small
     model = quick().fit(counts, vocabulary=vocabulary)
-    with pytest.raises(ModelFileError, match="missing config.json, vocabulary.txt, weights.pt"):
+    with pytest.raises(ModelFileError, match="is not a saved topicvae model: missing config.json"):
         TopicModel.load(tmp_path / "nothing")
+    path = model.save(tmp_path / "m")
+    (path / "weights.pt").rename(tmp_path / "weights.pt")
+    (path / "vocabulary.txt").unlink()
+    with pytest.raises(ModelFileError, match="not a complete saved model: missing vocabulary.txt, weights.pt"):
+        TopicModel.load(path)
     path = model.save(tmp_path / "m")
     config = json.loads((path / "config.json").read_text())
     config["format_version"] = 99
@@ -171,7 +176,7 @@ def test_load_refuses_weights_of_another_shape(tmp_path, small):
     path = quick().fit(counts, vocabulary=vocabulary).save(tmp_path / "m")
     other = quick(groups="2x4").fit(counts, vocabulary=vocabulary).save(tmp_path / "other")
     (path / "weights.pt").write_bytes((other / "weights.pt").read_bytes())
-    with pytest.raises(ModelFileError, match="does not match its config and vocabulary"):
+    with pytest.raises(ModelFileError, match="does not match its config"):
         TopicModel.load(path)
 
 

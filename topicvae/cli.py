@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from enum import Enum
@@ -67,13 +68,32 @@ def main(
 # ------------------------------------------------------------------------------------------
 # printing
 # ------------------------------------------------------------------------------------------
-def _print_topics(model, n_words: int) -> None:
+def _print_topics(model, n_words: int, mutual_information: dict[str, float] | None = None) -> None:
+    """Topics by group; with ``mutual_information``, each Gaussian topic's I(x; z_k) in nats."""
     table = model.topics(n_words)
     for group in model.groups_:
         kind = "Concrete" if group.is_concrete else "Gaussian"
-        typer.echo(f"\ngroup {group.name} ({group.size} {kind} {'categories' if group.is_concrete else 'topics'})")
+        shown = f"{group.size} {kind} {'categories' if group.is_concrete else 'topics'}"
+        if mutual_information is not None and group.is_concrete:
+            shown += f", I(x; z) = {mutual_information[group.name]:.3f} nats"
+        typer.echo(f"\ngroup {group.name} ({shown})")
         for label, row in table[table["group"] == group.name].iterrows():
-            typer.echo(f"  {label:>8}  {' '.join(row['words'])}")
+            mi = "" if mutual_information is None or group.is_concrete else f"  MI {mutual_information[label]:.3f}"
+            typer.echo(f"  {label:>8}{mi}  {' '.join(row['words'])}")
+
+
+def _print_information(information: dict, documents: str, variables: str = "topics") -> None:
+    """I(x; z), the TCs and the topics kept and pruned by the MI threshold."""
+    typer.echo(
+        f"\nI(x; z) = {information['mutual_information']:.3f} nats over {information['dataset_size']} {documents} "
+        f"(at most log N = {math.log(information['dataset_size']):.2f}); TC between groups = {information['tc_between']:.3f}; "
+        f"TC within groups: {', '.join(f'{k} {v:.3f}' for k, v in information['tc_within'].items())}"
+    )
+    active, pruned = information["active_topics"], information["pruned_topics"]
+    typer.echo(
+        f"{len(active)} of {len(active) + len(pruned)} {variables} carry I(x; z_k) >= {information['threshold']:g} nats; "
+        f"pruned ({len(pruned)}): {' '.join(pruned) or 'none'}"
+    )
 
 
 def _print_pairs(model, n_pairs: int, n_words: int) -> None:
@@ -86,7 +106,7 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         typer.echo(f"  {'':8}  {row.topic_b:>8}  {' '.join(row.words_b)}")
 
 
-def _report(model, n_words: int, n_pairs: int, seconds: float | None, corpus: Path) -> dict:
+def _report(model, n_words: int, n_pairs: int, seconds: float | None, corpus: Path, information: dict) -> dict:
     topics = model.topics(n_words)
     pairs = model.correlated_topics(n_pairs, n_words=n_words) if len(model.groups_) > 1 else None
     return {
@@ -100,9 +120,17 @@ def _report(model, n_words: int, n_pairs: int, seconds: float | None, corpus: Pa
         "training_seconds": seconds,
         "seconds_per_epoch": (seconds / len(model.history_)) if seconds and model.history_ else None,
         "topics": [
-            {"label": label, "group": row["group"], "index": int(row["topic"]), "words": list(row["words"])}
+            {
+                "label": label,
+                "group": row["group"],
+                "index": int(row["topic"]),
+                "words": list(row["words"]),
+                # a Concrete group's categories share one variable, reported under the group's name
+                "mutual_information": information["per_topic"].get(label, information["per_topic"].get(row["group"])),
+            }
             for label, row in topics.iterrows()
         ],
+        "information": information,
         "correlated_pairs": []
         if pairs is None
         else [
@@ -146,14 +174,20 @@ def fit(
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
     top_words: Annotated[int, typer.Option(help="Words printed per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs printed.")] = 10,
+    mi_threshold: Annotated[float, typer.Option(help="Topics with I(x; z_k) below this many nats are reported as pruned.")] = 0.1,
+    mi_documents: Annotated[int, typer.Option(help="Training documents in the MI analysis (a random subset above this; the cost grows as its square).")] = 20000,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Fit a topic model and print the top words of every topic and the most correlated topics."""
     try:
         from topicvae.estimator import TopicModel
+        from topicvae.evaluation import check_mi_threshold, information_summary
         from topicvae.text import TextVectorizer, load_vocabulary, read_corpus
 
+        check_mi_threshold(mi_threshold)
+        if mi_documents < 2:
+            raise ValueError(f"--mi-documents {mi_documents} is invalid: give a whole number >= 2")
         if out is not None and out.exists() and not out.is_dir():
             raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
         if stop_words == "none":
@@ -188,6 +222,9 @@ def fit(
         started = time.perf_counter()
         _run_with_progress(estimator.fit_iter(docs), enabled=progress)
         seconds = time.perf_counter() - started
+        information = information_summary(
+            estimator, estimator.information(docs, seed=seed, max_documents=mi_documents), mi_threshold
+        )
     except _USER_ERRORS as error:
         _fail(error)
         return
@@ -198,12 +235,14 @@ def fit(
         f"{', '.join(f'{k}={v:g}' for k, v in estimator.weights_.as_dict().items())}; "
         f"{estimator.epochs} epochs in {seconds:.1f} s ({seconds / estimator.epochs:.2f} s per epoch)"
     )
-    _print_topics(estimator, top_words)
+    _print_topics(estimator, top_words, information["per_topic"])
+    _print_information(information, "training documents")
     _print_pairs(estimator, pairs, top_words)
     if out is not None:
         try:
             estimator.save(out)
-            _write_json_atomically(_report(estimator, top_words, pairs, seconds, corpus), out / "report.json")
+            report = _report(estimator, top_words, pairs, seconds, corpus, information)
+            _write_json_atomically(report, out / "report.json")
         except _USER_ERRORS as error:
             _fail(error)
         typer.echo(f"\nsaved the model and report.json to {out}")
@@ -336,22 +375,187 @@ def _print_evaluation(report: dict) -> None:
     typer.echo(f"corpus: {report['corpus']['name']} ({report['corpus']['documents_with_words']} documents with vocabulary words)")
     typer.echo(f"NPMI, whole documents, top {doc['top_n']}, reference {doc['reference']}: {doc['mean']:.3f}")
     typer.echo(f"NPMI, sliding window {win['window']}, top {win['top_n']}, reference {win['reference']}: {win['mean']:.3f}")
+    for name, label in (("c_v", "C_V"), ("u_mass", "UMass")):
+        entry = coherence[name]
+        typer.echo(f"{label} (gensim), {'window ' + str(entry['window']) if entry['window'] != 'whole document' else 'whole documents'}, top {entry['top_n']}: {entry['mean']:.3f}")
     typer.echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
     for name, entry in report["perplexity"].items():
         typer.echo(f"perplexity, {name.replace('_', '-')} = {entry['formula']}: {entry['value']:.1f}")
-    typer.echo(
-        f"I(x; z) = {information['mutual_information']:.3f} nats (N = {information['dataset_size']}), "
-        f"TC between groups = {information['tc_between']:.3f}, "
-        f"TC within = {', '.join(f'{k} {v:.3f}' for k, v in information['tc_within'].items())}"
-    )
-    if information["per_topic"] is not None:
-        active, pruned = information["active_topics"], information["pruned_topics"]
-        typer.echo(f"{len(active)} topics with I(x; z_k) >= {information['threshold']:g} nats; pruned: {' '.join(pruned) or 'none'}")
+    _print_information(information, "evaluated documents")
     typer.echo(f"\nmost correlated topic pairs ({report['correlations']['measure']}; {report['correlations']['test']})")
     for pair in report["correlations"]["strongest"]:
         typer.echo(f"  r={pair['correlation']:+.3f} p_adj={pair['p_adjusted']:.2g}  {pair['topic_a']:>8}  {' '.join(pair['words_a'])}")
         typer.echo(f"  {'':21}  {pair['topic_b']:>8}  {' '.join(pair['words_b'])}")
     for path in report.get("plots", []):
+        typer.echo(f"wrote {path}")
+
+
+class ImageRecipe(str, Enum):
+    mnist = "mnist"
+    fashion_mnist = "fashion-mnist"
+    dsprites = "dsprites"
+
+
+class Architecture(str, Enum):
+    mlp = "mlp"
+    conv = "conv"
+
+
+def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architecture, epochs, batch_size, lr, train_size,
+                test_size, temperature, seed, data, exclude, mi_threshold, full_metrics, device, progress, out, data_cache=None):
+    """Load, train, score and (with ``out``) save one recipe run; returns the scores."""
+    from topicvae.recipes import load_recipe_data, recipe_model, score_image_model, write_image_plots, write_json
+
+    model = recipe_model(
+        name, objective=objective, groups=groups, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr,
+        temperature=temperature, seed=seed, device=device, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
+    )
+    model._validate()  # a bad weight or option fails before the data are loaded
+    images = data_cache if data_cache is not None else load_recipe_data(
+        name, data_dir=data, train_size=train_size, test_size=test_size, exclude=exclude, seed=seed
+    )
+    started = time.perf_counter()
+    _run_with_progress(model.fit_iter(images.train), enabled=progress)
+    seconds = time.perf_counter() - started
+    scores = score_image_model(model, images, mi_threshold=mi_threshold, seed=seed, quick_disentanglement=not full_metrics)
+    scores["training"] = {
+        "images": int(len(images.train)), "epochs": model.epochs, "batch_size": model.batch_size, "seconds": seconds,
+        "groups": str(model.groups_), "architecture": model.architecture, "objective": model.objective,
+        "weights": model.weights_.as_dict(), "seed": seed, "history": model.history_,
+    }
+    if out is not None:
+        model.save(out)
+        scores["plots"] = write_image_plots(model, images, scores, out / "plots")
+        write_json(scores, out / "metrics.json")
+    return scores, images
+
+
+def _print_recipe(scores: dict) -> None:
+    training, information = scores["training"], scores["information"]
+    typer.echo(
+        f"{scores['dataset']}: {training['objective']} {training['groups']} ({training['architecture']}), "
+        f"{', '.join(f'{k}={v:g}' for k, v in training['weights'].items())}; {training['images']} images, "
+        f"{training['epochs']} epochs in {training['seconds']:.1f} s"
+    )
+    _print_information(information, "test images", "latent variables")
+    gaussian_pruned = information["pruned_gaussian_dimensions"]
+    typer.echo(f"pruned Gaussian dimensions ({len(gaussian_pruned)}): {' '.join(gaussian_pruned) or 'none'}")
+    typer.echo(f"reconstruction error: {scores['reconstruction_error']['mean_nats_per_image']:.1f} nats per image")
+    labels = scores.get("labels")
+    if labels and "concrete_accuracy" in labels:
+        typer.echo(
+            f"Concrete group against the {labels['label_meaning']}: accuracy {labels['concrete_accuracy']:.3f}, "
+            f"I(y; c) = {labels['concrete']:.3f} nats of H(y) = {labels['label_entropy']:.3f}; "
+            f"gap I(y; c) - max_e I(y; z_e) = {labels['gap']:.3f} nats ({labels['normalized_gap']:.3f} of H(y))"
+        )
+    if "disentanglement" in scores:
+        d = scores["disentanglement"]
+        typer.echo(
+            f"FactorVAE score {d['factor_vae']['score']:.3f}; DCI disentanglement {d['dci']['disentanglement']:.3f}, "
+            f"completeness {d['dci']['completeness']:.3f}, informativeness {d['dci']['informativeness_test']:.3f} "
+            f"({d['dci']['regressor']}); MIG {d['mig']['mig']:.3f} ({d['sample_counts']})"
+        )
+    if "generalization" in scores:
+        g = scores["generalization"]
+        typer.echo(
+            f"never trained on {g['rule']} ({g['left_out_of_training']} training images or grid points left out): "
+            f"reconstruction error {g['reconstruction_error_left_out']:.1f} nats on {g['left_out_images']} left-out images "
+            f"against {g['reconstruction_error_seen']:.1f} on seen ones"
+        )
+        for name, entry in g.get("factors", {}).items():
+            typer.echo(f"  {name}: |r| with {entry['dimension']} {entry['abs_correlation_seen']:.2f} seen, {entry['abs_correlation_left_out']:.2f} left out")
+    for path in scores.get("plots", []):
+        typer.echo(f"wrote {path}")
+
+
+_RECIPE_HELP = {
+    "objective": "Objective preset; the recipes use beta-VAE 4, beta-TCVAE 4 and HFVAE beta 4, gamma 3 unless the weights are given.",
+    "groups": "Latent groups (default 10,10c for MNIST and Fashion-MNIST, 10,3c for dSprites).",
+    "data": "Folder holding the data files (the four IDX .gz files, or the dSprites npz); default: the download cache.",
+    "exclude": "Leave these combinations out of training, e.g. 'label=7,ink>=0.75' or 'shape=heart,pos_x>=0.5'.",
+}
+
+
+@app.command()
+def recipe(
+    name: Annotated[ImageRecipe, typer.Argument(help="The data set.")],
+    objective: Annotated[Objective, typer.Option(help=_RECIPE_HELP["objective"])] = Objective.hfvae,
+    groups: Annotated[Optional[str], typer.Option(help=_RECIPE_HELP["groups"])] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Weight of I(x; z).")] = None,
+    beta: Annotated[Optional[float], typer.Option(help="Weight of the TC between groups.")] = None,
+    gamma: Annotated[Optional[float], typer.Option(help="Weight of the TC within groups.")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="Weight of the dimension-wise KL.")] = None,
+    architecture: Annotated[Optional[Architecture], typer.Option(help="mlp or conv (default mlp for MNIST, conv for dSprites).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    train_size: Annotated[Optional[int], typer.Option(help="Training images (default: all of MNIST; 100,000 dSprites samples).")] = None,
+    test_size: Annotated[Optional[int], typer.Option(help="Test images scored.")] = None,
+    temperature: Annotated[float, typer.Option(help="Temperature of the Concrete groups.")] = 0.66,
+    seed: Annotated[int, typer.Option(help="Seeds Python, NumPy and torch, and the data sample.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Directory for the model, metrics.json and plots/.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
+    exclude: Annotated[Optional[str], typer.Option(help=_RECIPE_HELP["exclude"])] = None,
+    mi_threshold: Annotated[float, typer.Option(help="Variables with I(x; z_e) below this many nats are reported as pruned.")] = 0.1,
+    full_metrics: Annotated[bool, typer.Option(help="dSprites: disentanglement_lib's full sample counts (slow) instead of 10x fewer.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Train an image model (MNIST, Fashion-MNIST, dSprites) and report MI, pruning, accuracy and disentanglement."""
+    try:
+        if out is not None and out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
+        scores, _ = _recipe_run(
+            name.value, objective=objective.value, groups=groups, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
+            architecture=architecture.value if architecture else None, epochs=epochs, batch_size=batch_size, lr=lr,
+            train_size=train_size, test_size=test_size, temperature=temperature, seed=seed, data=data, exclude=exclude,
+            mi_threshold=mi_threshold, full_metrics=full_metrics, device=device, progress=progress, out=out,
+        )
+    except _USER_ERRORS as error:
+        _fail(error)
+        return
+    _print_recipe(scores)
+
+
+@app.command()
+def sweep(
+    name: Annotated[ImageRecipe, typer.Argument(help="The data set.")],
+    out: Annotated[Path, typer.Option(help="Directory for every run, sweep.json and the plots.")],
+    beta: Annotated[list[float], typer.Option(help="Values of beta (repeat the option).")] = [1.0, 2.0, 4.0, 8.0],
+    gamma: Annotated[Optional[float], typer.Option(help="Fixed gamma; without it gamma = beta (the beta-TCVAE line).")] = None,
+    seeds: Annotated[int, typer.Option(help="Restarts per setting (seeds 0, 1, ...).")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images.")] = None,
+    train_size: Annotated[Optional[int], typer.Option(help="Training images.")] = None,
+    test_size: Annotated[Optional[int], typer.Option(help="Test images scored.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """The paper's Figure 6: HFVAE over beta (gamma = beta, or a fixed gamma), I(x; z) against TC and the label gap against beta."""
+    try:
+        from topicvae.recipes import headline, load_recipe_data, plot_sweep, write_json
+
+        if seeds < 1:
+            raise ValueError(f"--seeds {seeds} is invalid: give a whole number >= 1")
+        images = load_recipe_data(name.value, data_dir=data, train_size=train_size, test_size=test_size, seed=0)
+        runs = []
+        for b in beta:
+            g = b if gamma is None else gamma
+            for seed in range(seeds):
+                run_dir = out / f"beta{b:g}-gamma{g:g}-seed{seed}"
+                scores, _ = _recipe_run(
+                    name.value, objective="hfvae", groups=None, alpha=None, beta=b, gamma=g, delta=None, architecture=None,
+                    epochs=epochs, batch_size=None, lr=None, train_size=train_size, test_size=test_size, temperature=0.66,
+                    seed=seed, data=data, exclude=None, mi_threshold=0.1, full_metrics=False, device="cpu",
+                    progress=progress, out=run_dir, data_cache=images,
+                )
+                runs.append({"beta": b, "gamma": g, "seed": seed, "directory": run_dir.name, **headline(scores)})
+                typer.echo(f"beta={b:g} gamma={g:g} seed={seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(scores).items()))
+        plots = plot_sweep(runs, out)
+        write_json({"dataset": name.value, "gamma": "beta" if gamma is None else gamma, "runs": runs, "plots": plots}, out / "sweep.json")
+    except _USER_ERRORS as error:
+        _fail(error)
+        return
+    for path in plots:
         typer.echo(f"wrote {path}")
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,18 +21,13 @@ from topicvae.analysis import InformationReport, information_report
 from topicvae.groups import GroupSpec
 from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
+from topicvae.persistence import FORMAT_VERSION, ModelFileError, load_weights, read_config, write_model_directory
 from topicvae.text import TextVectorizer
 from topicvae.training import BagOfWordsBatches, TrainingProgress, seed_everything, train
 
 __all__ = ["TopicModel", "ModelFileError", "FORMAT_VERSION"]
 
-#: Version of the saved-model layout (config.json + vocabulary.txt + weights.pt).
-FORMAT_VERSION = 1
-CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE = "config.json", "vocabulary.txt", "weights.pt"
-
-
-class ModelFileError(ValueError):
-    """A saved model directory that cannot be loaded."""
+VOCABULARY_FILE = "vocabulary.txt"
 
 
 def _package_version() -> str:
@@ -314,15 +306,26 @@ class TopicModel:
                 f"X has {counts.shape[1]} columns but the model's vocabulary has {len(self.vocabulary_)} words"
             )
 
-    def information(self, X, *, seed: int = 0) -> InformationReport:
+    def information(self, X, *, seed: int = 0, max_documents: int | None = None) -> InformationReport:
         """I(x; z), I(x; z_d), I(x; z_de) and the total correlations over the documents X.
 
         q(z) is the exact mixture over the N documents given (objective.md, identity 2), at
-        one sample z ~ q(z | x_n) per document drawn with ``seed``; dropout is off.
+        one sample z ~ q(z | x_n) per document drawn with ``seed``; dropout is off. Documents
+        without any vocabulary word are left out, as in training. The cost grows as N^2: with
+        ``max_documents``, a larger corpus is represented by that many documents drawn at random
+        (with ``seed``), and N is that number.
         """
         self._check_fitted()
+        if max_documents is not None and (isinstance(max_documents, bool) or not isinstance(max_documents, int) or max_documents < 2):
+            raise ValueError(f"max_documents={max_documents!r} is invalid: give a whole number >= 2, or None for all documents")
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
+        counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
+        if counts.shape[0] < 2:
+            raise ValueError(f"{counts.shape[0]} of the documents have vocabulary words: information needs at least 2")
+        if max_documents is not None and counts.shape[0] > max_documents:
+            chosen = np.random.default_rng(seed).choice(counts.shape[0], size=max_documents, replace=False)
+            counts = counts[np.sort(chosen)]
         with torch.no_grad():
             per_batch = [self.model_.encode(bow) for bow in self._eval_batches(counts)]
             posteriors = [_concatenate([batch[d] for batch in per_batch]) for d in range(len(self.groups_))]
@@ -458,6 +461,7 @@ class TopicModel:
         params.pop("vectorizer")
         return {
             "format_version": FORMAT_VERSION,
+            "estimator": "TopicModel",
             "topicvae_version": _package_version(),
             "params": params,
             "weights": self.weights_.as_dict(),
@@ -477,43 +481,13 @@ class TopicModel:
         error never leaves a half-written model behind.
         """
         self._check_fitted()
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            (staging / CONFIG_FILE).write_text(json.dumps(self._config(), indent=2) + "\n", encoding="utf-8")
-            (staging / VOCABULARY_FILE).write_text("\n".join(self.vocabulary_) + "\n", encoding="utf-8")
-            state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
-            torch.save(state, staging / WEIGHTS_FILE)
-            if target.exists():
-                if not target.is_dir():
-                    raise FileExistsError(f"{target} exists and is not a directory: choose another path")
-                for name in (CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE):
-                    os.replace(staging / name, target / name)
-                staging.rmdir()
-            else:
-                os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return write_model_directory(path, self._config(), self.model_, {VOCABULARY_FILE: "\n".join(self.vocabulary_) + "\n"})
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> TopicModel:
         """Load a model written by :meth:`save`; never unpickles objects."""
         directory = Path(path)
-        missing = [n for n in (CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE) if not (directory / n).is_file()]
-        if missing:
-            raise ModelFileError(f"{directory} is not a saved topicvae model: missing {', '.join(missing)}")
-        try:
-            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelFileError(f"{directory / CONFIG_FILE} is not valid JSON ({error}): re-save the model") from None
-        version = config.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{directory} has model format {version!r}, this topicvae reads up to {FORMAT_VERSION}: upgrade topicvae"
-            )
+        config = read_config(directory, estimator="TopicModel", required=(VOCABULARY_FILE,))
         vocabulary = (directory / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")[:-1]
         params = dict(config["params"])
         vectorizer = (
@@ -540,20 +514,6 @@ class TopicModel:
             prior_concentration=params["prior_concentration"],
             temperature=params["temperature"],
         )
-        try:
-            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        except Exception as error:  # weights_only refuses pickled code with an UnpicklingError
-            raise ModelFileError(
-                f"{directory / WEIGHTS_FILE} is not a plain tensor file and was not loaded "
-                f"({type(error).__name__}); only load models from people you trust, re-save it with topicvae"
-            ) from None
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as error:
-            first_line = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
-            raise ModelFileError(
-                f"{directory / WEIGHTS_FILE} does not match its config and vocabulary ({first_line}): "
-                "the files come from different models"
-            ) from None
+        load_weights(directory, model)
         estimator.model_ = model.to(_resolve_device(device)).eval()
         return estimator

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from topicvae.analysis import correlation_p_values, plot_correlation, plot_information
+from topicvae.analysis import InformationReport, correlation_p_values, plot_correlation, plot_information
 from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
 from topicvae.estimator import TopicModel, perplexity_from_elbo
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "information_summary"]
 
 
 def evaluate(
@@ -35,8 +35,7 @@ def evaluate(
     total correlations and topic correlations are taken over ``docs`` with N = their number;
     topics whose I(x; z_k) is below ``mi_threshold`` nats are reported as pruned.
     """
-    if not np.isfinite(mi_threshold) or mi_threshold < 0:
-        raise ValueError(f"mi_threshold={mi_threshold!r} is invalid: give a number of nats >= 0")
+    check_mi_threshold(mi_threshold)
     reference_docs = docs if reference_docs is None else reference_docs
     reference_name = reference_name or corpus_name
     labels = model.topic_labels()
@@ -47,17 +46,18 @@ def evaluate(
     if reference_counts is None:
         raise ValueError("this model was fitted on a count matrix: evaluate needs a model fitted on text")
     npmi_document = document_npmi(top_words, reference_counts, model.vocabulary_, top_n=top_n, reference_name=reference_name)
+    tokenized = model.vectorizer_.tokenize(reference_docs)
     npmi_window = gensim_coherence(
-        top_words, model.vectorizer_.tokenize(reference_docs), measure="c_npmi", top_n=top_n,
-        window_size=window, reference_name=reference_name,
+        top_words, tokenized, measure="c_npmi", top_n=top_n, window_size=window, reference_name=reference_name
     )
+    c_v = gensim_coherence(top_words, tokenized, measure="c_v", top_n=top_n, reference_name=reference_name)
+    u_mass = gensim_coherence(top_words, tokenized, measure="u_mass", top_n=top_n, reference_name=reference_name)
 
     counts = model.vectorizer_.transform(docs)
     nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
     counts = counts[nonempty]
     elbo = model.document_elbo(counts, seed=seed)  # once, for both perplexity variants
     information = model.information(counts, seed=seed)
-    active = information.active(mi_threshold)
     correlation = model.topic_correlation(counts)
     pairs_table = model.correlated_topics(n_pairs, across_groups=not within_groups, correlation=correlation)
     index = {label: i for i, label in enumerate(labels)}
@@ -65,32 +65,21 @@ def evaluate(
               if within_groups or labels[i].split(":")[0] != labels[j].split(":")[0]]
     _, p_adjusted = correlation_p_values(correlation, int(counts.shape[0]), tested)
     adjusted = {pair: p for pair, p in zip(tested, p_adjusted)}
-    # one column per topic; the information report has one entry per latent variable, which is
-    # the same thing here because evaluate is for Gaussian topic groups
-    per_topic_mi = information.per_variable if len(information.per_variable) == len(labels) else None
 
     report = {
         "corpus": {"name": corpus_name, "documents": int(len(docs)), "documents_with_words": int(nonempty.sum())},
         "coherence": {
             "npmi_document": {"mean": npmi_document.mean, "per_topic": npmi_document.per_topic.tolist(), **npmi_document.settings},
             "npmi_window": {"mean": npmi_window.mean, "per_topic": npmi_window.per_topic.tolist(), **npmi_window.settings},
+            "c_v": {"mean": c_v.mean, "per_topic": c_v.per_topic.tolist(), **c_v.settings},
+            "u_mass": {"mean": u_mass.mean, "per_topic": u_mass.per_topic.tolist(), **u_mass.settings},
         },
         "diversity": {"top_n": 25, "value": topic_diversity(topics, top_n=25)},
         "perplexity": {
             "corpus_level": {"value": perplexity_from_elbo(*elbo), "formula": "exp(sum_d -ELBO_d / sum_d N_d)"},
             "per_document": {"value": perplexity_from_elbo(*elbo, per_document=True), "formula": "exp(mean_d(-ELBO_d / N_d))"},
         },
-        "information": {
-            "dataset_size": information.dataset_size,
-            "mutual_information": information.mutual_information,
-            "per_group": dict(zip([g.name for g in model.groups_], information.per_group.tolist())),
-            "tc_between": information.tc_between,
-            "tc_within": dict(zip([g.name for g in model.groups_], information.tc_within.tolist())),
-            "per_topic": dict(zip(labels, per_topic_mi.tolist())) if per_topic_mi is not None else None,
-            "threshold": mi_threshold,
-            "active_topics": [labels[i] for i in np.flatnonzero(active)] if per_topic_mi is not None else None,
-            "pruned_topics": [labels[i] for i in np.flatnonzero(~active)] if per_topic_mi is not None else None,
-        },
+        "information": information_summary(model, information, mi_threshold),
         "correlations": {
             "measure": "correlation under the inference marginal q(z) over the evaluated documents",
             "test": "Fisher z of r = 0 with n = documents, Benjamini-Hochberg over the tested pairs",
@@ -111,7 +100,44 @@ def evaluate(
     if plots is not None:
         directory = Path(plots)
         directory.mkdir(parents=True, exist_ok=True)
-        plot_information(information, labels if per_topic_mi is not None else [str(i) for i in range(len(information.per_variable))], mi_threshold, directory / "mutual_information.png")
+        plot_information(information, _variable_labels(model), mi_threshold, directory / "mutual_information.png")
         plot_correlation(correlation, labels, directory / "correlation.png")
         report["plots"] = [str(directory / "mutual_information.png"), str(directory / "correlation.png")]
     return report
+
+
+def check_mi_threshold(mi_threshold: float) -> None:
+    """Raise a ValueError that names ``mi_threshold`` unless it is a finite number >= 0."""
+    if not np.isfinite(mi_threshold) or mi_threshold < 0:
+        raise ValueError(f"mi_threshold={mi_threshold!r} is invalid: give a number of nats >= 0")
+
+
+def _variable_labels(model: TopicModel) -> list[str]:
+    """A label per latent variable: each Gaussian topic, and each Concrete group as a whole."""
+    labels = []
+    for group in model.groups_:
+        labels += [group.name] if group.is_concrete else [f"{group.name}:{k}" for k in range(group.size)]
+    return labels
+
+
+def information_summary(model: TopicModel, information: InformationReport, mi_threshold: float) -> dict:
+    """The information quantities as a JSON-ready dict, with the variables kept and pruned.
+
+    A variable is a Gaussian topic or a whole Concrete group (its categories share one
+    variable, so they are kept or pruned together); pruned means I(x; z_de) < ``mi_threshold``.
+    """
+    check_mi_threshold(mi_threshold)
+    names = [group.name for group in model.groups_]
+    labels = _variable_labels(model)
+    active = information.active(mi_threshold)
+    return {
+        "dataset_size": information.dataset_size,
+        "mutual_information": information.mutual_information,
+        "per_group": dict(zip(names, information.per_group.tolist())),
+        "tc_between": information.tc_between,
+        "tc_within": dict(zip(names, information.tc_within.tolist())),
+        "per_topic": dict(zip(labels, information.per_variable.tolist())),
+        "threshold": mi_threshold,
+        "active_topics": [labels[i] for i in np.flatnonzero(active)],
+        "pruned_topics": [labels[i] for i in np.flatnonzero(~active)],
+    }

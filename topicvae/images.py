@@ -1,0 +1,317 @@
+"""``ImageModel``: the estimator for images, with the same groups, objective and analysis as topics."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+
+from topicvae.analysis import InformationReport, information_report
+from topicvae.estimator import _concatenate, _package_version, _resolve_device
+from topicvae.groups import GroupSpec
+from topicvae.image_models import ARCHITECTURES, ImageVAE
+from topicvae.objective import ObjectiveWeights
+from topicvae.persistence import FORMAT_VERSION, load_weights, read_config, write_model_directory
+from topicvae.training import ImageBatches, TrainingProgress, seed_everything, train
+
+__all__ = ["ImageModel"]
+
+
+def _image_tensor(X, *, name: str = "X") -> tuple[torch.Tensor, float]:
+    """Images as a [N, C, H, W] tensor and the factor that maps its values into [0, 1].
+
+    uint8 arrays keep their type (a quarter of float32's memory): grey levels 0..255 get the
+    factor 1/255, binary {0, 1} images the factor 1. Float arrays must lie in [0, 1].
+    """
+    if isinstance(X, np.ndarray):
+        # torch needs a writable buffer; read-only arrays (np.frombuffer, memory maps) are copied
+        tensor = torch.from_numpy(X if X.flags.writeable and X.flags.c_contiguous else np.array(X, order="C"))
+    elif isinstance(X, torch.Tensor):
+        tensor = X.detach().cpu()
+    else:
+        raise ValueError(f"{name} of type {type(X).__name__} is invalid: pass a numpy array or tensor of images [N, H, W] or [N, C, H, W]")
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(1)
+    if tensor.ndim != 4:
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}: pass images [N, H, W] or [N, C, H, W]")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} holds no images: pass at least one")
+    if tensor.dtype == torch.uint8:
+        return tensor, (1.0 if int(tensor.max()) <= 1 else 1.0 / 255.0)
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} has dtype {tensor.dtype}: pass uint8 grey levels or floats in [0, 1]")
+    tensor = tensor.float()
+    if not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1:
+        raise ValueError(f"{name} holds values outside [0, 1] or non-finite ones: scale the pixels to [0, 1]")
+    return tensor, 1.0
+
+
+class ImageModel:
+    """A VAE on images with grouped latent variables (Gaussian style, Concrete classes), trained with HFVAE.
+
+    Parameters
+    ----------
+    groups : str or GroupSpec
+        E.g. ``"10,10c"``: 10 Gaussian dimensions and one 10-way Concrete variable (the paper's
+        MNIST prior); ``"10,3c"`` for dSprites.
+    architecture : {"mlp", "conv"}
+        See :mod:`topicvae.image_models`.
+    objective : {"hfvae", "vae", "beta-vae", "beta-tcvae"}
+        A preset of the objective's weights; ``alpha``, ``beta``, ``gamma``, ``delta`` override
+        what the preset lets you set.
+    epochs, batch_size : int
+        Passes over the images and images per step (the batch that estimates q(z)).
+    lr : float
+        Adam's learning rate.
+    hidden_sizes : sequence of int
+        The MLP's layers (ignored by ``conv``).
+    temperature : float
+        The Concrete groups' temperature lambda (posterior and prior).
+    seed : int
+        Seeds Python, NumPy and torch, and the order of the batches.
+    device : str
+        "cpu", "cuda" or "auto".
+    """
+
+    def __init__(
+        self,
+        groups: str | GroupSpec = "10,10c",
+        *,
+        architecture: str = "mlp",
+        objective: str = "hfvae",
+        alpha: float | None = None,
+        beta: float | None = None,
+        gamma: float | None = None,
+        delta: float | None = None,
+        epochs: int = 20,
+        batch_size: int = 100,
+        lr: float = 1e-3,
+        hidden_sizes: Sequence[int] = (400, 400),
+        temperature: float = 0.66,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        self.groups = groups
+        self.architecture = architecture
+        self.objective = objective
+        self.alpha = alpha
+        self.beta = beta
+        self.gamma = gamma
+        self.delta = delta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.hidden_sizes = hidden_sizes
+        self.temperature = temperature
+        self.seed = seed
+        self.device = device
+
+    _PARAMS = (
+        "groups architecture objective alpha beta gamma delta epochs batch_size lr hidden_sizes temperature seed device"
+    ).split()
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def _validate(self) -> tuple[GroupSpec, ObjectiveWeights]:
+        groups = GroupSpec.coerce(self.groups)
+        weights = ObjectiveWeights.preset(self.objective, alpha=self.alpha, beta=self.beta, gamma=self.gamma, delta=self.delta)
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture={self.architecture!r} is unknown: choose one of {', '.join(ARCHITECTURES)}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: give a whole number >= 1")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size={self.batch_size} is invalid: the batch estimate of q(z) needs at least 2 images")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} is invalid: give a positive learning rate such as 1e-3")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature={self.temperature!r} is invalid: give a positive number such as 0.66")
+        if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes={self.hidden_sizes!r} is invalid: give one or more whole numbers >= 1")
+        return groups, weights
+
+    def _build(self, image_shape: Sequence[int], groups: GroupSpec) -> ImageVAE:
+        return ImageVAE(
+            image_shape, groups, architecture=self.architecture, hidden_sizes=tuple(self.hidden_sizes), temperature=self.temperature
+        )
+
+    # -----------------------------------------------------------------------------------
+    # fitting
+    # -----------------------------------------------------------------------------------
+    def fit(self, X, y=None) -> ImageModel:
+        """Fit on images: uint8 grey levels, {0, 1} images or floats in [0, 1]."""
+        for _ in self.fit_iter(X):
+            pass
+        return self
+
+    def fit_iter(self, X) -> Iterator[TrainingProgress]:
+        """Like :meth:`fit`, but yield a :class:`TrainingProgress` after every optimizer step."""
+        groups, weights = self._validate()
+        device = _resolve_device(self.device)
+        images, scale = _image_tensor(X)
+        if images.shape[0] < 2:
+            raise ValueError(f"X holds {images.shape[0]} image: training needs at least 2")
+        generator = seed_everything(self.seed)
+        self.groups_, self.weights_ = groups, weights
+        self.image_shape_ = tuple(int(s) for s in images.shape[1:])
+        self.model_ = self._build(self.image_shape_, groups).to(device)
+        self.n_images_ = int(images.shape[0])
+        self.history_: list[dict[str, float]] = []
+        batches = ImageBatches(images, min(self.batch_size, images.shape[0]), scale=scale, device=device)
+        for progress in train(self.model_, batches, weights, epochs=self.epochs, lr=self.lr, adam_betas=(0.9, 0.999), generator=generator):
+            if progress.epoch_terms is not None:
+                self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
+            yield progress
+        self.model_.eval()
+
+    # -----------------------------------------------------------------------------------
+    # using a fitted model
+    # -----------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if getattr(self, "model_", None) is None:
+            raise NotFittedError("this ImageModel is not fitted yet: call fit() first, or ImageModel.load(path)")
+
+    def _batches(self, X, batch_size: int = 1000) -> Iterator[torch.Tensor]:
+        images, scale = _image_tensor(X)
+        if tuple(images.shape[1:]) != self.image_shape_:
+            raise ValueError(f"X has images of shape {tuple(images.shape[1:])}; the model was fitted on {self.image_shape_}")
+        self.model_.eval()
+        device = next(self.model_.parameters()).device
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start : start + batch_size].to(device, torch.float32) * scale
+
+    def group_moments(self, X) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per group, the posterior mean and variance of every image (Concrete: p and p(1 - p))."""
+        self._check_fitted()
+        with torch.no_grad():
+            parts = [self.model_.posterior_moments(batch) for batch in self._batches(X)]
+        return [
+            (torch.cat([p[d][0] for p in parts]).cpu().numpy(), torch.cat([p[d][1] for p in parts]).cpu().numpy())
+            for d in range(len(self.groups_))
+        ]
+
+    def transform(self, X) -> np.ndarray:
+        """The code of every image: Gaussian posterior means and Concrete category probabilities."""
+        return np.concatenate([mean for mean, _ in self.group_moments(X)], axis=1)
+
+    def classes(self, X, group: str | None = None) -> np.ndarray:
+        """The most probable category of a Concrete group (default: the first) for every image."""
+        self._check_fitted()
+        concrete = [i for i, g in enumerate(self.groups_) if g.is_concrete]
+        if not concrete:
+            raise ValueError(f"groups {self.groups_} have no Concrete group: classes() needs one, e.g. groups='10,10c'")
+        names = [self.groups_[i].name for i in concrete]
+        if group is not None and group not in names:
+            raise ValueError(f"group={group!r} is not a Concrete group of this model: choose one of {', '.join(names)}")
+        index = concrete[names.index(group)] if group is not None else concrete[0]
+        return self.group_moments(X)[index][0].argmax(axis=1)
+
+    def code_labels(self) -> list[str]:
+        """A label per code column: '<group>:<index>'."""
+        self._check_fitted()
+        return [f"{group}:{index}" for group, index in self.groups_.topic_labels()]
+
+    def variable_labels(self) -> list[str]:
+        """A label per latent variable: each Gaussian dimension, and each Concrete group as a whole."""
+        self._check_fitted()
+        labels: list[str] = []
+        for g in self.groups_:
+            labels += [g.name] if g.is_concrete else [f"{g.name}:{k}" for k in range(g.size)]
+        return labels
+
+    def decode(self, code) -> np.ndarray:
+        """Pixel probabilities [n, C, H, W] for codes [n, columns] laid out as :meth:`transform`'s."""
+        self._check_fitted()
+        code = torch.as_tensor(np.asarray(code, dtype=np.float32))
+        if code.ndim != 2 or code.shape[1] != self.groups_.num_columns:
+            raise ValueError(f"code has shape {tuple(code.shape)}: pass [n, {self.groups_.num_columns}] codes")
+        device = next(self.model_.parameters()).device
+        with torch.no_grad():
+            return torch.sigmoid(self.model_.decode_logits(code.to(device))).cpu().numpy()
+
+    def reconstruct(self, X) -> np.ndarray:
+        """Pixel probabilities decoded from each image's posterior mean code."""
+        return self.decode(self.transform(X))
+
+    def reconstruction_error(self, X) -> np.ndarray:
+        """Per image, the Bernoulli negative log-likelihood (nats) of its mean-code reconstruction."""
+        self._check_fitted()
+        errors = []
+        with torch.no_grad():
+            for batch in self._batches(X):
+                moments = self.model_.posterior_moments(batch)
+                logits = self.model_.decode_logits(torch.cat([mean for mean, _ in moments], dim=1))
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch, reduction="none")
+                errors.append(loss.flatten(1).sum(1).double().cpu())
+        return torch.cat(errors).numpy()
+
+    def information(self, X, *, seed: int = 0, max_items: int | None = None) -> InformationReport:
+        """I(x; z), I(x; z_d), I(x; z_de) and the total correlations over the images X.
+
+        q(z) is the exact mixture over the N images given (objective.md, identity 2), one sample
+        per image drawn with ``seed``. The cost grows as N^2: with ``max_items``, a random subset
+        of that many images (drawn with ``seed``) stands for X, and N is its size.
+        """
+        self._check_fitted()
+        if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 2):
+            raise ValueError(f"max_items={max_items!r} is invalid: give a whole number >= 2, or None for all images")
+        images, _ = _image_tensor(X)
+        if images.shape[0] < 2:
+            raise ValueError("X holds 1 image: information needs at least 2")
+        if max_items is not None and images.shape[0] > max_items:
+            chosen = np.sort(np.random.default_rng(seed).choice(images.shape[0], size=max_items, replace=False))
+            X = images[torch.from_numpy(chosen)]
+        with torch.no_grad():
+            per_batch = [self.model_.encode(batch) for batch in self._batches(X)]
+            posteriors = [_concatenate([b[d] for b in per_batch]) for d in range(len(self.groups_))]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                samples = [q.sample() for q in posteriors]
+        return information_report(posteriors, samples)
+
+    # -----------------------------------------------------------------------------------
+    # persistence: data, not pickles
+    # -----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``weights.pt`` (a state dict) to a directory, atomically."""
+        self._check_fitted()
+        params = self.get_params()
+        params["groups"] = str(self.groups_)
+        params["hidden_sizes"] = list(self.hidden_sizes)
+        config = {
+            "format_version": FORMAT_VERSION,
+            "estimator": "ImageModel",
+            "topicvae_version": _package_version(),
+            "params": params,
+            "weights": self.weights_.as_dict(),
+            "fitted": {"image_shape": list(self.image_shape_), "n_images": self.n_images_, "history": self.history_},
+        }
+        return write_model_directory(path, config, self.model_)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> ImageModel:
+        """Load a model written by :meth:`save`; never unpickles objects."""
+        directory = Path(path)
+        config = read_config(directory, estimator="ImageModel")
+        params = dict(config["params"])
+        params["device"] = device
+        params["hidden_sizes"] = tuple(params["hidden_sizes"])
+        estimator = cls(**params)
+        estimator.groups_ = GroupSpec.parse(params["groups"])
+        estimator.weights_ = ObjectiveWeights(**config["weights"])
+        fitted = config["fitted"]
+        estimator.image_shape_ = tuple(fitted["image_shape"])
+        estimator.n_images_ = fitted["n_images"]
+        estimator.history_ = fitted["history"]
+        model = estimator._build(estimator.image_shape_, estimator.groups_)
+        load_weights(directory, model)
+        estimator.model_ = model.to(_resolve_device(device)).eval()
+        return estimator

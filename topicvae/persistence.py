@@ -1,0 +1,99 @@
+"""Model directories: data, not pickles.
+
+A saved model is a directory with ``config.json`` (format version, package version, the
+estimator's parameters and fitted facts), a ``weights.pt`` holding only a state dict of tensors
+(read back with ``torch.load(..., weights_only=True)``, which refuses pickled code), and any
+text files the estimator needs (a vocabulary). Directories are written next to their final
+place and moved there at the end, so an error never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "ModelFileError", "write_model_directory", "read_config", "load_weights"]
+
+#: Version of the saved-model layout.
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
+
+
+class ModelFileError(ValueError):
+    """A saved model directory that cannot be loaded."""
+
+
+def write_model_directory(target: str | os.PathLike, config: dict, model: nn.Module, text_files: Mapping[str, str] = {}) -> Path:
+    """Write ``config.json``, ``weights.pt`` and ``text_files`` atomically into ``target``."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory: choose another path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    names = [CONFIG_FILE, WEIGHTS_FILE, *text_files]
+    try:
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        for name, text in text_files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / WEIGHTS_FILE)
+        if target.exists():
+            for name in names:
+                os.replace(staging / name, target / name)
+            staging.rmdir()
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_config(directory: str | os.PathLike, *, estimator: str, required: tuple[str, ...] = ()) -> dict:
+    """The parsed ``config.json`` of a model directory written for ``estimator``, checked."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file():
+        raise ModelFileError(f"{directory} is not a saved topicvae model: missing {CONFIG_FILE}")
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFileError(f"{directory / CONFIG_FILE} is not valid JSON ({error}): re-save the model") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{directory / CONFIG_FILE} does not hold a model configuration: re-save the model")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{directory} has model format {version!r}, this topicvae reads up to {FORMAT_VERSION}: upgrade topicvae"
+        )
+    written_by = config.get("estimator", "TopicModel")  # models saved before images existed
+    if written_by != estimator:
+        raise ModelFileError(f"{directory} holds a model saved by {written_by}, not {estimator}: load it with {written_by}.load")
+    missing = [n for n in (*required, WEIGHTS_FILE) if not (directory / n).is_file()]
+    if missing:
+        raise ModelFileError(f"{directory} is not a complete saved model: missing {', '.join(missing)}")
+    return config
+
+
+def load_weights(directory: str | os.PathLike, model: nn.Module) -> None:
+    """Fill ``model`` from ``weights.pt`` without unpickling objects."""
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses pickled code with an UnpicklingError
+        raise ModelFileError(
+            f"{path} is not a plain tensor file and was not loaded "
+            f"({type(error).__name__}); only load models from people you trust, re-save it with topicvae"
+        ) from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first_line = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
+        raise ModelFileError(
+            f"{path} does not match its config ({first_line}): the files come from different models"
+        ) from None
