@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--mi-threshold", type=float, default=0.1)
     parser.add_argument("--results", type=Path, default=None, help="JSON results file (default WORK/results.json)")
+    parser.add_argument("--tables-only", action="store_true", help="print the tables of an existing results file")
     args = parser.parse_args(argv)
+    if args.tables_only:
+        print(markdown_tables(json.loads((args.results or args.work / "results.json").read_text())))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     train_path, test_path = args.work / "train.txt", args.work / "test.txt"
     for subset, path in (("train", train_path), ("test", test_path)):
@@ -140,12 +144,16 @@ def _mean_sd(values: list[float], digits: int) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else f"{values[0]:.{digits}f}"
 
 
+def _p_value(p: float) -> str:
+    return "< 1e-300" if p < 1e-300 else f"{p:.1e}"  # below double precision's normal range
+
+
 def markdown_tables(results: dict) -> str:
-    """The summary table (mean ± sample standard deviation over seeds) and the HFVAE pairs."""
+    """The summary table (mean ± sample standard deviation over seeds), one row per run, and the HFVAE pairs."""
     lines = [
         "| model | seeds | topics with I(x; z_k) >= {t} nats, test (train) | NPMI, whole documents | NPMI, window 10 | C_V | UMass "
         "| diversity (top 25) | test perplexity, corpus / per-document | I(x; z), test (train) | TC between groups | TC within groups (sum) "
-        "| pairs with \\|r\\| >= 0.2, across / within groups |".format(t=results["mi_threshold"]),
+        "| largest \\|r\\| between topics, across / within groups |".format(t=results["mi_threshold"]),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in MODELS:
@@ -170,10 +178,28 @@ def markdown_tables(results: dict) -> str:
                 column(lambda t: t["information"]["tc_between"], 3) if len(test[0]["information"]["tc_within"]) > 1 else "— (one group)",
                 column(lambda t: sum(t["information"]["tc_within"].values()), 2),
                 " / ".join(
-                    _mean_sd([run["strong_pairs"][key] for run in runs], 1) if runs[0]["strong_pairs"][largest] is not None else "—"
-                    for key, largest in (("across_groups", "largest_across"), ("within_groups", "largest_within"))
+                    _mean_sd([run["strong_pairs"][key] for run in runs], 2) if runs[0]["strong_pairs"][key] is not None else "—"
+                    for key in ("largest_across", "largest_within")
                 ),
             ]) + " |"
+        )
+    lines += [
+        "",
+        "| run | seed | topics >= threshold, test (train) | NPMI doc / window | C_V | UMass | diversity | perplexity corpus / per-doc "
+        "| I(x; z) test (train) | TC between | TC within (sum) | largest \\|r\\| across / within |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in results["runs"]:
+        t, train = run["test"], run["train_information"]
+        info, pairs = t["information"], run["strong_pairs"]
+        across = f"{pairs['largest_across']:.2f}" if pairs["largest_across"] is not None else "—"
+        lines.append(
+            f"| {run['model']} | {run['seed']} | {len(info['active_topics'])} ({len(train['active_topics'])}) "
+            f"| {t['coherence']['npmi_document']['mean']:.3f} / {t['coherence']['npmi_window']['mean']:.3f} "
+            f"| {t['coherence']['c_v']['mean']:.3f} | {t['coherence']['u_mass']['mean']:.2f} | {t['diversity']['value']:.3f} "
+            f"| {t['perplexity']['corpus_level']['value']:.0f} / {t['perplexity']['per_document']['value']:.0f} "
+            f"| {info['mutual_information']:.2f} ({train['mutual_information']:.2f}) "
+            f"| {info['tc_between']:.3f} | {sum(info['tc_within'].values()):.2f} | {across} / {pairs['largest_within']:.2f} |"
         )
     hfvae = [run for run in results["runs"] if run["model"] == "hfvae"]
     if hfvae:
@@ -187,7 +213,7 @@ def markdown_tables(results: dict) -> str:
         ]
         for pair in first["test"]["correlations"]["strongest"][:5]:
             lines.append(
-                f"| {pair['correlation']:.3f} | {pair['p_adjusted']:.1e} | {pair['topic_a']} | {' '.join(pair['words_a'][:8])} "
+                f"| {pair['correlation']:.3f} | {_p_value(pair['p_adjusted'])} | {pair['topic_a']} | {' '.join(pair['words_a'][:8])} "
                 f"| {pair['topic_b']} | {' '.join(pair['words_b'][:8])} |"
             )
     return "\n".join(lines)

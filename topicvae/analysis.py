@@ -9,16 +9,17 @@ pruning analysis (a topic whose I(x; z_de) is near zero is not used by the encod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Normal
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.objective import log_marginals
 
-__all__ = ["InformationReport", "information_report"]
+__all__ = ["InformationReport", "information_report", "encoder_information", "concatenate_posteriors", "subset_indices"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,45 @@ def information_report(posteriors: Sequence[Distribution], samples: Sequence[tor
         tc_between=float(tc_between),
         tc_within=as_array(tc_within),
     )
+
+
+def subset_indices(size: int, max_items: int | None, seed: int, *, name: str = "max_items") -> np.ndarray | None:
+    """Sorted random indices of ``max_items`` of ``size`` items (drawn with ``seed``), or None to keep all.
+
+    The information quantities cost O(N^2): a random subset stands for a large data set.
+    """
+    if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 2):
+        raise ValueError(f"{name}={max_items!r} is invalid: give a whole number >= 2, or None for all items")
+    if max_items is None or size <= max_items:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(size, size=max_items, replace=False))
+
+
+def concatenate_posteriors(parts: Sequence[Distribution]) -> Distribution:
+    """One posterior over all items from the posteriors of consecutive batches."""
+    first = parts[0]
+    if isinstance(first, Normal):
+        return Normal(torch.cat([p.loc for p in parts]), torch.cat([p.scale for p in parts]), validate_args=False)
+    if isinstance(first, ExpRelaxedCategorical):
+        return ExpRelaxedCategorical(first.temperature, logits=torch.cat([p.logits for p in parts]), validate_args=False)
+    raise TypeError(f"cannot concatenate posteriors of type {type(first).__name__}")
+
+
+def encoder_information(encode: Callable[[torch.Tensor], list[Distribution]], batches: Iterable[torch.Tensor], *, seed: int) -> InformationReport:
+    """:func:`information_report` of an encoder over a data set given in batches.
+
+    Dropout and batch-norm must be in eval mode; one sample z^n ~ q(z | x_n) per item is drawn
+    with ``seed`` without touching the global random state.
+    """
+    with torch.no_grad():
+        per_batch = [encode(batch) for batch in batches]
+        if not per_batch:
+            raise ValueError("the data set is empty: information needs at least 2 items")
+        posteriors = [concatenate_posteriors([b[d] for b in per_batch]) for d in range(len(per_batch[0]))]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            samples = [q.sample() for q in posteriors]
+    return information_report(posteriors, samples)
 
 
 def correlation_p_values(correlation: np.ndarray, n_documents: int, pairs: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,17 +13,15 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
+from torch.distributions import Normal, kl_divergence
 
-from torch.distributions import Distribution, Normal, kl_divergence
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
-
-from topicvae.analysis import InformationReport, information_report
+from topicvae.analysis import InformationReport, encoder_information, subset_indices
 from topicvae.groups import GroupSpec
 from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
 from topicvae.persistence import FORMAT_VERSION, ModelFileError, load_weights, read_config, write_model_directory
 from topicvae.text import TextVectorizer
-from topicvae.training import BagOfWordsBatches, TrainingProgress, seed_everything, train
+from topicvae.training import BagOfWordsBatches, TrainingProgress, check_training_options, seed_everything, train
 
 __all__ = ["TopicModel", "ModelFileError", "FORMAT_VERSION"]
 
@@ -57,16 +55,6 @@ def perplexity_from_elbo(elbo: np.ndarray, lengths: np.ndarray, *, per_document:
     if per_document:
         return float(np.exp(np.mean(-elbo[keep] / lengths[keep])))
     return float(np.exp(-elbo[keep].sum() / lengths[keep].sum()))
-
-
-def _concatenate(parts: Sequence[Distribution]) -> Distribution:
-    """One posterior over all documents from the posteriors of consecutive batches."""
-    first = parts[0]
-    if isinstance(first, Normal):
-        return Normal(torch.cat([p.loc for p in parts]), torch.cat([p.scale for p in parts]), validate_args=False)
-    if isinstance(first, ExpRelaxedCategorical):
-        return ExpRelaxedCategorical(first.temperature, logits=torch.cat([p.logits for p in parts]), validate_args=False)
-    raise TypeError(f"cannot concatenate posteriors of type {type(first).__name__}")
 
 
 class TopicModel:
@@ -160,25 +148,15 @@ class TopicModel:
         weights = ObjectiveWeights.preset(
             self.objective, alpha=self.alpha, beta=self.beta, gamma=self.gamma, delta=self.delta
         )
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid: give a whole number >= 1")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size={self.batch_size} is invalid: batch-norm and q(z) need at least 2 documents")
         lr = MODEL_DEFAULTS[self.model]["lr"] if self.lr is None else self.lr
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr={self.lr!r} is invalid: give a positive learning rate such as 2e-3")
+        check_training_options(
+            epochs=self.epochs, batch_size=self.batch_size, lr=lr, temperature=self.temperature,
+            hidden_sizes=self.hidden_sizes, items="documents", lr_example="2e-3",
+        )
         if self.dropout is not None and not (0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} is invalid: give a probability in [0, 1)")
         if not (math.isfinite(self.prior_concentration) and self.prior_concentration > 0):
             raise ValueError(f"prior_concentration={self.prior_concentration!r} is invalid: give a positive number")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature={self.temperature!r} is invalid: give a positive number such as 0.66")
-        if self.hidden_sizes is not None and (
-            not self.hidden_sizes or any(not isinstance(h, int) or h < 1 for h in self.hidden_sizes)
-        ):
-            raise ValueError(f"hidden_sizes={self.hidden_sizes!r} is invalid: give one or more whole numbers >= 1")
         return groups, weights, float(lr)
 
     # -----------------------------------------------------------------------------------
@@ -316,23 +294,14 @@ class TopicModel:
         (with ``seed``), and N is that number.
         """
         self._check_fitted()
-        if max_documents is not None and (isinstance(max_documents, bool) or not isinstance(max_documents, int) or max_documents < 2):
-            raise ValueError(f"max_documents={max_documents!r} is invalid: give a whole number >= 2, or None for all documents")
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
         counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
         if counts.shape[0] < 2:
             raise ValueError(f"{counts.shape[0]} of the documents have vocabulary words: information needs at least 2")
-        if max_documents is not None and counts.shape[0] > max_documents:
-            chosen = np.random.default_rng(seed).choice(counts.shape[0], size=max_documents, replace=False)
-            counts = counts[np.sort(chosen)]
-        with torch.no_grad():
-            per_batch = [self.model_.encode(bow) for bow in self._eval_batches(counts)]
-            posteriors = [_concatenate([batch[d] for batch in per_batch]) for d in range(len(self.groups_))]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                samples = [q.sample() for q in posteriors]
-        return information_report(posteriors, samples)
+        chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
+        counts = counts if chosen is None else counts[chosen]
+        return encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
 
     def document_elbo(self, X, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Each document's ELBO and word count: the bound on log p(x_d) behind perplexity.

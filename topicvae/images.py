@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,13 +11,13 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from topicvae.analysis import InformationReport, information_report
-from topicvae.estimator import _concatenate, _package_version, _resolve_device
+from topicvae.analysis import InformationReport, encoder_information, subset_indices
+from topicvae.estimator import _package_version, _resolve_device
 from topicvae.groups import GroupSpec
 from topicvae.image_models import ARCHITECTURES, ImageVAE
 from topicvae.objective import ObjectiveWeights
 from topicvae.persistence import FORMAT_VERSION, load_weights, read_config, write_model_directory
-from topicvae.training import ImageBatches, TrainingProgress, seed_everything, train
+from topicvae.training import ImageBatches, TrainingProgress, check_training_options, seed_everything, train
 
 __all__ = ["ImageModel"]
 
@@ -124,18 +123,12 @@ class ImageModel:
         weights = ObjectiveWeights.preset(self.objective, alpha=self.alpha, beta=self.beta, gamma=self.gamma, delta=self.delta)
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture={self.architecture!r} is unknown: choose one of {', '.join(ARCHITECTURES)}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid: give a whole number >= 1")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size={self.batch_size} is invalid: the batch estimate of q(z) needs at least 2 images")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} is invalid: give a positive learning rate such as 1e-3")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature={self.temperature!r} is invalid: give a positive number such as 0.66")
-        if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes={self.hidden_sizes!r} is invalid: give one or more whole numbers >= 1")
+        check_training_options(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, temperature=self.temperature,
+            hidden_sizes=self.hidden_sizes, items="images", lr_example="1e-3",
+        )
+        if self.hidden_sizes is None:
+            raise ValueError("hidden_sizes=None is invalid: give one or more whole numbers >= 1")
         return groups, weights
 
     def _build(self, image_shape: Sequence[int], groups: GroupSpec) -> ImageVAE:
@@ -261,21 +254,11 @@ class ImageModel:
         of that many images (drawn with ``seed``) stands for X, and N is its size.
         """
         self._check_fitted()
-        if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 2):
-            raise ValueError(f"max_items={max_items!r} is invalid: give a whole number >= 2, or None for all images")
         images, _ = _image_tensor(X)
         if images.shape[0] < 2:
             raise ValueError("X holds 1 image: information needs at least 2")
-        if max_items is not None and images.shape[0] > max_items:
-            chosen = np.sort(np.random.default_rng(seed).choice(images.shape[0], size=max_items, replace=False))
-            X = images[torch.from_numpy(chosen)]
-        with torch.no_grad():
-            per_batch = [self.model_.encode(batch) for batch in self._batches(X)]
-            posteriors = [_concatenate([b[d] for b in per_batch]) for d in range(len(self.groups_))]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                samples = [q.sample() for q in posteriors]
-        return information_report(posteriors, samples)
+        chosen = subset_indices(images.shape[0], max_items, seed)
+        return encoder_information(self.model_.encode, self._batches(images if chosen is None else images[torch.from_numpy(chosen)]), seed=seed)
 
     # -----------------------------------------------------------------------------------
     # persistence: data, not pickles

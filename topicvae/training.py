@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import torch
 
 from topicvae.objective import LossTerms, ObjectiveWeights, hfvae_objective
 
-__all__ = ["seed_everything", "BagOfWordsBatches", "ImageBatches", "TrainingProgress", "train"]
+__all__ = ["check_training_options", "seed_everything", "BagOfWordsBatches", "ImageBatches", "TrainingProgress", "train"]
 
 #: Below this many bytes the whole bag-of-words is made dense once, which removes the
 #: per-step sparse-to-dense conversion; above it, each batch is densified on its own.
@@ -29,7 +30,37 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-class BagOfWordsBatches:
+class _ShuffledBatches:
+    """Mini-batches over a fresh random order each epoch; subclasses turn indices into a tensor."""
+
+    batch_size: int
+
+    @property
+    def num_items(self) -> int:
+        raise NotImplementedError
+
+    def _take(self, index: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(_split_order(torch.arange(self.num_items), self.batch_size))
+
+    def epoch(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.num_items, generator=generator)
+        for index in _split_order(order, self.batch_size):
+            yield self._take(index)
+
+
+def _split_order(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    batches = list(order.split(batch_size))
+    # Batch-norm and the batch estimate of q(z) need two items: fold a lone last item into the batch before.
+    if len(batches) > 1 and batches[-1].numel() == 1:
+        batches[-2] = torch.cat(batches[-2:])
+        batches.pop()
+    return batches
+
+
+class BagOfWordsBatches(_ShuffledBatches):
     """Shuffled mini-batches of a document-term matrix as dense float tensors."""
 
     def __init__(self, counts: sp.csr_matrix, batch_size: int, *, device: torch.device | str = "cpu"):
@@ -47,31 +78,13 @@ class BagOfWordsBatches:
     def num_items(self) -> int:
         return self.counts.shape[0]
 
-    def __len__(self) -> int:
-        return len(_split_order(torch.arange(self.num_items), self.batch_size))
-
-    def _batches(self, order: torch.Tensor) -> list[torch.Tensor]:
-        return _split_order(order, self.batch_size)
-
-    def epoch(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        order = torch.randperm(self.counts.shape[0], generator=generator)
-        for index in self._batches(order):
-            if self._dense is not None:
-                yield self._dense[index.to(self.device)]
-            else:
-                yield torch.from_numpy(self.counts[index.numpy()].toarray()).to(self.device)
+    def _take(self, index: torch.Tensor) -> torch.Tensor:
+        if self._dense is not None:
+            return self._dense[index.to(self.device)]
+        return torch.from_numpy(self.counts[index.numpy()].toarray()).to(self.device)
 
 
-def _split_order(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    batches = list(order.split(batch_size))
-    # Batch-norm and the batch estimate of q(z) need two items: fold a lone last item into the batch before.
-    if len(batches) > 1 and batches[-1].numel() == 1:
-        batches[-2] = torch.cat(batches[-2:])
-        batches.pop()
-    return batches
-
-
-class ImageBatches:
+class ImageBatches(_ShuffledBatches):
     """Shuffled mini-batches of images as float tensors [B, C, H, W] in [0, 1].
 
     The images stay in memory as uint8 (a quarter of float32's size: 100,000 dSprites images
@@ -88,13 +101,25 @@ class ImageBatches:
     def num_items(self) -> int:
         return self.images.shape[0]
 
-    def __len__(self) -> int:
-        return len(_split_order(torch.arange(self.num_items), self.batch_size))
+    def _take(self, index: torch.Tensor) -> torch.Tensor:
+        return self.images[index].to(self.device, torch.float32) * self.scale
 
-    def epoch(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        order = torch.randperm(self.num_items, generator=generator)
-        for index in _split_order(order, self.batch_size):
-            yield self.images[index].to(self.device, torch.float32) * self.scale
+
+def check_training_options(*, epochs, batch_size, lr, temperature, hidden_sizes, items: str, lr_example: str) -> None:
+    """The options every estimator trains with, each checked with an error that names it."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is invalid: give a whole number >= 1")
+    if batch_size < 2:
+        raise ValueError(f"batch_size={batch_size} is invalid: the batch estimate of q(z) needs at least 2 {items}")
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr={lr!r} is invalid: give a positive learning rate such as {lr_example}")
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature={temperature!r} is invalid: give a positive number such as 0.66")
+    if hidden_sizes is not None and (
+        not hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden_sizes)
+    ):
+        raise ValueError(f"hidden_sizes={hidden_sizes!r} is invalid: give one or more whole numbers >= 1")
 
 
 @dataclass(frozen=True)
