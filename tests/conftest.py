@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -108,3 +111,26 @@ def correlated_corpus(
         proportions[first], proportions[3 + second] = share, 1 - share
         rows.append(rng.multinomial(doc_length, proportions @ topic_word))
     return sp.csr_matrix(np.asarray(rows, dtype=np.float32)), vocabulary, [(0, 3), (1, 4), (2, 5)]
+
+
+def write_idx_split(folder, prefix: str, n: int, seed: int) -> None:
+    """A tiny MNIST look-alike: class k lights a 4-pixel-high band at row 2k, with a random stroke width."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        width = rng.integers(6, 20)
+        images[i, 2 * label: 2 * label + 4, 4: 4 + width] = 255
+    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as handle:
+        handle.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
+    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as handle:
+        handle.write(struct.pack(">II", 0x801, n) + labels.tobytes())
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx_split(folder, "train", 300, 0)
+    write_idx_split(folder, "t10k", 120, 1)
+    return folder

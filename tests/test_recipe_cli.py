@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -15,29 +12,6 @@ from topicvae.images import ImageModel
 from topicvae.recipes import parse_exclusion
 
 runner = CliRunner()
-
-
-def write_idx_split(folder, prefix: str, n: int, seed: int) -> None:
-    """A tiny MNIST look-alike: class k lights a 4-pixel-high band at row 2k, with a random stroke width."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = np.zeros((n, 28, 28), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        width = rng.integers(6, 20)
-        images[i, 2 * label: 2 * label + 4, 4: 4 + width] = 255
-    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as handle:
-        handle.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
-    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as handle:
-        handle.write(struct.pack(">II", 0x801, n) + labels.tobytes())
-
-
-@pytest.fixture
-def tiny_mnist(tmp_path):
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    write_idx_split(folder, "train", 300, 0)
-    write_idx_split(folder, "t10k", 120, 1)
-    return folder
 
 
 def test_recipe_mnist_trains_scores_saves_and_plots(tmp_path, tiny_mnist):

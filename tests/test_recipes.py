@@ -36,3 +36,20 @@ def test_newsgroups_hfvae_vs_vae_recipe_fits_scores_and_tabulates(tmp_path, caps
     assert "| VAE 50 (all weights 1) | 3 |" in printed
     assert "Five strongest cross-group pairs of the HFVAE model, seed 3" in printed
     assert printed.count("\n| 0.") + printed.count("\n| -0.") + printed.count("\n| 1.") == 5  # five pair rows
+
+
+def test_image_experiments_recipe_runs_the_recipes_and_tabulates(tmp_path, tiny_mnist, capsys):
+    recipe = load_recipe("image_experiments")
+    work = tmp_path / "work"
+    recipe.main(["--work", str(work), "--only", "mnist", "--seeds", "0", "1", "--mnist-data", str(tiny_mnist),
+                 "--", "--epochs", "1", "--test-size", "50"])
+    results = json.loads((work / "image_results.json").read_text())
+    assert results["recipe_options"] == ["--epochs", "1", "--test-size", "50"]
+    assert [(run["experiment"], run["objective"], run["seed"]) for run in results["runs"]] == [("mnist", "hfvae", 0), ("mnist", "hfvae", 1)]
+    assert all(run["epochs"] == 1 and 0 <= run["concrete_accuracy"] <= 1 for run in results["runs"])
+    printed = capsys.readouterr().out
+    assert "| mnist | 0 | 300 x 1 |" in printed and "| mnist | 1 | 300 x 1 |" in printed
+    # a second call reuses the finished runs instead of training again
+    (work / "mnist-hfvae-s0" / "weights.pt").unlink()
+    recipe.main(["--work", str(work), "--only", "mnist", "--seeds", "0", "--mnist-data", str(tiny_mnist), "--", "--epochs", "1"])
+    assert not (work / "mnist-hfvae-s0" / "weights.pt").exists()

@@ -1,0 +1,140 @@
+"""The image experiments of the paper (Sections 5.1 and 5.3) over several seeds.
+
+1. MNIST and Fashion-MNIST with HFVAE (10 Gaussian dimensions + a 10-way Concrete group):
+   the Concrete group's unsupervised accuracy and the pruned continuous dimensions;
+2. dSprites (10 Gaussian dimensions + a 3-way Concrete group) with VAE, beta-VAE (4),
+   beta-TCVAE (4) and HFVAE (beta 4, gamma 3): the FactorVAE score and DCI disentanglement,
+   beside the paper's Table 3.
+
+Every run is ``topicvae recipe ... --out WORK/<experiment>-<objective>-s<seed>`` (a run whose
+``metrics.json`` exists is reused); the summary goes to a JSON file and Markdown tables.
+
+    python recipes/image_experiments.py --work runs/ --mnist-data ../shared/data/mnist \\
+        --fashion-data ../shared/data/fashion-mnist [--only mnist fashion-mnist dsprites] [-- recipe options]
+
+Options after ``--`` go to every ``topicvae recipe`` call (e.g. ``--epochs 10``), so the budget
+of a run is stated once and recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EXPERIMENTS = {
+    "mnist": [("hfvae", [])],
+    "fashion-mnist": [("hfvae", [])],
+    "dsprites": [("vae", []), ("beta-vae", []), ("beta-tcvae", []), ("hfvae", [])],
+}
+#: The paper's Table 3 (mean over 10 restarts): Kim & Mnih's score and Eastwood & Williams' disentanglement.
+PAPER_TABLE_3 = {"vae": (0.63, 0.30), "beta-vae": (0.63, 0.41), "beta-tcvae": (0.62, 0.29), "hfvae": (0.63, 0.39)}
+#: The paper's Figure 4: continuous dimensions pruned by HFVAE.
+PAPER_PRUNED = {"mnist": 3, "fashion-mnist": 4}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
+    parser.add_argument("--mnist-data", type=Path, default=None)
+    parser.add_argument("--fashion-data", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=None, help="JSON summary (default WORK/image_results.json)")
+    parser.add_argument("--tables-only", action="store_true")
+    args = parser.parse_args(argv)
+    results_path = args.results or args.work / "image_results.json"
+    if args.tables_only:
+        print(markdown_tables(json.loads(results_path.read_text())))
+        return
+    data = {"mnist": args.mnist_data, "fashion-mnist": args.fashion_data, "dsprites": None}
+    runs = []
+    for name in args.only:
+        for objective, options in EXPERIMENTS[name]:
+            for seed in args.seeds:
+                out = args.work / f"{name}-{objective}-s{seed}"
+                if not (out / "metrics.json").is_file():
+                    command = [sys.executable, "-m", "topicvae.cli", "recipe", name, "--objective", objective, "--seed", str(seed),
+                               "--out", str(out), "--no-progress", *options, *extra]
+                    if data[name] is not None:
+                        command += ["--data", str(data[name])]
+                    print(" ".join(command[2:]), flush=True)
+                    completed = subprocess.run(command, capture_output=True, text=True)
+                    (args.work / f"{out.name}.log").write_text(completed.stdout + completed.stderr)
+                    if completed.returncode != 0:
+                        raise SystemExit(f"{out.name} failed: {completed.stderr.strip().splitlines()[-1]}")
+                metrics = json.loads((out / "metrics.json").read_text())
+                runs.append({"experiment": name, "objective": objective, "seed": seed, "directory": out.name, **summary(metrics)})
+    results = {"recipe_options": extra, "runs": runs}
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {results_path}\n")
+    print(markdown_tables(results))
+
+
+def summary(metrics: dict) -> dict:
+    """The numbers the tables need from one run's metrics.json."""
+    training, information = metrics["training"], metrics["information"]
+    out = {
+        "images": training["images"], "epochs": training["epochs"], "seconds": training["seconds"], "weights": training["weights"],
+        "mutual_information": information["mutual_information"],
+        "pruned_gaussian_dimensions": information["pruned_gaussian_dimensions"],
+        "reconstruction_error": metrics["reconstruction_error"]["mean_nats_per_image"],
+    }
+    if "labels" in metrics and "concrete_accuracy" in metrics["labels"]:
+        out.update(concrete_accuracy=metrics["labels"]["concrete_accuracy"], label_gap=metrics["labels"]["normalized_gap"])
+    if "disentanglement" in metrics:
+        d = metrics["disentanglement"]
+        out.update(factor_vae=d["factor_vae"]["score"], dci_disentanglement=d["dci"]["disentanglement"],
+                   dci_completeness=d["dci"]["completeness"], dci_informativeness=d["dci"]["informativeness_test"],
+                   mig=d["mig"]["mig"], metric_samples=d["sample_counts"], dci_regressor=d["dci"]["regressor"])
+    return out
+
+
+def _mean_sd(values, digits: int) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else f"{values[0]:.{digits}f}"
+
+
+def markdown_tables(results: dict) -> str:
+    lines = []
+    labelled = [r for r in results["runs"] if r["experiment"] in ("mnist", "fashion-mnist")]
+    if labelled:
+        lines += [
+            "| data | seed | training images x epochs | seconds | Concrete accuracy | pruned Gaussian dimensions (paper) | I(x; z) | reconstruction error (nats) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in labelled:
+            lines.append(
+                f"| {r['experiment']} | {r['seed']} | {r['images']} x {r['epochs']} | {r['seconds']:.0f} | {r['concrete_accuracy']:.3f} "
+                f"| {len(r['pruned_gaussian_dimensions'])} ({PAPER_PRUNED[r['experiment']]}) | {r['mutual_information']:.2f} | {r['reconstruction_error']:.1f} |"
+            )
+    dsprites = [r for r in results["runs"] if r["experiment"] == "dsprites"]
+    if dsprites:
+        lines += [
+            "",
+            "| objective | seeds | FactorVAE score (paper) | DCI disentanglement (paper) | DCI completeness | MIG | Concrete accuracy (shape) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for objective in PAPER_TABLE_3:
+            chosen = [r for r in dsprites if r["objective"] == objective]
+            if not chosen:
+                continue
+            kim, eastwood = PAPER_TABLE_3[objective]
+            lines.append(
+                f"| {objective} | {', '.join(str(r['seed']) for r in chosen)} | {_mean_sd([r['factor_vae'] for r in chosen], 2)} ({kim:.2f}) "
+                f"| {_mean_sd([r['dci_disentanglement'] for r in chosen], 2)} ({eastwood:.2f}) | {_mean_sd([r['dci_completeness'] for r in chosen], 2)} "
+                f"| {_mean_sd([r['mig'] for r in chosen], 3)} | {_mean_sd([r['concrete_accuracy'] for r in chosen], 2)} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
