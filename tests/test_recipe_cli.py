@@ -92,3 +92,20 @@ def test_exclusion_rules_parse_names_and_numbers():
     assert parse_exclusion("label=7, ink>=0.75", "mnist") == [("label", "=", 7.0), ("ink", ">=", 0.75)]
     with pytest.raises(ValueError, match="'wide' is not a number for ink"):
         parse_exclusion("ink>=wide", "mnist")
+
+
+def test_recipe_when_the_download_fails_says_what_to_do(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setenv("TOPICVAE_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    result = runner.invoke(app, ["recipe", "mnist", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "could not download train-images-idx3-ubyte.gz for mnist" in result.output
+    assert "pass root= a folder holding the files" in result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
+    assert not list((tmp_path / "cache").rglob("*.gz"))  # nothing half-written in the cache

@@ -144,8 +144,8 @@ def correlation_p_values(correlation: np.ndarray, n_documents: int, pairs: Seque
     return p_values, (false_discovery_control(p_values) if len(p_values) else p_values)
 
 
-def plot_information(report: InformationReport, labels: Sequence[str], threshold: float, path) -> None:
-    """Bar plot of I(x; z_k) per topic, sorted, with the pruning threshold (paper Fig. 4, right)."""
+def plot_information(report: InformationReport, labels: Sequence[str], threshold: float, path, *, unit: str = "topic") -> None:
+    """Bar plot of I(x; z_k) per ``unit`` (topic, latent variable), sorted, with the pruning threshold (paper Fig. 4, right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +158,7 @@ def plot_information(report: InformationReport, labels: Sequence[str], threshold
     axes.axhline(threshold, color="tab:red", linewidth=1, linestyle="--", label=f"threshold {threshold:g} nats")
     axes.set_xticks(range(len(values)), [labels[i] for i in order], rotation=90, fontsize=7)
     axes.set_ylabel("I(x; z_k) [nats]")
-    axes.set_title(f"Mutual information per topic (N = {report.dataset_size})")
+    axes.set_title(f"Mutual information per {unit} (N = {report.dataset_size})")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -55,7 +55,8 @@ def _fail(error: BaseException) -> None:
     raise typer.Exit(code=1)
 
 
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError, FloatingPointError, RuntimeError, UnicodeError)
+# OSError covers missing, unreadable and existing paths and failed downloads
+_USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, UnicodeError)
 
 
 @app.callback()

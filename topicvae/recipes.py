@@ -416,7 +416,7 @@ def write_image_plots(model: ImageModel, data: ImageData, scores: dict[str, Any]
                 row_labels=["data", "reconstruction"], title="Test images and their mean-code reconstructions")
     written.append(directory / "reconstructions.png")
     report = model.information(data.test, max_items=10000)
-    plot_information(report, model.variable_labels(), scores["information"]["threshold"], directory / "mutual_information.png")
+    plot_information(report, model.variable_labels(), scores["information"]["threshold"], directory / "mutual_information.png", unit="latent variable")
     written.append(directory / "mutual_information.png")
     if data.excluded is not None and len(columns):
         written.append(_plot_generalization(model, data, scores["generalization"], directory / "generalization.png"))
