@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import mutual_info_score
 
-from topicvae.analysis import plot_information
+from topicvae.analysis import InformationReport, plot_information
 from topicvae.disentanglement import (
     discrete_mutual_information,
     evaluate_disentanglement,
@@ -246,7 +246,8 @@ def _gaussian_columns(model: ImageModel) -> np.ndarray:
 def label_information(model: ImageModel, images: np.ndarray, labels: np.ndarray, bins: int = 20) -> dict[str, Any]:
     """I(y; z_e) per Gaussian dimension (posterior means, ``bins``-bin histograms), I(y; c) for the
     Concrete argmax c, and the paper's Figure 6 gap I(y; c) - max_e I(y; z_e), in nats and / H(y)."""
-    codes = model.transform(images)
+    moments = model.group_moments(images)  # one encoding pass for the codes and the classes
+    codes = np.concatenate([mean for mean, _ in moments], axis=1)
     labels = np.asarray(labels)
     entropy = float(factor_entropy(labels[:, None])[0])
     gaussian = codes[:, _gaussian_columns(model)]
@@ -257,7 +258,8 @@ def label_information(model: ImageModel, images: np.ndarray, labels: np.ndarray,
         "per_gaussian_dimension": dict(zip([model.code_labels()[i] for i in _gaussian_columns(model)], per_dimension.tolist())),
     }
     if model.groups_.concrete:
-        classes = model.classes(images)
+        first_concrete = next(i for i, g in enumerate(model.groups_) if g.is_concrete)  # as model.classes()
+        classes = moments[first_concrete][0].argmax(axis=1)
         concrete = float(mutual_info_score(labels, classes))  # c is already discrete: no binning
         best_gaussian = float(per_dimension.max()) if per_dimension.size else 0.0
         result.update({
@@ -284,11 +286,12 @@ def score_image_model(
     gaussian_labels = [model.code_labels()[i] for i in _gaussian_columns(model)]
     summary["pruned_gaussian_dimensions"] = [label for label in summary["pruned_topics"] if label in gaussian_labels]
     summary["total_correlation"] = summary["tc_between"] + sum(summary["tc_within"].values())
+    seen_error = float(model.reconstruction_error(data.test).mean())
     scores: dict[str, Any] = {
         "dataset": data.name,
         "test_images": int(len(data.test)),
         "information": summary,
-        "reconstruction_error": {"mean_nats_per_image": float(model.reconstruction_error(data.test).mean()), "code": "posterior mean"},
+        "reconstruction_error": {"mean_nats_per_image": seen_error, "code": "posterior mean"},
     }
     if data.test_labels is not None:
         scores["labels"] = label_information(model, data.test, data.test_labels)
@@ -298,18 +301,19 @@ def score_image_model(
             data.ground_truth, model.transform, np.random.default_rng(seed), quick=quick_disentanglement, dci_regressor=dci_regressor
         )
     if data.excluded is not None:
-        scores["generalization"] = generalization_report(model, data)
+        scores["generalization"] = generalization_report(model, data, seen_error=seen_error)
     return scores
 
 
-def generalization_report(model: ImageModel, data: ImageData) -> dict[str, Any]:
+def generalization_report(model: ImageModel, data: ImageData, *, seen_error: float | None = None) -> dict[str, Any]:
     """Left-out combinations against seen test images: reconstruction error and encoded values.
 
     For each Gaussian dimension, the mean and standard deviation of the posterior means on the
     seen and on the left-out images; the Concrete group's accuracy on both (against classes or
     shapes); and, for dSprites, each factor's correlation with its best-matching dimension on the
     seen images and, with the same dimension, on the left-out ones (how well the code carries
-    over to combinations it never saw).
+    over to combinations it never saw). ``seen_error``: the seen images' mean reconstruction
+    error when the caller has it already.
     """
     seen_codes, left_codes = model.transform(data.test), model.transform(data.excluded)
     columns = _gaussian_columns(model)
@@ -319,7 +323,7 @@ def generalization_report(model: ImageModel, data: ImageData) -> dict[str, Any]:
         "left_out_of_training": data.excluded_from_training,
         "seen_images": int(len(data.test)),
         "left_out_images": int(len(data.excluded)),
-        "reconstruction_error_seen": float(model.reconstruction_error(data.test).mean()),
+        "reconstruction_error_seen": seen_error if seen_error is not None else float(model.reconstruction_error(data.test).mean()),
         "reconstruction_error_left_out": float(model.reconstruction_error(data.excluded).mean()),
         "codes": {
             labels[c]: {
@@ -378,6 +382,19 @@ def _image_grid(images: np.ndarray, rows: int, cols: int, path: Path, *, row_lab
     plt.close(figure)
 
 
+def _information_report(summary: dict[str, Any], model: ImageModel) -> InformationReport:
+    """The :class:`InformationReport` behind an :func:`information_summary` dict (no second estimate)."""
+    names = [g.name for g in model.groups_]
+    return InformationReport(
+        dataset_size=summary["dataset_size"],
+        mutual_information=summary["mutual_information"],
+        per_group=np.array([summary["per_group"][n] for n in names]),
+        per_variable=np.array([summary["per_topic"][label] for label in model.variable_labels()]),
+        tc_between=summary["tc_between"],
+        tc_within=np.array([summary["tc_within"][n] for n in names]),
+    )
+
+
 def write_image_plots(model: ImageModel, data: ImageData, scores: dict[str, Any], directory: str | Path, *, steps: int = 9) -> list[str]:
     """Traversals, sorted MI bars, reconstructions (and left-out codes) as PNG files in ``directory``."""
     directory = Path(directory)
@@ -415,8 +432,7 @@ def write_image_plots(model: ImageModel, data: ImageData, scores: dict[str, Any]
     _image_grid(np.concatenate([originals[:, None], model.reconstruct(data.test[:10])]), 2, len(originals), directory / "reconstructions.png",
                 row_labels=["data", "reconstruction"], title="Test images and their mean-code reconstructions")
     written.append(directory / "reconstructions.png")
-    report = model.information(data.test, max_items=10000)
-    plot_information(report, model.variable_labels(), scores["information"]["threshold"], directory / "mutual_information.png", unit="latent variable")
+    plot_information(_information_report(scores["information"], model), model.variable_labels(), scores["information"]["threshold"], directory / "mutual_information.png", unit="latent variable")
     written.append(directory / "mutual_information.png")
     if data.excluded is not None and len(columns):
         written.append(_plot_generalization(model, data, scores["generalization"], directory / "generalization.png"))
