@@ -247,3 +247,10 @@ def test_any_named_spec_round_trips(items):
     assert layout(spec) == [(name, size, "concrete" if concrete else "gaussian") for name, size, concrete in items]
     assert GroupSpec.parse(str(spec)) == spec
     assert list(spec.column_slices()) == [name for name, _, _ in items]
+
+
+def test_variable_labels_and_gaussian_columns_follow_the_code_layout():
+    spec = GroupSpec.parse("3,4c,2")
+    assert spec.variable_labels() == ["g0:0", "g0:1", "g0:2", "g1", "g2:0", "g2:1"]
+    assert spec.gaussian_columns() == [0, 1, 2, 7, 8]
+    assert GroupSpec.parse("5c").gaussian_columns() == []

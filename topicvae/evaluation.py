@@ -100,7 +100,7 @@ def evaluate(
     if plots is not None:
         directory = Path(plots)
         directory.mkdir(parents=True, exist_ok=True)
-        plot_information(information, _variable_labels(model), mi_threshold, directory / "mutual_information.png")
+        plot_information(information, model.groups_.variable_labels(), mi_threshold, directory / "mutual_information.png")
         plot_correlation(correlation, labels, directory / "correlation.png")
         report["plots"] = [str(directory / "mutual_information.png"), str(directory / "correlation.png")]
     return report
@@ -112,14 +112,6 @@ def check_mi_threshold(mi_threshold: float) -> None:
         raise ValueError(f"mi_threshold={mi_threshold!r} is invalid: give a number of nats >= 0")
 
 
-def _variable_labels(model: TopicModel) -> list[str]:
-    """A label per latent variable: each Gaussian topic, and each Concrete group as a whole."""
-    labels = []
-    for group in model.groups_:
-        labels += [group.name] if group.is_concrete else [f"{group.name}:{k}" for k in range(group.size)]
-    return labels
-
-
 def information_summary(model: TopicModel, information: InformationReport, mi_threshold: float) -> dict:
     """The information quantities as a JSON-ready dict, with the variables kept and pruned.
 
@@ -128,7 +120,7 @@ def information_summary(model: TopicModel, information: InformationReport, mi_th
     """
     check_mi_threshold(mi_threshold)
     names = [group.name for group in model.groups_]
-    labels = _variable_labels(model)
+    labels = model.groups_.variable_labels()
     active = information.active(mi_threshold)
     return {
         "dataset_size": information.dataset_size,

@@ -203,6 +203,19 @@ class GroupSpec(Sequence[LatentGroup]):
         """For each latent variable z_{d,e}, the index d of its group (shape [num_variables])."""
         return torch.tensor([d for d, g in enumerate(self._groups) for _ in range(g.num_variables)], dtype=torch.long)
 
+    def variable_labels(self) -> list[str]:
+        """A label per latent variable z_{d,e}: '<group>:<index>' for each Gaussian dimension and
+        the group's name for a Concrete group (its categories form one variable)."""
+        labels: list[str] = []
+        for group in self._groups:
+            labels += [group.name] if group.is_concrete else [f"{group.name}:{k}" for k in range(group.size)]
+        return labels
+
+    def gaussian_columns(self) -> list[int]:
+        """The code columns that hold Gaussian dimensions, in order."""
+        slices = self.column_slices()
+        return [c for group in self.gaussian for c in range(slices[group.name].start, slices[group.name].stop)]
+
     def topic_labels(self) -> list[tuple[str, int]]:
         """(group name, index within group) for every column of the code."""
         return [(g.name, i) for g in self._groups for i in range(g.size)]

@@ -215,10 +215,7 @@ class ImageModel:
     def variable_labels(self) -> list[str]:
         """A label per latent variable: each Gaussian dimension, and each Concrete group as a whole."""
         self._check_fitted()
-        labels: list[str] = []
-        for g in self.groups_:
-            labels += [g.name] if g.is_concrete else [f"{g.name}:{k}" for k in range(g.size)]
-        return labels
+        return self.groups_.variable_labels()
 
     def decode(self, code) -> np.ndarray:
         """Pixel probabilities [n, C, H, W] for codes [n, columns] laid out as :meth:`transform`'s."""

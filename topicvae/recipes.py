@@ -236,11 +236,7 @@ def load_recipe_data(
 # scores
 # ------------------------------------------------------------------------------------------
 def _gaussian_columns(model: ImageModel) -> np.ndarray:
-    return np.concatenate([
-        np.arange(start, start + g.size)
-        for g, start in zip(model.groups_, np.cumsum([0] + [g.size for g in model.groups_])[:-1])
-        if not g.is_concrete
-    ]) if model.groups_.num_gaussian_dims else np.zeros(0, dtype=int)
+    return np.asarray(model.groups_.gaussian_columns(), dtype=int)
 
 
 def label_information(model: ImageModel, images: np.ndarray, labels: np.ndarray, bins: int = 20) -> dict[str, Any]:
