@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from enum import Enum
@@ -23,6 +24,9 @@ data_app = typer.Typer(help="Fetch or convert public corpora into one-document-p
 app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
+
+#: Where `fit --out DIR` keeps its training checkpoint: DIR/checkpoint/checkpoint.pt.
+CHECKPOINT_DIR = "checkpoint"
 
 #: Short names for the progress bar.
 _BAR_TERMS = {"loss": "loss", "reconstruction": "LL", "mutual_information": "MI", "tc_between": "TCb", "tc_within": "TCw", "dimwise_kl": "KL"}
@@ -46,13 +50,25 @@ class Subset(str, Enum):
     all = "all"
 
 
-def _fail(error: BaseException) -> None:
-    """One line on stderr and exit code 1; the traceback only with --debug."""
+def _fail(error: BaseException, note: str | None = None) -> None:
+    """One line on stderr (``note`` appended after a semicolon) and exit code 1; the traceback only with --debug."""
     if _state["debug"]:
         raise error
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {message}" + (f"; {note}" if note else ""), err=True)
     raise typer.Exit(code=1)
+
+
+#: Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _interrupted(error: KeyboardInterrupt, note: str) -> None:
+    """Ctrl-C: one line on stderr and exit code 130 instead of a traceback."""
+    if _state["debug"]:
+        raise error
+    typer.echo(f"\ninterrupted: {note}", err=True)
+    raise typer.Exit(code=INTERRUPTED_EXIT_CODE)
 
 
 # OSError covers missing, unreadable and existing paths and failed downloads
@@ -107,7 +123,7 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         typer.echo(f"  {'':8}  {row.topic_b:>8}  {' '.join(row.words_b)}")
 
 
-def _report(model, n_words: int, n_pairs: int, seconds: float | None, corpus: Path, information: dict) -> dict:
+def _report(model, n_words: int, n_pairs: int, seconds: float | None, epochs_run: int, corpus: Path, information: dict) -> dict:
     topics = model.topics(n_words)
     pairs = model.correlated_topics(n_pairs, n_words=n_words) if len(model.groups_) > 1 else None
     return {
@@ -118,8 +134,10 @@ def _report(model, n_words: int, n_pairs: int, seconds: float | None, corpus: Pa
         "n_documents": model.n_documents_,
         "n_empty_documents": model.n_empty_documents_,
         "vocabulary_size": len(model.vocabulary_),
+        # a resumed run times only the epochs this process trained
         "training_seconds": seconds,
-        "seconds_per_epoch": (seconds / len(model.history_)) if seconds and model.history_ else None,
+        "seconds_per_epoch": (seconds / epochs_run) if seconds and epochs_run else None,
+        "resumed_from_epoch": len(model.history_) - epochs_run,
         "topics": [
             {
                 "label": label,
@@ -143,9 +161,10 @@ def _report(model, n_words: int, n_pairs: int, seconds: float | None, corpus: Pa
 
 
 def _write_json_atomically(payload: dict, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    from topicvae.persistence import write_file_atomically
+
+    text = json.dumps(payload, indent=2) + "\n"
+    write_file_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 # ------------------------------------------------------------------------------------------
@@ -179,8 +198,15 @@ def fit(
     mi_documents: Annotated[int, typer.Option(help="Training documents in the MI analysis (a random subset above this; the cost grows as its square).")] = 20000,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help=f"With --out DIR: checkpoint to DIR/{CHECKPOINT_DIR} every N epochs and after the last [default: 1].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help=f"Continue the run checkpointed in --out DIR/{CHECKPOINT_DIR}; the corpus and options must be the same.")] = False,
 ) -> None:
-    """Fit a topic model and print the top words of every topic and the most correlated topics."""
+    """Fit a topic model and print the top words of every topic and the most correlated topics.
+
+    With --out DIR, training is checkpointed to DIR/checkpoint (deleted once the model is saved);
+    after a crash, a kill or Ctrl-C, the same command with --resume added continues from there.
+    """
+    checkpoint_dir = out / CHECKPOINT_DIR if out is not None else None
     try:
         from topicvae.estimator import TopicModel
         from topicvae.evaluation import check_mi_threshold, information_summary
@@ -191,6 +217,9 @@ def fit(
             raise ValueError(f"--mi-documents {mi_documents} is invalid: give a whole number >= 2")
         if out is not None and out.exists() and not out.is_dir():
             raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
+        if out is None and (resume or checkpoint_every is not None):
+            option = "--resume" if resume else "--checkpoint-every"
+            raise ValueError(f"{option} needs --out DIR: checkpoints are kept in DIR/{CHECKPOINT_DIR}")
         if stop_words == "none":
             stops: object = None
         elif stop_words == "english":
@@ -221,20 +250,35 @@ def fit(
             device=device,
         )
         started = time.perf_counter()
-        _run_with_progress(estimator.fit_iter(docs), enabled=progress)
+        steps = estimator.fit_iter(
+            docs, checkpoint_dir=checkpoint_dir, checkpoint_every=1 if checkpoint_every is None else checkpoint_every, resume=resume
+        )
+        epochs_run = _run_with_progress(steps, enabled=progress)
         seconds = time.perf_counter() - started
         information = information_summary(
             estimator, estimator.information(docs, seed=seed, max_documents=mi_documents), mi_threshold
         )
+    except KeyboardInterrupt as error:
+        _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
+        return
+    except FloatingPointError as error:
+        # resuming with the same options repeats the divergence on CPU, so offer both ways on
+        _fail(error, _checkpoint_note(
+            checkpoint_dir, "the last good checkpoint",
+            "delete it to start again with other options, or rerun with --resume to continue it unchanged",
+        ))
+        return
     except _USER_ERRORS as error:
         _fail(error)
         return
 
+    resumed_from = len(estimator.history_) - epochs_run
+    timing = f"{epochs_run} epochs in {seconds:.1f} s ({seconds / epochs_run:.2f} s per epoch)" if epochs_run else "nothing left to train"
     typer.echo(
         f"{estimator.model} with groups {estimator.groups_} on {estimator.n_documents_} documents "
         f"({estimator.n_empty_documents_} left empty by the vocabulary and skipped), {len(estimator.vocabulary_)} words; "
         f"{', '.join(f'{k}={v:g}' for k, v in estimator.weights_.as_dict().items())}; "
-        f"{estimator.epochs} epochs in {seconds:.1f} s ({seconds / estimator.epochs:.2f} s per epoch)"
+        + (f"resumed from epoch {resumed_from} of {estimator.epochs}, then {timing}" if resumed_from else timing)
     )
     _print_topics(estimator, top_words, information["per_topic"])
     _print_information(information, "training documents")
@@ -242,11 +286,35 @@ def fit(
     if out is not None:
         try:
             estimator.save(out)
-            report = _report(estimator, top_words, pairs, seconds, corpus, information)
+            report = _report(estimator, top_words, pairs, seconds, epochs_run, corpus, information)
             _write_json_atomically(report, out / "report.json")
+        except KeyboardInterrupt as error:
+            _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
         except _USER_ERRORS as error:
             _fail(error)
+        # the saved model supersedes the checkpoint, and a later fit into DIR must not find it
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         typer.echo(f"\nsaved the model and report.json to {out}")
+
+
+_RESUME_ADVICE = "rerun the same command with --resume to continue from it"
+
+
+def _checkpoint_note(checkpoint_dir: Path | None, what: str, advice: str) -> str:
+    """Where the run's checkpoint is, as the disk has it now, and what to do with it."""
+    from topicvae.persistence import ModelFileError, read_checkpoint
+
+    if checkpoint_dir is None:
+        return "nothing was saved (with --out DIR, training is checkpointed and can be resumed)"
+    try:
+        checkpoint = read_checkpoint(checkpoint_dir)
+    except FileNotFoundError:
+        return f"no epoch was completed, so {checkpoint_dir} holds no checkpoint to resume"
+    except ModelFileError as error:
+        return str(error)
+    return (
+        f"{what} (epoch {checkpoint['epoch']} of {checkpoint['epochs']}) is kept in {checkpoint_dir}: {advice}"
+    )
 
 
 def _count_or_fraction(value: float, *, low_is_fraction: bool) -> int | float:
@@ -256,28 +324,35 @@ def _count_or_fraction(value: float, *, low_is_fraction: bool) -> int | float:
     return float(value)
 
 
-def _run_with_progress(steps, *, enabled: bool) -> None:
+def _run_with_progress(steps, *, enabled: bool) -> int:
+    """Drive a fit_iter generator with a progress bar; returns the number of epochs it completed."""
     from tqdm import tqdm
 
-    bar = None
+    bar, epochs_done = None, 0
     try:
         for progress in steps:
             if bar is None:
                 bar = tqdm(
                     total=progress.epochs * progress.steps_per_epoch,
+                    initial=(progress.epoch - 1) * progress.steps_per_epoch,  # a resumed run starts part way
                     disable=not enabled,
                     file=sys.stderr,
                     unit="step",
                     dynamic_ncols=True,
                 )
             bar.update(1)
+            epochs_done += progress.epoch_done
             if progress.step == progress.steps_per_epoch or progress.step % 10 == 0:
                 terms = progress.epoch_terms or progress.terms
                 bar.set_description(f"epoch {progress.epoch}/{progress.epochs}", refresh=False)
                 bar.set_postfix({short: f"{terms[name]:.3g}" for name, short in _BAR_TERMS.items()}, refresh=False)
     finally:
+        # Closing the generator now (not whenever it is collected) lets fit_iter write the last
+        # completed epoch's checkpoint when Ctrl-C arrives while this loop, not training, runs.
+        steps.close()
         if bar is not None:
             bar.close()
+    return epochs_done
 
 
 @app.command()

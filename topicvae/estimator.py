@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +23,15 @@ from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
 from topicvae.persistence import FORMAT_VERSION, ModelFileError, load_weights, read_config, write_model_directory
 from topicvae.text import TextVectorizer
-from topicvae.training import BagOfWordsBatches, TrainingProgress, check_training_options, seed_everything, train
+from topicvae.training import (
+    BagOfWordsBatches,
+    TrainingCheckpoints,
+    TrainingProgress,
+    check_checkpoint_options,
+    check_training_options,
+    seed_everything,
+    train,
+)
 
 __all__ = ["TopicModel", "ModelFileError", "FORMAT_VERSION"]
 
@@ -42,6 +52,17 @@ def _resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} is not available on this machine: use 'cpu'")
     return torch.device(device)
+
+
+def _corpus_fingerprint(counts: sp.csr_matrix, vocabulary: Sequence[str]) -> dict[str, Any]:
+    """The training matrix's size and a SHA-256 of its exact content, row order and vocabulary."""
+    counts = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    counts.sum_duplicates()  # a canonical CSR form: sorted column indices, no repeated entries
+    digest = hashlib.sha256()
+    for part in (np.asarray(counts.shape, np.int64), counts.indptr.astype(np.int64), counts.indices.astype(np.int64), counts.data):
+        digest.update(part.tobytes())
+    digest.update("\n".join(vocabulary).encode("utf-8"))
+    return {"documents": int(counts.shape[0]), "words": int(counts.shape[1]), "sha256": digest.hexdigest()}
 
 
 def perplexity_from_elbo(elbo: np.ndarray, lengths: np.ndarray, *, per_document: bool = False) -> float:
@@ -183,15 +204,49 @@ class TopicModel:
             raise ValueError("this model was fitted on a count matrix: pass a count matrix with the same vocabulary")
         return self.vectorizer_.transform(docs)
 
-    def fit(self, X, y=None, *, vocabulary: Sequence[str] | None = None) -> TopicModel:
-        """Fit on documents (list of strings) or a document-term count matrix."""
-        for _ in self.fit_iter(X, vocabulary=vocabulary):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
+    ) -> TopicModel:
+        """Fit on documents (list of strings) or a document-term count matrix.
+
+        See :meth:`fit_iter` for checkpointing and resuming.
+        """
+        for _ in self.fit_iter(
+            X, vocabulary=vocabulary, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume
+        ):
             pass
         return self
 
-    def fit_iter(self, X, *, vocabulary: Sequence[str] | None = None) -> Iterator[TrainingProgress]:
-        """Like :meth:`fit`, but yield a :class:`TrainingProgress` after every optimizer step."""
+    def fit_iter(
+        self,
+        X,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
+    ) -> Iterator[TrainingProgress]:
+        """Like :meth:`fit`, but yield a :class:`TrainingProgress` after every optimizer step.
+
+        With ``checkpoint_dir``, the state at the end of every ``checkpoint_every``-th epoch and
+        of the last one is written atomically to ``checkpoint_dir/checkpoint.pt``: the model's
+        state dict, Adam's state, the epoch, the history, the random states, the options, a
+        fingerprint of the training matrix and the vocabulary. If training stops early (an
+        exception such as a diverged loss or KeyboardInterrupt, or closing this generator), the
+        last completed epoch is written before the exception goes on, unless it is on disk
+        already. ``resume=True`` continues from that checkpoint and reaches the same model as
+        an uninterrupted run; it is refused when the documents or options differ. Without
+        ``resume``, an existing checkpoint is never overwritten: training is refused instead.
+        """
         groups, weights, lr = self._validate()
+        check_checkpoint_options(checkpoint_dir, checkpoint_every, resume)
         device = _resolve_device(self.device)
         self.vectorizer_ = None
         counts = self._counts(X, fit=True)
@@ -224,23 +279,61 @@ class TopicModel:
             prior_concentration=self.prior_concentration,
             temperature=self.temperature,
         ).to(device)
+        optimizer = torch.optim.Adam(self.model_.parameters(), lr=lr, betas=MODEL_DEFAULTS[self.model]["adam_betas"])
         self.n_documents_ = int(counts.shape[0])
         self.history_: list[dict[str, float]] = []
+        checkpoints, start_epoch = None, 0
+        if checkpoint_dir is not None:
+            checkpoints = TrainingCheckpoints(
+                checkpoint_dir,
+                every=checkpoint_every,
+                run=self._run_description(counts, lr, device),
+                extra={"config": self._params_config(), "vocabulary": self.vocabulary_},
+            )
+            start_epoch, self.history_ = checkpoints.start(
+                resume=resume, model=self.model_, optimizer=optimizer, generator=generator
+            )
         batches = BagOfWordsBatches(counts, min(self.batch_size, counts.shape[0]), device=device)
-        for progress in train(
-            self.model_,
-            batches,
-            weights,
-            epochs=self.epochs,
-            lr=lr,
-            adam_betas=MODEL_DEFAULTS[self.model]["adam_betas"],
-            generator=generator,
-        ):
-            if progress.epoch_terms is not None:
-                self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
-            yield progress
+        steps = train(
+            self.model_, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=generator, start_epoch=start_epoch
+        )
+        try:
+            for progress in steps:
+                if progress.epoch_terms is not None:
+                    self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
+                    if checkpoints is not None:
+                        checkpoints.epoch_done(
+                            progress.epoch, self.epochs, model=self.model_, optimizer=optimizer, generator=generator,
+                            history=self.history_,
+                        )
+                yield progress
+        except BaseException:  # KeyboardInterrupt and GeneratorExit (an early close) included
+            if checkpoints is not None:
+                try:
+                    checkpoints.write_pending()
+                except Exception:  # pragma: no cover - the original error matters more; the old checkpoint is intact
+                    pass
+            raise
         self.model_.eval()
         self.topic_correlation_ = self._marginal_correlation(counts)
+
+    def _run_description(self, counts: sp.csr_matrix, lr: float, device: torch.device) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: every option that shapes training, and the exact data.
+
+        Weights and the learning rate are compared as resolved, so that a default and the same
+        value given explicitly count as the same run.
+        """
+        params = self._params_config()
+        for name in ("alpha", "beta", "gamma", "delta"):
+            params.pop(name)
+        params.update(
+            lr=lr,
+            device=device.type,
+            weights=self.weights_.as_dict(),
+            vectorizer=self.vectorizer_.to_config() if self.vectorizer_ is not None else None,
+            corpus=_corpus_fingerprint(counts, self.vocabulary_),
+        )
+        return json.loads(json.dumps(params))  # plain JSON values: tuples become lists, as they come back from disk
 
     # -----------------------------------------------------------------------------------
     # using a fitted model
@@ -423,16 +516,20 @@ class TopicModel:
     # -----------------------------------------------------------------------------------
     # persistence: data, not pickles
     # -----------------------------------------------------------------------------------
-    def _config(self) -> dict[str, Any]:
+    def _params_config(self) -> dict[str, Any]:
+        """The constructor's parameters as JSON values (the vectorizer is saved apart)."""
         params = self.get_params()
         params["groups"] = str(self.groups_)
         params["hidden_sizes"] = list(self.hidden_sizes) if self.hidden_sizes is not None else None
         params.pop("vectorizer")
+        return params
+
+    def _config(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
             "estimator": "TopicModel",
             "topicvae_version": _package_version(),
-            "params": params,
+            "params": self._params_config(),
             "weights": self.weights_.as_dict(),
             "vectorizer": self.vectorizer_.to_config() if self.vectorizer_ is not None else None,
             "fitted": {

@@ -159,7 +159,8 @@ class ImageModel:
         self.n_images_ = int(images.shape[0])
         self.history_: list[dict[str, float]] = []
         batches = ImageBatches(images, min(self.batch_size, images.shape[0]), scale=scale, device=device)
-        for progress in train(self.model_, batches, weights, epochs=self.epochs, lr=self.lr, adam_betas=(0.9, 0.999), generator=generator):
+        optimizer = torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=(0.9, 0.999))
+        for progress in train(self.model_, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=generator):
             if progress.epoch_terms is not None:
                 self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
             yield progress

@@ -5,6 +5,12 @@ estimator's parameters and fitted facts), a ``weights.pt`` holding only a state 
 (read back with ``torch.load(..., weights_only=True)``, which refuses pickled code), and any
 text files the estimator needs (a vocabulary). Directories are written next to their final
 place and moved there at the end, so an error never leaves a half-written model behind.
+
+A training checkpoint is one file, ``checkpoint.pt``, written by :func:`write_checkpoint` to a
+temporary file in the same directory, flushed to disk and renamed over the previous one, so
+that a crash or a kill at any moment leaves either the old checkpoint or the new one. It holds
+only tensors, dicts, lists, tuples, strings, numbers, booleans and None, and
+:func:`read_checkpoint` reads it with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -13,17 +19,23 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 import torch
 from torch import nn
 
-__all__ = ["FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "ModelFileError", "write_model_directory", "read_config", "load_weights"]
+__all__ = [
+    "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT_VERSION", "ModelFileError",
+    "write_model_directory", "read_config", "load_weights", "write_file_atomically", "write_checkpoint", "read_checkpoint",
+]
 
 #: Version of the saved-model layout.
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
+#: The training checkpoint inside a checkpoint directory, and the version of its layout.
+CHECKPOINT_FILE, CHECKPOINT_FORMAT_VERSION = "checkpoint.pt", 1
 
 
 class ModelFileError(ValueError):
@@ -97,3 +109,60 @@ def load_weights(directory: str | os.PathLike, model: nn.Module) -> None:
         raise ModelFileError(
             f"{path} does not match its config ({first_line}): the files come from different models"
         ) from None
+
+
+def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write`` on a temporary file next to ``path``, flush it to disk, then rename it to ``path``.
+
+    os.replace is atomic within a directory, so ``path`` always holds either its previous
+    content or the complete new one, whatever happens meanwhile (an error, Ctrl-C, SIGKILL,
+    a power cut once the rename is on disk). The temporary file has a fixed name, so one left
+    by a killed process is simply overwritten by the next write.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # the rename itself is durable once the directory entry is on disk
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    return path
+
+
+def write_checkpoint(directory: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write ``checkpoint`` (plain data and tensors) atomically to ``directory/checkpoint.pt``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, **checkpoint}
+    return write_file_atomically(directory / CHECKPOINT_FILE, lambda handle: torch.save(payload, handle))
+
+
+def read_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint in ``directory``, read without unpickling objects."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"there is no checkpoint at {path}: nothing to resume, fit without resuming")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses pickled code with an UnpicklingError
+        raise ModelFileError(
+            f"{path} is not a readable topicvae checkpoint and was not loaded ({type(error).__name__}: "
+            "it is damaged, or holds pickled objects): delete it to start again"
+        ) from None
+    version = checkpoint.get("format_version") if isinstance(checkpoint, dict) else None
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has checkpoint format {version!r}, this topicvae reads up to {CHECKPOINT_FORMAT_VERSION}: "
+            "resume it with the topicvae that wrote it, or delete it to start again"
+        )
+    return checkpoint

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
+import os
 import random
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from topicvae.objective import LossTerms, ObjectiveWeights, hfvae_objective
+from topicvae.persistence import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 
-__all__ = ["check_training_options", "seed_everything", "BagOfWordsBatches", "ImageBatches", "TrainingProgress", "train"]
+__all__ = [
+    "check_training_options", "check_checkpoint_options", "seed_everything", "rng_states", "restore_rng_states",
+    "BagOfWordsBatches", "ImageBatches", "TrainingProgress", "TrainingCheckpoints", "train",
+]
 
 #: Below this many bytes the whole bag-of-words is made dense once, which removes the
 #: per-step sparse-to-dense conversion; above it, each batch is densified on its own.
@@ -28,6 +36,50 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Every random-number state training draws from, as tensors and plain numbers (no pickled objects).
+
+    ``generator`` orders the batches; torch's global generator draws dropout masks and the
+    samples z ~ q(z | x); NumPy's and Python's are kept too so that user code resumed with the
+    run sees the same numbers.
+    """
+    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    states: dict[str, Any] = {
+        "shuffle": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "algorithm": str(algorithm),
+            "keys": torch.from_numpy(keys.astype(np.int64)),  # torch has no uint32 tensors to save
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_initialized():  # a run on the GPU samples there; asking otherwise would start CUDA
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: Mapping[str, Any], generator: torch.Generator) -> None:
+    """Put back the states :func:`rng_states` returned."""
+    generator.set_state(states["shuffle"])
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state((
+        numpy_state["algorithm"],
+        numpy_state["keys"].numpy().astype(np.uint32),
+        numpy_state["position"],
+        numpy_state["has_gauss"],
+        numpy_state["cached_gaussian"],
+    ))
+    python_state = states["python"]
+    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class _ShuffledBatches:
@@ -122,6 +174,16 @@ def check_training_options(*, epochs, batch_size, lr, temperature, hidden_sizes,
         raise ValueError(f"hidden_sizes={hidden_sizes!r} is invalid: give one or more whole numbers >= 1")
 
 
+def check_checkpoint_options(checkpoint_dir, checkpoint_every, resume) -> None:
+    """The checkpointing arguments of ``fit``, each checked with an error that names it."""
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={checkpoint_every!r} is invalid: give a whole number of epochs >= 1")
+    if not isinstance(resume, bool):
+        raise ValueError(f"resume={resume!r} is invalid: give True or False")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir: the directory the checkpoint was written to")
+
+
 @dataclass(frozen=True)
 class TrainingProgress:
     """One optimizer step. ``epoch_terms`` is set on the last step of each epoch."""
@@ -148,26 +210,41 @@ def _check_finite(terms: LossTerms, epoch: int, step: int) -> None:
             )
 
 
+def _check_parameters_finite(model: torch.nn.Module, epoch: int, step: int) -> None:
+    # A finite loss with a non-finite gradient leaves non-finite weights that the next step's
+    # loss would reveal, but nothing follows the last step, and a checkpoint must never hold them.
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch}, step {step}: the parameter {name} is no longer finite "
+                "after the optimizer step; lower the learning rate (--lr) or the weights"
+            )
+
+
 def train(
     model: torch.nn.Module,
     batches: BagOfWordsBatches | ImageBatches,
     weights: ObjectiveWeights,
     *,
     epochs: int,
-    lr: float,
-    adam_betas: Sequence[float],
+    optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    start_epoch: int = 0,
     dataset_size: int | None = None,
 ) -> Iterator[TrainingProgress]:
-    """Maximize the HFVAE objective with Adam, yielding after every step.
+    """Maximize the HFVAE objective, yielding after every step.
 
-    ``model(batch)`` returns a :class:`~topicvae.models.ModelOutput`. ``dataset_size`` is N in
-    the stratified estimator of q(z); it defaults to the number of items in ``batches``.
+    ``model(batch)`` returns a :class:`~topicvae.models.ModelOutput`. The caller makes the
+    ``optimizer`` (Adam over ``model.parameters()``) so that it can save and restore its state.
+    Training runs epochs ``start_epoch + 1`` to ``epochs``: a resumed run passes the epoch its
+    checkpoint reached, after restoring the model, the optimizer and the random states.
+    Nothing draws random numbers between the yield of an epoch's last step and the next
+    epoch's shuffle, so the state seen at that yield is the epoch boundary. ``dataset_size``
+    is N in the stratified estimator of q(z); it defaults to the number of items in ``batches``.
     """
     dataset_size = dataset_size or batches.num_items
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(adam_betas))
     steps_per_epoch = len(batches)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start_epoch + 1, epochs + 1):
         model.train()
         sums = dict.fromkeys(TERM_NAMES, 0.0)
         for step, batch in enumerate(batches.epoch(generator), start=1):
@@ -180,5 +257,126 @@ def train(
             values = terms.scalars()
             for name in TERM_NAMES:
                 sums[name] += values[name]
-            epoch_terms = {name: total / step for name, total in sums.items()} if step == steps_per_epoch else None
+            epoch_terms = None
+            if step == steps_per_epoch:
+                _check_parameters_finite(model, epoch, step)
+                epoch_terms = {name: total / step for name, total in sums.items()}
             yield TrainingProgress(epoch, epochs, step, steps_per_epoch, values, epoch_terms)
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy on the CPU of tensors nested in dicts, lists and tuples (state dicts alias live tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _snapshot(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(item) for item in value)
+    return value
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    # in the current run's order, which puts the options before the data they shape
+    for key in [*current, *(key for key in saved if key not in current)]:
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            yield from _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            yield f"{prefix}{key} is {old!r} in the checkpoint and {new!r} now"
+
+
+class TrainingCheckpoints:
+    """The checkpoint of one training run in ``directory/checkpoint.pt``.
+
+    At every epoch boundary :meth:`epoch_done` copies the model's state dict, the optimizer's
+    state, the random states and the history; every ``every`` epochs, and after the last one,
+    the copy is written (atomically, see :func:`~topicvae.persistence.write_file_atomically`).
+    When training stops early, :meth:`write_pending` writes the last copy not yet on disk, so
+    an interruption loses at most the epoch in progress. Only epoch boundaries are ever
+    written: a resumed run starts a fresh epoch with the restored shuffle generator and
+    therefore repeats exactly what the uninterrupted run would have done.
+
+    ``run`` describes the run (options and a fingerprint of the data, plain JSON-like values):
+    a checkpoint is only resumed by a run that describes itself identically. ``extra`` (e.g.
+    the vocabulary) is stored alongside, so that the checkpoint alone can rebuild the model.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, every: int, run: Mapping[str, Any], extra: Mapping[str, Any] | None = None):
+        self.directory = Path(directory)
+        self.path = self.directory / CHECKPOINT_FILE
+        self.every = every
+        self.run = dict(run)
+        self.extra = dict(extra or {})
+        self._written_epoch: int | None = None  # the epoch of the checkpoint on disk
+        self._pending: dict[str, Any] | None = None
+
+    def start(
+        self, *, resume: bool, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    ) -> tuple[int, list[dict[str, float]]]:
+        """A fresh start (0, []) or, with ``resume``, the checkpoint's epoch and history, its state restored.
+
+        A fresh start refuses to run over an existing checkpoint, which would be overwritten by
+        the first epoch: that checkpoint may be all that is left of a long run.
+        """
+        if not resume:
+            if self.path.exists():
+                raise FileExistsError(
+                    f"{self.path} holds the checkpoint of an earlier run: resume it (--resume, or resume=True) "
+                    f"or delete {self.directory} to start again"
+                )
+            return 0, []
+        checkpoint = read_checkpoint(self.directory)
+        differences = list(_differences(checkpoint["run"], self.run))
+        if differences:
+            more = len(differences) - 1
+            more = f" (and {more} more difference{'s' if more > 1 else ''})" if more else ""
+            raise ValueError(
+                f"the checkpoint in {self.directory} was written for another run: {differences[0]}{more}; "
+                f"resume with the same corpus and options, or delete {self.directory} to start again"
+            )
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_rng_states(checkpoint["rng"], generator)
+        self._written_epoch = int(checkpoint["epoch"])
+        return self._written_epoch, list(checkpoint["history"])
+
+    def epoch_done(
+        self,
+        epoch: int,
+        epochs: int,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        history: list[dict[str, float]],
+    ) -> None:
+        """Copy the state at the end of ``epoch``; write it when it is due."""
+        self._pending = {
+            "run": self.run,
+            **self.extra,
+            "epoch": epoch,
+            "epochs": epochs,
+            "history": [dict(row) for row in history],
+            "model": _snapshot(model.state_dict()),
+            "optimizer": _snapshot(optimizer.state_dict()),
+            "rng": rng_states(generator),
+        }
+        if epoch % self.every == 0 or epoch == epochs:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the last epoch boundary's state if it is not on disk yet."""
+        if self._pending is None:
+            return
+        epoch = self._pending["epoch"]
+        try:
+            write_checkpoint(self.directory, self._pending)
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            free = shutil.disk_usage(self.directory).free / 2**20
+            kept = f"the checkpoint of epoch {self._written_epoch} there is intact" if self._written_epoch else "there is no earlier checkpoint"
+            raise OSError(
+                f"could not write the checkpoint of epoch {epoch} to {self.directory} ({reason}; {free:.1f} MiB free on "
+                f"that disk); {kept}: free some space, then resume the run"
+            ) from error
+        self._written_epoch, self._pending = epoch, None
