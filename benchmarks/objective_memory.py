@@ -3,7 +3,8 @@
     python benchmarks/objective_memory.py [--batch 4096] [--dims 50]
 
 Runs each configuration in a fresh process (so peak RSS belongs to it alone) and writes
-benchmarks/results/objective_memory.json.
+benchmarks/results/objective_memory.json. ``benchmarks/run.py --only memory`` runs the same
+measurement (``measure_paths``) as part of the benchmark suite.
 """
 
 from __future__ import annotations
@@ -55,6 +56,26 @@ def measure(batch: int, dims: int, fused: bool, dataset_size: int) -> dict:
     }
 
 
+def measure_paths(batch: int, dims: int, dataset_size: int) -> list[dict]:
+    """Both paths (fused, generic), each measured in a fresh process of this script.
+
+    The processes start from the small launcher of ``common.peak_rss_of``, so their peak RSS
+    does not inherit the size of whatever process runs this function.
+    """
+    from common import peak_rss_of
+
+    rows = []
+    for path in ("fused", "generic"):
+        run = peak_rss_of(
+            [sys.executable, str(Path(__file__).resolve()), "--batch", str(batch), "--dims", str(dims),
+             "--dataset-size", str(dataset_size), "--one", path],
+        )
+        if run["returncode"] != 0:
+            raise RuntimeError(f"objective_memory.py --one {path} failed:\n{run['output'][-2000:]}")
+        rows.append(json.loads(run["output"].strip().splitlines()[-1]))  # the JSON line comes last
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4096)
@@ -65,14 +86,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.batch, args.dims, args.one == "fused", args.dataset_size)))
         return
-    rows = []
-    for path in ("fused", "generic"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--batch", str(args.batch), "--dims", str(args.dims),
-             "--dataset-size", str(args.dataset_size), "--one", path],
-            check=True, capture_output=True, text=True,
-        )
-        rows.append(json.loads(out.stdout))
+    rows = measure_paths(args.batch, args.dims, args.dataset_size)
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
