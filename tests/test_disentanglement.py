@@ -345,6 +345,7 @@ def test_dci_alternative_regressors_on_perfect_code():
     # Every split may use the factor's own dim and leaves are pure after it: measured D = 1.000.
     assert forest.disentanglement > 0.95 and forest.informativeness_test == 1.0
     assert forest.regressor_params == {"n_estimators": 10, "max_depth": 10, "max_features": None}
+    assert forest.predictor == "RandomForestRegressor"  # the DCI paper's and the HFVAE paper's predictor
     lasso = dci(codes_train, factors_train, codes_test, factors_test, regressor="lasso")
     assert lasso.disentanglement > 0.9 and lasso.completeness > 0.9
     assert lasso.regressor_params == {"cv": 5}

@@ -53,3 +53,42 @@ def test_image_experiments_recipe_runs_the_recipes_and_tabulates(tmp_path, tiny_
     (work / "mnist-hfvae-s0" / "weights.pt").unlink()
     recipe.main(["--work", str(work), "--only", "mnist", "--seeds", "0", "--mnist-data", str(tiny_mnist), "--", "--epochs", "1"])
     assert not (work / "mnist-hfvae-s0" / "weights.pt").exists()
+
+
+def test_image_experiments_full_counts_are_cached_merged_and_tabulated(tmp_path, monkeypatch):
+    """--full-counts: each metric is computed once per run at full counts, added to the cache, and
+    tabulated beside the paper; the reduced table shows what the recipe itself scored."""
+    import topicvae.disentanglement
+    import topicvae.image_data
+    import topicvae.images
+
+    recipe = load_recipe("image_experiments")
+    calls = []
+
+    def evaluate(data, represent, rng, *, metrics, quick, dci_regressor):
+        calls.append((list(metrics), quick, dci_regressor))
+        scores = {"factor_vae": {"score": 0.7}, "mig": {"mig": 0.1},
+                  "dci": {"disentanglement": 0.4, "completeness": 0.5, "informativeness_test": 0.6,
+                          "regressor": dci_regressor, "predictor": "RandomForestRegressor"}}
+        return {"sample_counts": "disentanglement_lib defaults", "metrics": list(metrics), **{m: scores[m] for m in metrics}}
+
+    monkeypatch.setattr(topicvae.disentanglement, "evaluate_disentanglement", evaluate)
+    monkeypatch.setattr(topicvae.images.ImageModel, "load", classmethod(lambda cls, path: type("Model", (), {"transform": None})))
+    monkeypatch.setattr(topicvae.image_data, "load_dsprites", lambda: None)
+    run = tmp_path / "dsprites-hfvae-s0"
+    run.mkdir()
+    recipe.full_count_scores(run, 0, ["dci", "mig"])
+    merged = recipe.full_count_scores(run, 0, ["dci", "mig", "factor_vae"])
+    recipe.full_count_scores(run, 0, ["dci"])  # all cached: nothing is computed again
+    assert calls == [(["dci", "mig"], False, "random_forest"), (["factor_vae"], False, "random_forest")]
+    assert merged["metrics"] == ["dci", "mig", "factor_vae"]
+
+    reduced = {"factor_vae": 0.6, "mig": 0.05, "concrete_accuracy": 0.35, "mutual_information": 7.5,
+               "pruned_gaussian_dimensions": ["g0:1"]}
+    runs = [{"experiment": "dsprites", "objective": "hfvae", "seed": seed, **reduced,
+             "full_counts": recipe.disentanglement_summary(merged)} for seed in (0, 1)]
+    runs[1]["full_counts"].pop("factor_vae")  # FactorVAE at full counts for seed 0 only
+    tables = recipe.markdown_tables({"runs": runs})
+    assert "| hfvae | 0, 1 | 0.60 ± 0.00 (0.63) | 0.050 ± 0.000 | 0.35 ± 0.00 | 7.50 ± 0.00 | 1.0 ± 0.0 |" in tables
+    assert "DCI with RandomForestRegressor" in tables
+    assert "| hfvae | 0, 1 | 0.40 ± 0.00 (0.39) | 0.50 ± 0.00 | 0.60 ± 0.00 | 0.100 ± 0.000 | 0.70 (0.63), 0 |" in tables

@@ -542,6 +542,9 @@ def plot_sweep(runs: Sequence[dict[str, Any]], directory: str | Path) -> list[st
             axes.scatter([beta] * len(gaps), gaps, color="tab:blue", alpha=0.6)
         axes.plot(betas, [np.mean([r["label_gap"] for r in runs if r["beta"] == b]) for b in betas], color="tab:blue")
         axes.set_xscale("log")
+        # label the swept values themselves: log-axis minor labels (3x10^0 ...) collide
+        axes.set_xticks(betas, [f"{beta:g}" for beta in betas])
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axes.set_xlabel("beta")
         axes.set_ylabel("(I(y; c) - max_e I(y; z_e)) / H(y)")
         figure.tight_layout()
