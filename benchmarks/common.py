@@ -218,22 +218,23 @@ NEWSGROUPS_FILES = ("20news-bydate-train.jsonl.gz", "20news-bydate-test.jsonl.gz
 PRODLDA_FILES = ("vocab.pkl", "test.txt", "derived_test_labels.tsv")
 
 
-def newsgroups_dir(data: Path) -> Path:
-    """``DATA/20newsgroups``, or MissingData naming what is absent."""
-    folder = Path(data) / "20newsgroups"
-    missing = [name for name in NEWSGROUPS_FILES if not (folder / name).is_file()]
+def _data_folder(data: Path, name: str, files: Sequence[str], what: str) -> Path:
+    """``DATA/name`` holding every one of ``files``, or MissingData naming what is absent."""
+    folder = Path(data) / name
+    missing = [file for file in files if not (folder / file).is_file()]
     if missing:
-        raise MissingData(f"20 Newsgroups is missing: {', '.join(str(folder / m) for m in missing)} (pass --data)")
+        raise MissingData(f"{what} is missing: {', '.join(str(folder / m) for m in missing)} (pass --data)")
     return folder
+
+
+def newsgroups_dir(data: Path) -> Path:
+    """``DATA/20newsgroups`` with the two bydate splits."""
+    return _data_folder(data, "20newsgroups", NEWSGROUPS_FILES, "20 Newsgroups")
 
 
 def prodlda_dir(data: Path) -> Path:
-    """``DATA/20news_prodlda``, or MissingData naming what is absent."""
-    folder = Path(data) / "20news_prodlda"
-    missing = [name for name in PRODLDA_FILES if not (folder / name).is_file()]
-    if missing:
-        raise MissingData(f"the ProdLDA test set is missing: {', '.join(str(folder / m) for m in missing)} (pass --data)")
-    return folder
+    """``DATA/20news_prodlda`` with the ProdLDA paper's vocabulary and test set."""
+    return _data_folder(data, "20news_prodlda", PRODLDA_FILES, "the ProdLDA test set")
 
 
 def random_subset(n_items: int, size: int | None, seed: int = 0) -> np.ndarray:

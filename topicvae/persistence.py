@@ -19,12 +19,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
+
+from topicvae.atomic import write_file_atomically
 
 __all__ = [
     "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT_VERSION", "ModelFileError",
@@ -109,34 +111,6 @@ def load_weights(directory: str | os.PathLike, model: nn.Module) -> None:
         raise ModelFileError(
             f"{path} does not match its config ({first_line}): the files come from different models"
         ) from None
-
-
-def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write`` on a temporary file next to ``path``, flush it to disk, then rename it to ``path``.
-
-    os.replace is atomic within a directory, so ``path`` always holds either its previous
-    content or the complete new one, whatever happens meanwhile (an error, Ctrl-C, SIGKILL,
-    a power cut once the rename is on disk). The temporary file has a fixed name, so one left
-    by a killed process is simply overwritten by the next write.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # the rename itself is durable once the directory entry is on disk
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    return path
 
 
 def write_checkpoint(directory: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from numbers import Integral, Real
 from pathlib import Path
@@ -38,6 +37,8 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.utils.validation import check_is_fitted
+
+from topicvae.atomic import write_file_atomically
 
 __all__ = [
     "DEFAULT_TOKEN_PATTERN",
@@ -302,27 +303,17 @@ def write_corpus_lines(texts: Iterable[str], path: str | os.PathLike[str]) -> in
 
 
 def _write_text_atomically(path: Path, write: Any) -> None:
-    """Call ``write(stream)`` on a UTF-8 stream and move the result to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        # Mode "x" creates the file with the usual umask-based permissions (unlike
-        # tempfile's 0600), which is what the final file should have.
-        with open(temporary, "xb") as raw:
-            if path.name.lower().endswith(".gz"):
-                # mtime=0 and the final name in the header make the output reproducible.
-                with gzip.GzipFile(
-                    filename=path.name[: -len(".gz")], mode="wb", fileobj=raw, mtime=0
-                ) as compressed:
-                    _write_utf8(compressed, write)
-            else:
-                _write_utf8(raw, write)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Call ``write(stream)`` on a UTF-8 stream (gzip-compressed for a ``.gz`` path) and move the result to ``path``."""
+
+    def write_bytes(raw: IO[bytes]) -> None:
+        if path.name.lower().endswith(".gz"):
+            # mtime=0 and the final name in the header make the output reproducible.
+            with gzip.GzipFile(filename=path.name[: -len(".gz")], mode="wb", fileobj=raw, mtime=0) as compressed:
+                _write_utf8(compressed, write)
+        else:
+            _write_utf8(raw, write)
+
+    write_file_atomically(path, write_bytes)
 
 
 def _write_utf8(binary: IO[bytes], write: Any) -> None:
