@@ -21,7 +21,7 @@ from topicvae.analysis import InformationReport, encoder_information, subset_ind
 from topicvae.groups import GroupSpec
 from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
-from topicvae.persistence import FORMAT_VERSION, ModelFileError, load_weights, read_config, write_model_directory
+from topicvae.persistence import FORMAT_VERSION, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.text import TextVectorizer
 from topicvae.training import (
     BagOfWordsBatches,
@@ -555,31 +555,32 @@ class TopicModel:
         directory = Path(path)
         config = read_config(directory, estimator="TopicModel", required=(VOCABULARY_FILE,))
         vocabulary = (directory / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")[:-1]
-        params = dict(config["params"])
-        vectorizer = (
-            TextVectorizer.from_config(config["vectorizer"], vocabulary) if config.get("vectorizer") else None
-        )
-        params["device"] = device
-        estimator = cls(**params)
-        estimator.vectorizer_ = vectorizer
-        estimator.vectorizer = vectorizer
-        estimator.vocabulary_ = vocabulary
-        estimator.groups_ = GroupSpec.parse(params["groups"])
-        estimator.weights_ = ObjectiveWeights(**config["weights"])
-        fitted = config["fitted"]
-        estimator.n_documents_ = fitted["n_documents"]
-        estimator.n_empty_documents_ = fitted["n_empty_documents"]
-        estimator.history_ = fitted["history"]
-        estimator.topic_correlation_ = np.asarray(fitted["topic_correlation"], dtype=np.float64)
-        model: NeuralTopicModel = build_model(
-            params["model"],
-            len(vocabulary),
-            estimator.groups_,
-            hidden_sizes=params["hidden_sizes"],
-            dropout=params["dropout"],
-            prior_concentration=params["prior_concentration"],
-            temperature=params["temperature"],
-        )
+        with interpreting_config(directory):
+            params = dict(config["params"])
+            vectorizer = (
+                TextVectorizer.from_config(config["vectorizer"], vocabulary) if config.get("vectorizer") else None
+            )
+            params["device"] = device
+            estimator = cls(**params)
+            estimator.vectorizer_ = vectorizer
+            estimator.vectorizer = vectorizer
+            estimator.vocabulary_ = vocabulary
+            estimator.groups_ = GroupSpec.parse(params["groups"])
+            estimator.weights_ = ObjectiveWeights(**config["weights"])
+            fitted = config["fitted"]
+            estimator.n_documents_ = fitted["n_documents"]
+            estimator.n_empty_documents_ = fitted["n_empty_documents"]
+            estimator.history_ = fitted["history"]
+            estimator.topic_correlation_ = np.asarray(fitted["topic_correlation"], dtype=np.float64)
+            model: NeuralTopicModel = build_model(
+                params["model"],
+                len(vocabulary),
+                estimator.groups_,
+                hidden_sizes=params["hidden_sizes"],
+                dropout=params["dropout"],
+                prior_concentration=params["prior_concentration"],
+                temperature=params["temperature"],
+            )
         load_weights(directory, model)
         estimator.model_ = model.to(_resolve_device(device)).eval()
         return estimator

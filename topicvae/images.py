@@ -16,7 +16,7 @@ from topicvae.estimator import _package_version, _resolve_device
 from topicvae.groups import GroupSpec
 from topicvae.image_models import ARCHITECTURES, ImageVAE
 from topicvae.objective import ObjectiveWeights
-from topicvae.persistence import FORMAT_VERSION, load_weights, read_config, write_model_directory
+from topicvae.persistence import FORMAT_VERSION, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.training import ImageBatches, TrainingProgress, check_training_options, seed_everything, train
 
 __all__ = ["ImageModel"]
@@ -282,17 +282,18 @@ class ImageModel:
         """Load a model written by :meth:`save`; never unpickles objects."""
         directory = Path(path)
         config = read_config(directory, estimator="ImageModel")
-        params = dict(config["params"])
-        params["device"] = device
-        params["hidden_sizes"] = tuple(params["hidden_sizes"])
-        estimator = cls(**params)
-        estimator.groups_ = GroupSpec.parse(params["groups"])
-        estimator.weights_ = ObjectiveWeights(**config["weights"])
-        fitted = config["fitted"]
-        estimator.image_shape_ = tuple(fitted["image_shape"])
-        estimator.n_images_ = fitted["n_images"]
-        estimator.history_ = fitted["history"]
-        model = estimator._build(estimator.image_shape_, estimator.groups_)
+        with interpreting_config(directory):
+            params = dict(config["params"])
+            params["device"] = device
+            params["hidden_sizes"] = tuple(params["hidden_sizes"])
+            estimator = cls(**params)
+            estimator.groups_ = GroupSpec.parse(params["groups"])
+            estimator.weights_ = ObjectiveWeights(**config["weights"])
+            fitted = config["fitted"]
+            estimator.image_shape_ = tuple(fitted["image_shape"])
+            estimator.n_images_ = fitted["n_images"]
+            estimator.history_ = fitted["history"]
+            model = estimator._build(estimator.image_shape_, estimator.groups_)
         load_weights(directory, model)
         estimator.model_ = model.to(_resolve_device(device)).eval()
         return estimator

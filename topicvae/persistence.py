@@ -19,7 +19,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from topicvae.atomic import write_file_atomically
 
 __all__ = [
     "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT_VERSION", "ModelFileError",
-    "write_model_directory", "read_config", "load_weights", "write_file_atomically", "write_checkpoint", "read_checkpoint",
+    "write_model_directory", "read_config", "interpreting_config", "load_weights", "write_file_atomically", "write_checkpoint", "read_checkpoint",
 ]
 
 #: Version of the saved-model layout.
@@ -87,11 +88,33 @@ def read_config(directory: str | os.PathLike, *, estimator: str, required: tuple
         )
     written_by = config.get("estimator", "TopicModel")  # models saved before images existed
     if written_by != estimator:
+        if not (isinstance(written_by, str) and written_by.isidentifier()):  # an edited config: keep the message one line
+            raise ModelFileError(f"{directory / CONFIG_FILE} names the estimator {written_by!r}, not {estimator}: it is damaged or was edited")
         raise ModelFileError(f"{directory} holds a model saved by {written_by}, not {estimator}: load it with {written_by}.load")
     missing = [n for n in (*required, WEIGHTS_FILE) if not (directory / n).is_file()]
     if missing:
         raise ModelFileError(f"{directory} is not a complete saved model: missing {', '.join(missing)}")
     return config
+
+
+@contextmanager
+def interpreting_config(directory: str | os.PathLike) -> Iterator[None]:
+    """Turn any error met while rebuilding an estimator from its config into a one-line ModelFileError.
+
+    read_config checks the format version and the files; the fields inside are the estimator's
+    to read, and a hand-edited or damaged config can make that fail anywhere (a missing key, a
+    list where a mapping belongs, a number that is not a size).
+    """
+    try:
+        yield
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelFileError(
+            f"{Path(directory) / CONFIG_FILE} does not describe a model this topicvae can rebuild "
+            f"({type(error).__name__}: {reason}): it is damaged or was edited; save the model again"
+        ) from None
 
 
 def load_weights(directory: str | os.PathLike, model: nn.Module) -> None:
