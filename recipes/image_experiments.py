@@ -171,14 +171,18 @@ def _seeds(runs: list[dict]) -> str:
     return ", ".join(str(r["seed"]) for r in runs)
 
 
+def _table_head(*columns: str, caption: str | None = None) -> list[str]:
+    """A Markdown table's header and separator rows, after a blank line and ``caption`` when given."""
+    head = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return ["", caption, "", *head] if caption else head
+
+
 def markdown_tables(results: dict) -> str:
     lines = []
     labelled = [r for r in results["runs"] if r["experiment"] in ("mnist", "fashion-mnist")]
     if labelled:
-        lines += [
-            "| data | seed | training images x epochs | seconds | Concrete accuracy | pruned Gaussian dimensions (paper) | I(x; z) | reconstruction error (nats) |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        lines += _table_head("data", "seed", "training images x epochs", "seconds", "Concrete accuracy",
+                             "pruned Gaussian dimensions (paper)", "I(x; z)", "reconstruction error (nats)")
         for r in labelled:
             lines.append(
                 f"| {r['experiment']} | {r['seed']} | {r['images']} x {r['epochs']} | {r['seconds']:.0f} | {r['concrete_accuracy']:.3f} "
@@ -188,13 +192,8 @@ def markdown_tables(results: dict) -> str:
     if dsprites:
         rescored = [r for r in dsprites if "full_counts" in r]
         dci_note = "DCI is in the next table, at full counts" if rescored else "for DCI at full counts, which costs seconds, add --full-counts"
-        lines += [
-            "",
-            f"Reduced sample counts (the recipe's scoring; {dci_note}):",
-            "",
-            "| objective | seeds | FactorVAE score (paper) | MIG | Concrete accuracy (shape) | I(x; z) | pruned Gaussian dimensions |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        lines += _table_head("objective", "seeds", "FactorVAE score (paper)", "MIG", "Concrete accuracy (shape)", "I(x; z)",
+                             "pruned Gaussian dimensions", caption=f"Reduced sample counts (the recipe's scoring; {dci_note}):")
         for objective, chosen in _by_objective(dsprites):
             kim, _ = PAPER_TABLE_3[objective]
             lines.append(
@@ -204,13 +203,10 @@ def markdown_tables(results: dict) -> str:
                 f"| {_mean_sd([len(r['pruned_gaussian_dimensions']) for r in chosen], 1)} |"
             )
         if rescored:
-            lines += [
-                "",
-                f"disentanglement_lib's full sample counts (the same models; DCI with {_predictors([r['full_counts'] for r in rescored])}):",
-                "",
-                "| objective | seeds | DCI disentanglement (paper) | DCI completeness | DCI informativeness | MIG | FactorVAE score (paper), seeds |",
-                "|---|---|---|---|---|---|---|",
-            ]
+            predictors = _predictors([r["full_counts"] for r in rescored])
+            lines += _table_head("objective", "seeds", "DCI disentanglement (paper)", "DCI completeness", "DCI informativeness", "MIG",
+                                 "FactorVAE score (paper), seeds",
+                                 caption=f"disentanglement_lib's full sample counts (the same models; DCI with {predictors}):")
             for objective, chosen in _by_objective(rescored):
                 kim, eastwood = PAPER_TABLE_3[objective]
                 full = [r["full_counts"] for r in chosen]
