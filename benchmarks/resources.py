@@ -26,7 +26,7 @@ def memory(mode: Mode, data: Path) -> tuple[dict, dict]:
     except MissingData as missing:
         payload["notes"].append(f"topicvae fit not measured: {missing}")
         say(f"memory: {missing}")
-    say(f"memory: the objective alone at B = {mode.objective_batch}, 50 dimensions (fused and generic paths)")
+    say(f"memory: the objective alone at B = {mode.objective_batch}, 50 dimensions (compiled, fused and generic paths)")
     payload["objective"] = objective_memory.measure_paths(mode.objective_batch, 50, max(mode.objective_batch, NEWSGROUPS_TRAIN_SIZE))
     settings = {
         "fit_command": "topicvae fit TRAIN.txt --epochs E --no-progress --out DIR (every other option at its default: "

@@ -29,9 +29,11 @@ def section_functions() -> dict:
     import quality
     import resources
     import speed
+    import speedup
 
     return {
         "throughput": speed.throughput,
+        "speedup": speedup.speedup,
         "growth": speed.growth,
         "memory": resources.memory,
         "vectorizer": resources.vectorizer,

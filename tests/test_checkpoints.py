@@ -49,13 +49,13 @@ def fault_at_step(monkeypatch, step_number: int, fault: str) -> None:
     real = topicvae.training.hfvae_objective
     calls = []
 
-    def objective(log_likelihood, *args):
+    def objective(log_likelihood, *args, **options):
         calls.append(None)
         if len(calls) == step_number:
             if fault == "interrupt":
                 raise KeyboardInterrupt
             log_likelihood = log_likelihood * float("nan")
-        return real(log_likelihood, *args)
+        return real(log_likelihood, *args, **options)
 
     monkeypatch.setattr(topicvae.training, "hfvae_objective", objective)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp
 from scipy.stats import norm
-from torch.distributions import Normal
+from torch.distributions import Normal, RelaxedOneHotCategorical
 
 from topicvae.objective import ObjectiveWeights, hfvae_objective, log_marginals
 
@@ -80,3 +82,102 @@ def test_fused_path_handles_a_large_batch_in_bounded_blocks():
     whole = log_marginals(posteriors, list(z.split(sizes, 1)), 10_000, block_elements=2**30)
     torch.testing.assert_close(blocked.log_q_joint, whole.log_q_joint)
     torch.testing.assert_close(blocked.log_q_variable, whole.log_q_variable)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled kernels (torch.compile) and the choice to use them
+# ---------------------------------------------------------------------------------------------
+def marginals_and_gradients(loc, scale, noise, sizes, dataset_size, *, compile, block_elements=10**6):
+    loc, scale = loc.detach().requires_grad_(), scale.detach().requires_grad_()
+    z = loc + scale * noise
+    posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
+    marginals = log_marginals(posteriors, list(z.split(sizes, 1)), dataset_size, compile=compile, block_elements=block_elements)
+    # an arbitrary weighting of the three outputs, so that each one's gradient counts
+    (0.3 * marginals.log_q_variable.sum() - 1.7 * marginals.log_q_group.sum() + 0.9 * marginals.log_q_joint.sum()).backward()
+    return marginals, loc.grad, scale.grad
+
+
+def test_compiled_kernels_equal_eager_kernels():
+    sizes, dataset_size = [3, 5], 300
+    loc, scale, noise = gaussian_batch(4, 24, sizes)
+    # two blocks of 17 and 7 rows: the compiled kernels serve blocks of different sizes
+    eager = marginals_and_gradients(loc, scale, noise, sizes, dataset_size, compile=False, block_elements=17 * 24 * 8)
+    compiled = marginals_and_gradients(loc, scale, noise, sizes, dataset_size, compile=True, block_elements=17 * 24 * 8)
+    for name in ("log_q_variable", "log_q_group", "log_q_joint"):
+        torch.testing.assert_close(getattr(compiled[0], name), getattr(eager[0], name), rtol=0, atol=1e-10)
+    torch.testing.assert_close(compiled[1], eager[1], rtol=0, atol=1e-9)
+    torch.testing.assert_close(compiled[2], eager[2], rtol=0, atol=1e-9)
+
+
+def test_a_failing_compiler_warns_once_and_falls_back_to_eager_kernels(monkeypatch):
+    import topicvae.objective as objective
+
+    def broken_compile(function, **_):
+        def raises(*args, **kwargs):
+            raise RuntimeError("no C++ compiler found\nsecond line")
+        return raises
+
+    monkeypatch.setattr(objective, "_COMPILED_KERNELS", objective._CompiledKernels())
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    sizes = [2, 2]
+    loc, scale, noise = gaussian_batch(1, 10, sizes)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); .* TOPICVAE_COMPILE=0"):
+        fallback = marginals_and_gradients(loc, scale, noise, sizes, 40, compile=True)
+    assert not objective._COMPILED_KERNELS.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the failure is reported once, not at every step
+        marginals_and_gradients(loc, scale, noise, sizes, 40, compile=True)
+    eager = marginals_and_gradients(loc, scale, noise, sizes, 40, compile=False)
+    torch.testing.assert_close(fallback[0].log_q_joint, eager[0].log_q_joint, rtol=0, atol=0)
+    torch.testing.assert_close(fallback[1], eager[1], rtol=0, atol=0)
+
+
+def test_training_compiles_only_large_long_runs(monkeypatch):
+    import topicvae.objective as objective
+
+    monkeypatch.setattr(objective, "_COMPILED_KERNELS", objective._CompiledKernels())
+    monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
+
+    def gaussian(batch, width=50):
+        loc = torch.zeros(batch, width)
+        return [Normal(loc, torch.ones_like(loc))], [loc]
+
+    big, small = gaussian(200), gaussian(100)  # 2.0e6 and 5.0e5 pairwise elements per step
+    assert objective.worth_compiling(*big, steps=55 * 100)  # 100 epochs of 20 Newsgroups at B = 200
+    assert not objective.worth_compiling(*big, steps=55 * 5)  # 5 epochs would not win back the compile time
+    assert not objective.worth_compiling(*small, steps=10**6)  # too small a step to gain
+    concrete = [RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(200, 10))]
+    assert not objective.worth_compiling(concrete, [concrete[0].rsample()], steps=10**6)  # no fused kernel to compile
+    monkeypatch.setenv("TOPICVAE_COMPILE", "1")
+    assert objective.worth_compiling(*small, steps=1)
+    monkeypatch.setenv("TOPICVAE_COMPILE", "0")
+    assert not objective.worth_compiling(*big, steps=10**6)
+
+
+@pytest.mark.parametrize("weights", [ObjectiveWeights(), ObjectiveWeights(alpha=4.0, beta=4.0, gamma=4.0, delta=4.0)])
+def test_equal_weights_give_the_gradient_of_the_elbo(weights):
+    # With alpha = beta = gamma = delta the marginals cancel out of the objective, and the
+    # estimator skips their backward pass: the gradient must still be that of
+    # LL - weight * (log q(z|x) - log p(z)), and the reported terms must be unchanged.
+    sizes, dataset_size = [3, 4], 60
+    loc, scale, noise = gaussian_batch(7, 20, sizes)
+
+    def objective_and_gradients(use_estimator):
+        l, s = loc.detach().requires_grad_(), scale.detach().requires_grad_()
+        z = l + s * noise
+        posteriors = [Normal(a, b) for a, b in zip(l.split(sizes, 1), s.split(sizes, 1))]
+        priors = [Normal(torch.zeros(e, dtype=l.dtype), torch.ones(e, dtype=l.dtype)) for e in sizes]
+        log_likelihood = -(z**2).sum(1) * 0.3
+        if use_estimator:
+            terms = hfvae_objective(log_likelihood, posteriors, priors, list(z.split(sizes, 1)), dataset_size, weights)
+            value = terms.objective
+        else:
+            log_q = Normal(l, s).log_prob(z).sum(1)
+            log_p = Normal(torch.zeros_like(l), torch.ones_like(s)).log_prob(z).sum(1)
+            value = (log_likelihood - weights.alpha * (log_q - log_p)).mean()
+        value.backward()
+        return value.detach(), l.grad, s.grad
+
+    estimated, direct = objective_and_gradients(True), objective_and_gradients(False)
+    for got, expected in zip(estimated, direct):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from topicvae.objective import LossTerms, ObjectiveWeights, hfvae_objective
+from topicvae.objective import LossTerms, ObjectiveWeights, hfvae_objective, worth_compiling
 from topicvae.persistence import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 
 __all__ = [
@@ -244,12 +244,17 @@ def train(
     """
     dataset_size = dataset_size or batches.num_items
     steps_per_epoch = len(batches)
+    compile = None  # decided at the first step, when the size of the latent code is known
     for epoch in range(start_epoch + 1, epochs + 1):
         model.train()
         sums = dict.fromkeys(TERM_NAMES, 0.0)
         for step, batch in enumerate(batches.epoch(generator), start=1):
             out = model(batch)
-            terms = hfvae_objective(out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights)
+            if compile is None:
+                compile = worth_compiling(out.posteriors, out.samples, (epochs - start_epoch) * steps_per_epoch)
+            terms = hfvae_objective(
+                out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights, compile=compile
+            )
             _check_finite(terms, epoch, step)
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
