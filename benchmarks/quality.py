@@ -347,7 +347,14 @@ def prodlda_paper(mode: Mode, data: Path) -> tuple[dict, dict]:
     rows = []
     for family, topics, options in runs:
         say(f"prodlda_paper: fitting {family} with {topics} topics")
-        fitted = fit_topicvae(train, test, vocabulary, epochs=mode.paper_epochs, **options)
+        try:
+            fitted = fit_topicvae(train, test, vocabulary, epochs=mode.paper_epochs, **options)
+        except FloatingPointError as error:  # recorded as a result, so that one run cannot void the others
+            say(f"prodlda_paper: {family} with {topics} topics diverged: {error}")
+            rows.append({"model": f"topicvae {options['model']} {options['objective']} {options['groups']}",
+                         "family": family, "topics": topics, "settings": {**options, "epochs": mode.paper_epochs},
+                         "diverged": str(error), "published": PUBLISHED.get((family, topics))})
+            continue
         scores = score_topics(fitted.top_words, test, test_tokens, vocabulary, "the paper's test documents")
         rows.append({**_row(fitted, scores), "family": family, "topics": topics,
                      "published": PUBLISHED.get((family, topics))})
@@ -360,7 +367,7 @@ def prodlda_paper(mode: Mode, data: Path) -> tuple[dict, dict]:
         "mapping_check_on_test_posts": check,
         "vocabulary": len(vocabulary),
         "epochs": mode.paper_epochs,
-        "batch_size": rows[0]["settings"]["batch_size"],
+        "batch_size": next((r["settings"]["batch_size"] for r in rows if "batch_size" in r["settings"]), None),
         "coherence_reference": "the paper's test documents (whole documents, and gensim c_npmi window 10)",
         "published": "Srivastava & Sutton (2017), trained on the paper's own 11,258 training documents: NPMI by Lau et "
                      "al.'s toolkit (its reference corpus and window are the authors' script's, not reproduced here); "

@@ -199,7 +199,7 @@ def render_machine_limit(record: dict) -> str:
 
 
 def _perplexity(row: dict, name: str) -> str | None:
-    entry = row["perplexity"].get(name)
+    entry = row.get("perplexity", {}).get(name)
     return None if entry is None else f"{entry['value']:.0f}"
 
 
@@ -247,10 +247,11 @@ def render_prodlda_paper(record: dict) -> str:
             ["model", "topics", "NPMI, whole documents", "NPMI, window 10", "published NPMI",
              "perplexity, per-document", "corpus", "published perplexity", "fit (s)"],
             [[r["family"] + (f" ({r['settings']['groups']})" if r["family"].endswith("HFVAE") else ""), r["topics"],
-              _fmt(r["npmi_document"], 3), _fmt(r["npmi_window"], 3), published(r, "npmi"),
+              _fmt(r.get("npmi_document"), 3), _fmt(r.get("npmi_window"), 3), published(r, "npmi"),
               _perplexity(r, "per_document"), _perplexity(r, "corpus"), published(r, "perplexity"),
-              _fmt(r["fit_seconds"], 1)] for r in record["rows"]],
+              _fmt(r.get("fit_seconds"), 1) if "diverged" not in r else "diverged"] for r in record["rows"]],
         ),
+        *[f"- {r['family']} with {r['topics']} topics diverged: {r['diverged']}" for r in record["rows"] if "diverged" in r],
         f"Protocol differences: NPMI here is against {s['coherence_reference']}; published: {s['published']}. "
         "The training documents are a reconstruction, not the paper's.",
     ])

@@ -89,6 +89,36 @@ def test_resume_after_k_epochs_matches_an_uninterrupted_run(tmp_path, corpus, se
     assert read_checkpoint(tmp_path)["epoch"] == 6  # the last epoch is always written
 
 
+def test_resume_compiles_as_the_uninterrupted_run_did_and_matches_it(tmp_path, corpus, monkeypatch):
+    # Training compiles the estimator's kernels when the whole run is long enough. The
+    # thresholds are lowered so that 6 epochs qualify and the 4 left after a resume would not:
+    # the resumed run must still compile, or its arithmetic (and its bits) would differ.
+    import topicvae.objective as objective
+
+    monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
+    monkeypatch.setattr(objective, "_COMPILED_KERNELS", objective._CompiledKernels())
+    per_step = 40 * 40 * 4  # B^2 x variables of tiny(): batches of 40, groups 2x2
+    monkeypatch.setattr(objective, "COMPILE_MIN_ELEMENTS", per_step)
+    monkeypatch.setattr(objective, "COMPILE_MIN_TOTAL_ELEMENTS", per_step * STEPS_PER_EPOCH * 5)
+    compiled_calls = []
+    run = objective._COMPILED_KERNELS.run
+    monkeypatch.setattr(objective._COMPILED_KERNELS, "run", lambda *args: compiled_calls.append(args[0]) or run(*args))
+    counts, vocabulary = corpus
+    reference = tiny().fit(counts, vocabulary=vocabulary)
+    assert compiled_calls.count("backward") == 6 * STEPS_PER_EPOCH  # compiled at every step, one block each
+
+    interrupted = tiny()
+    with pytest.raises(KeyboardInterrupt):
+        for progress in interrupted.fit_iter(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path):
+            if progress.epoch_done and progress.epoch == 2:
+                raise KeyboardInterrupt
+    compiled_calls.clear()
+    resumed = tiny().fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
+    assert compiled_calls.count("backward") == 4 * STEPS_PER_EPOCH
+    assert_same_state(resumed.model_.state_dict(), reference.model_.state_dict())
+    assert resumed.history_ == reference.history_
+
+
 @pytest.mark.parametrize("how", ["Ctrl-C inside a step", "the caller closes the generator"])
 def test_stopping_mid_epoch_rolls_back_to_the_last_completed_epoch(tmp_path, corpus, monkeypatch, how):
     counts, vocabulary = corpus

@@ -141,3 +141,22 @@ def counts_dominant_topic(counts, n_topics, words_per_topic=10):
     dense = counts.toarray()
     per_topic = dense[:, : n_topics * words_per_topic].reshape(len(dense), n_topics, words_per_topic).sum(-1)
     return per_topic.argmax(1)
+
+
+def test_nvdm_posterior_variance_has_a_floor_that_keeps_the_objective_finite():
+    # One enormous document can drive NVDM's log-variance towards -100 (seen on 20 Newsgroups:
+    # a post with 11,151 counts of one word). Without the floor, 1 / sigma overflows float32 in
+    # the estimator's pairwise densities and the gradient turns NaN.
+    torch.manual_seed(0)
+    model = NVDM(30, GroupSpec.coerce("2x3"), hidden_sizes=(16,))
+    with torch.no_grad():
+        model.posterior.log_var.bias.fill_(-200.0)
+    bow = torch.poisson(torch.full((8, 30), 2.0))
+    out = model(bow)
+    floor = torch.tensor(1e-4)  # float32, as the model computes it
+    assert all(float(q.scale.detach().min()) >= float(floor.sqrt()) for q in out.posteriors)
+    assert all(float(variance.min()) >= float(floor) for _, variance in model.posterior_moments(bow))
+    terms = hfvae_objective(out.log_likelihood, out.posteriors, out.priors, out.samples, 100, ObjectiveWeights.preset("hfvae"))
+    terms.loss.backward()
+    assert torch.isfinite(terms.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

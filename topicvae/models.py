@@ -72,10 +72,13 @@ class GroupedPosterior(nn.Module):
     Each Concrete group has its own linear map to category logits.
     """
 
-    def __init__(self, in_features: int, groups: GroupSpec, *, batch_norm: bool, temperature: float):
+    def __init__(
+        self, in_features: int, groups: GroupSpec, *, batch_norm: bool, temperature: float, variance_floor: float = 0.0
+    ):
         super().__init__()
         self.groups = groups
         self.temperature = float(temperature)
+        self.variance_floor = float(variance_floor)
         num_gaussian = groups.num_gaussian_dims
         self.loc = nn.Linear(in_features, num_gaussian) if num_gaussian else None
         self.log_var = nn.Linear(in_features, num_gaussian) if num_gaussian else None
@@ -96,11 +99,14 @@ class GroupedPosterior(nn.Module):
             loc, log_var = self.loc_norm(loc), self.log_var_norm(log_var)
         return loc, log_var
 
+    def _variance(self, log_var: Tensor) -> Tensor:
+        return log_var.exp() + self.variance_floor if self.variance_floor else log_var.exp()
+
     def forward(self, features: Tensor) -> list[Distribution]:
         posteriors: list[Distribution] = []
         if self.loc is not None:
             loc, log_var = self.gaussian_parameters(features)
-            scale = torch.exp(0.5 * log_var)
+            scale = self._variance(log_var).sqrt()
             sizes = [g.size for g in self.groups.gaussian]
             gaussian = iter(zip(loc.split(sizes, dim=1), scale.split(sizes, dim=1)))
         for group in self.groups:
@@ -123,7 +129,7 @@ class GroupedPosterior(nn.Module):
         if self.loc is not None:
             loc, log_var = self.gaussian_parameters(features)
             sizes = [g.size for g in self.groups.gaussian]
-            gaussian = iter(zip(loc.split(sizes, dim=1), log_var.exp().split(sizes, dim=1)))
+            gaussian = iter(zip(loc.split(sizes, dim=1), self._variance(log_var).split(sizes, dim=1)))
         for group in self.groups:
             if group.is_concrete:
                 probs = F.softmax(self.logits[group.name](features), dim=-1)
@@ -282,6 +288,10 @@ class ProdLDA(NeuralTopicModel):
         return self._assemble(means, self._proportions(gaussian_parts))
 
 
+#: Added to NVDM's posterior variances (see ``NVDM.__init__``).
+NVDM_VARIANCE_FLOOR = 1e-4
+
+
 class NVDM(NeuralTopicModel):
     """NVDM with grouped latent topics (see the module docstring)."""
 
@@ -299,7 +309,13 @@ class NVDM(NeuralTopicModel):
         super().__init__(vocab_size, groups, temperature=temperature)
         self.encoder = _mlp([vocab_size, *hidden_sizes], nn.ReLU)
         self.encoder_dropout = nn.Dropout(dropout)
-        self.posterior = GroupedPosterior(hidden_sizes[-1], groups, batch_norm=False, temperature=temperature)
+        # NVDM feeds raw counts to its encoder, and one very long document (thousands of
+        # tokens) can drive a log-variance towards -100: 1 / sigma then overflows float32 in the
+        # estimator's pairwise densities and training stops on NaN. A floor of 1e-4 on the
+        # variance (scvi-tools' var_eps) keeps sigma >= 0.01.
+        self.posterior = GroupedPosterior(
+            hidden_sizes[-1], groups, batch_norm=False, temperature=temperature, variance_floor=NVDM_VARIANCE_FLOOR
+        )
         self.decoder = nn.Linear(groups.num_columns, vocab_size)  # R and b
 
     def prior_parameters(self) -> list[Distribution]:

@@ -244,14 +244,17 @@ def train(
     """
     dataset_size = dataset_size or batches.num_items
     steps_per_epoch = len(batches)
-    compile = None  # decided at the first step, when the size of the latent code is known
+    # Whether the estimator's kernels are compiled is decided at the first step, when the size
+    # of the latent code is known, from the whole run's length: a resumed run decides as the
+    # uninterrupted one did, so that both do the same arithmetic and end with the same bits.
+    compile = None
     for epoch in range(start_epoch + 1, epochs + 1):
         model.train()
         sums = dict.fromkeys(TERM_NAMES, 0.0)
         for step, batch in enumerate(batches.epoch(generator), start=1):
             out = model(batch)
             if compile is None:
-                compile = worth_compiling(out.posteriors, out.samples, (epochs - start_epoch) * steps_per_epoch)
+                compile = worth_compiling(out.posteriors, out.samples, epochs * steps_per_epoch)
             terms = hfvae_objective(
                 out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights, compile=compile
             )
