@@ -8,6 +8,8 @@ between them: every example gets its own fresh directory from :func:`tempfile.mk
 
 from __future__ import annotations
 
+import codecs
+
 import json
 import pickle
 import shutil
@@ -131,6 +133,7 @@ def test_any_text_parses_or_raises_one_line_value_error(text):
 @example(data=b"", errors="strict")
 @example(data=b"\xff\xfe\x00", errors="strict")
 @example(data=b"\xef\xbb\xbf\n \n", errors="strict")
+@example(data=b"\xef", errors="replace")
 def test_any_bytes_read_or_raise_one_line_error(tmp_path_factory, data, errors):
     path = fresh_dir(tmp_path_factory.getbasetemp()) / "corpus.txt"
     path.write_bytes(data)
@@ -141,7 +144,10 @@ def test_any_bytes_read_or_raise_one_line_error(tmp_path_factory, data, errors):
     else:
         assert isinstance(documents, list) and documents
         assert all(isinstance(d, str) and d.strip() and "\n" not in d for d in documents)
-    if errors != "strict" and data.decode("utf-8", errors=errors).removeprefix("\ufeff").strip():
+    # CPython's utf-8-sig stream decoder drops a file that is only the start of a byte-order
+    # mark (b"\xef", b"\xef\xbb") instead of replacing it: such a file is refused as empty above.
+    truncated_bom = 0 < len(data) < 3 and codecs.BOM_UTF8.startswith(data)
+    if errors != "strict" and not truncated_bom and data.decode("utf-8", errors=errors).removeprefix("\ufeff").strip():
         # a replacing/ignoring decoder never fails on bytes: text with any non-blank line reads
         assert read_corpus(path, errors=errors)
 
