@@ -288,6 +288,7 @@ def test_config_fields_list_is_complete(saved_model):
 @example(field="weights", value=[])  # once a TypeError escaping TopicModel.load
 @example(field="fitted", value={})  # once a KeyError
 @example(field="estimator", value="a\nb")  # once an unquoted name that made the message two lines
+@example(field="params.hidden_sizes", value=[])  # once an IndexError (hidden_sizes[-1])
 def test_config_field_replaced_by_random_json(saved_model, tmp_path_factory, field, value):
     directory = copy_of(saved_model, tmp_path_factory)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))

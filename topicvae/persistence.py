@@ -109,7 +109,7 @@ def interpreting_config(directory: str | os.PathLike) -> Iterator[None]:
         yield
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except (LookupError, TypeError, ValueError, AttributeError) as error:  # LookupError: KeyError, IndexError
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelFileError(
             f"{Path(directory) / CONFIG_FILE} does not describe a model this topicvae can rebuild "
