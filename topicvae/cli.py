@@ -44,6 +44,31 @@ class Objective(str, Enum):
     beta_tcvae = "beta-tcvae"
 
 
+class DecodeErrors(str, Enum):
+    strict = "strict"
+    replace = "replace"
+
+
+_DECODE_ERRORS_HELP = (
+    "Bytes the encoding cannot decode: stop with an error (strict), or replace each with U+FFFD "
+    "and report how many (replace)."
+)
+
+
+def _read_documents(path: Path, *, text_column: str, encoding: str, decode_errors: DecodeErrors) -> list[str]:
+    """``read_corpus``, with a note on stderr of how many undecodable bytes were replaced."""
+    from topicvae.text import read_corpus
+
+    documents = read_corpus(path, text_column=text_column, encoding=encoding, errors=decode_errors.value)
+    if documents.undecodable_bytes:
+        typer.echo(
+            f"note: replaced {documents.undecodable_bytes} undecodable byte(s) of {path} with U+FFFD "
+            "(--decode-errors replace)",
+            err=True,
+        )
+    return documents
+
+
 class Subset(str, Enum):
     train = "train"
     test = "test"
@@ -192,6 +217,7 @@ def fit(
     strip_newsgroup: Annotated[bool, typer.Option(help="Strip newsgroup headers, quotes and signatures first.")] = False,
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
+    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
     top_words: Annotated[int, typer.Option(help="Words printed per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs printed.")] = 10,
     mi_threshold: Annotated[float, typer.Option(help="Topics with I(x; z_k) below this many nats are reported as pruned.")] = 0.1,
@@ -210,7 +236,7 @@ def fit(
     try:
         from topicvae.estimator import TopicModel
         from topicvae.evaluation import check_mi_threshold, information_summary
-        from topicvae.text import TextVectorizer, load_vocabulary, read_corpus
+        from topicvae.text import TextVectorizer, load_vocabulary
 
         check_mi_threshold(mi_threshold)
         if mi_documents < 2:
@@ -233,7 +259,7 @@ def fit(
             stop_words=stops,
             strip_newsgroup=strip_newsgroup,
         )
-        docs = read_corpus(corpus, text_column=text_column, encoding=encoding)
+        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         estimator = TopicModel(
             model.value,
             groups,
@@ -380,16 +406,16 @@ def transform(
     out: Annotated[Path, typer.Option(help="CSV file: one row per document, one column per topic.")],
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
+    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
 ) -> None:
     """Write each document's topic proportions (ProdLDA) or coordinates (NVDM) to a CSV file."""
     try:
         import pandas as pd
 
         from topicvae.estimator import TopicModel
-        from topicvae.text import read_corpus
 
         estimator = TopicModel.load(model_dir)
-        docs = read_corpus(corpus, text_column=text_column, encoding=encoding)
+        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         table = pd.DataFrame(estimator.transform(docs), columns=estimator.topic_labels())
         table.index.name = "document"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -416,12 +442,12 @@ def evaluate(
     plots: Annotated[Optional[Path], typer.Option(help="Directory for PNG plots (MI bars, correlation heatmap).")] = None,
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
+    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
 ) -> None:
     """Coherence, diversity, perplexity, mutual information (with pruned topics) and correlations."""
     try:
         from topicvae.estimator import TopicModel
         from topicvae.evaluation import evaluate as evaluate_model
-        from topicvae.text import read_corpus
 
         model = TopicModel.load(model_dir)
         if corpus is None:
@@ -429,8 +455,11 @@ def evaluate(
             if not recorded:
                 raise ValueError(f"{model_dir} records no training corpus: pass --corpus FILE")
             corpus = Path(recorded)
-        docs = read_corpus(corpus, text_column=text_column, encoding=encoding)
-        reference_docs = read_corpus(reference, text_column=text_column, encoding=encoding) if reference else None
+        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+        reference_docs = (
+            _read_documents(reference, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+            if reference else None
+        )
         report = evaluate_model(
             model, docs, reference_docs=reference_docs, corpus_name=str(corpus),
             reference_name=str(reference) if reference else None, top_n=top_n, window=window,

@@ -21,7 +21,7 @@ from topicvae.analysis import InformationReport, encoder_information, subset_ind
 from topicvae.groups import GroupSpec
 from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
-from topicvae.persistence import FORMAT_VERSION, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
+from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.text import TextVectorizer
 from topicvae.training import (
     BagOfWordsBatches,
@@ -581,6 +581,6 @@ class TopicModel:
                 prior_concentration=params["prior_concentration"],
                 temperature=params["temperature"],
             )
-        load_weights(directory, model)
+        load_weights(directory, model, described_by=f"{CONFIG_FILE} and {VOCABULARY_FILE} ({len(vocabulary)} words)")
         estimator.model_ = model.to(_resolve_device(device)).eval()
         return estimator

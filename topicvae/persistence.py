@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,16 +118,30 @@ def interpreting_config(directory: str | os.PathLike) -> Iterator[None]:
         ) from None
 
 
-def load_weights(directory: str | os.PathLike, model: nn.Module) -> None:
-    """Fill ``model`` from ``weights.pt`` without unpickling objects."""
+def load_weights(directory: str | os.PathLike, model: nn.Module, *, described_by: str = "its config") -> None:
+    """Fill ``model`` from ``weights.pt`` without unpickling objects.
+
+    Every tensor's shape is checked against the model that ``described_by`` (the config, and the
+    vocabulary where there is one) describes, so that files from different models are refused
+    with the name of the first tensor that disagrees.
+    """
     path = Path(directory) / WEIGHTS_FILE
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses pickled code with an UnpicklingError
         raise ModelFileError(
             f"{path} is not a plain tensor file and was not loaded "
             f"({type(error).__name__}); only load models from people you trust, re-save it with topicvae"
         ) from None
+    expected = model.state_dict()
+    for name, tensor in state.items() if isinstance(state, dict) else ():
+        if name in expected and isinstance(tensor, torch.Tensor) and tensor.shape != expected[name].shape:
+            raise ModelFileError(
+                f"{path} holds {name} of shape {tuple(tensor.shape)}, but {described_by} describe shape "
+                f"{tuple(expected[name].shape)}: the files come from different models; save the model again"
+            )
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:

@@ -20,6 +20,7 @@ paths) with a one-line message that names the offending value and says what to d
 from __future__ import annotations
 
 import codecs
+import contextvars
 import functools
 import gzip
 import io
@@ -46,6 +47,7 @@ __all__ = [
     "english_stop_words",
     "load_vocabulary",
     "read_corpus",
+    "CorpusDocuments",
     "strip_newsgroup_footer",
     "strip_newsgroup_header",
     "strip_newsgroup_post",
@@ -65,6 +67,34 @@ CORPUS_FORMATS = ".txt, .txt.gz, .csv, .csv.gz, .jsonl, .jsonl.gz or a directory
 # ---------------------------------------------------------------------------
 # Reading corpora
 # ---------------------------------------------------------------------------
+
+
+class CorpusDocuments(list):
+    """The documents of a corpus (a list of str) and how many undecodable bytes were replaced.
+
+    ``undecodable_bytes`` counts the bytes that ``errors="replace"`` turned into U+FFFD; it
+    is 0 with ``errors="strict"`` (which raises instead) and with ``errors="ignore"``.
+    """
+
+    undecodable_bytes: int = 0
+
+
+#: The bytes replaced so far by the reading in progress (a one-element list), or None.
+_REPLACED_BYTES: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("replaced_bytes", default=None)
+_COUNTED_REPLACE = "topicvae.counted-replace"
+
+
+def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
+    # The "replace" handler, counting: one U+FFFD per undecodable sequence, as Python's does.
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    counter = _REPLACED_BYTES.get()
+    if counter is not None:
+        counter[0] += error.end - error.start
+    return "\ufffd", error.end
+
+
+codecs.register_error(_COUNTED_REPLACE, _replace_and_count)
 
 
 def read_corpus(
@@ -97,8 +127,9 @@ def read_corpus(
 
     Returns
     -------
-    list of str
-        The documents, in file order.
+    CorpusDocuments
+        The documents, in file order: a list of str whose ``undecodable_bytes`` counts the
+        bytes that ``errors="replace"`` replaced.
 
     Raises
     ------
@@ -110,6 +141,18 @@ def read_corpus(
     """
     path = Path(path)
     decoding = _reading_encoding(encoding, errors)
+    replaced = [0]
+    token = _REPLACED_BYTES.set(replaced)
+    try:
+        documents = _read_documents(path, text_column, encoding, decoding, _COUNTED_REPLACE if errors == "replace" else errors)
+    finally:
+        _REPLACED_BYTES.reset(token)
+    documents = CorpusDocuments(documents)
+    documents.undecodable_bytes = replaced[0]
+    return documents
+
+
+def _read_documents(path: Path, text_column: str, encoding: str, decoding: str, errors: str) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(
             f"corpus path '{path}' does not exist; pass an existing {CORPUS_FORMATS}."
@@ -132,8 +175,8 @@ def read_corpus(
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"'{path}' is not valid {encoding} text ({exc.reason} at byte {exc.start}); "
-            "pass --encoding / encoding= with the file's encoding (e.g. latin-1), "
-            "or errors='replace'."
+            "pass the file's encoding (--encoding / encoding=, e.g. latin-1), or replace "
+            "undecodable bytes (--decode-errors replace / errors='replace')."
         ) from exc
     except (gzip.BadGzipFile, EOFError) as exc:
         raise ValueError(
