@@ -119,13 +119,15 @@ def _score(kind: str, seed: int, model_dir: Path, train_docs: list[str], test_do
     upper = np.triu_indices(len(labels), k=1)
     across = np.array([groups_of[i] != groups_of[j] for i, j in zip(*upper)])
     values = np.abs(correlation[upper])
-    fit_report = json.loads((model_dir / "report.json").read_text())
+    # run.json holds the timings since it was split from report.json; older runs kept them there
+    facts_file = model_dir / "run.json" if (model_dir / "run.json").is_file() else model_dir / "report.json"
+    run_facts = json.loads(facts_file.read_text())
     return {
         "model": kind,
         "label": MODELS[kind]["label"],
         "seed": seed,
         "directory": model_dir.name,
-        "training_seconds": fit_report.get("training_seconds"),
+        "training_seconds": run_facts.get("training_seconds"),
         "evaluation_seconds": time.perf_counter() - started,
         "test": report,
         "train_information": train_information,

@@ -57,6 +57,30 @@ def test_fit_prints_topics_and_pairs_and_writes_report(tmp_path, planted_docs_fi
     assert len(table) == 400
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_same_seed_gives_the_same_report_and_weights(tmp_path, planted_docs_file, seed):
+    # report.json holds results only (timings go to run.json), so on CPU two runs with one
+    # seed write the same bytes; another seed must change it, or the test could not fail.
+    import torch
+
+    corpus, _ = planted_docs_file
+
+    def fit(name, run_seed):
+        out = tmp_path / name
+        result = runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--seed", str(run_seed), "--out", str(out), *FAST])
+        assert result.exit_code == 0, result.output
+        return out
+
+    first, second, other = fit("first", seed), fit("second", seed), fit("other", seed + 1)
+    assert (first / "report.json").read_bytes() == (second / "report.json").read_bytes()
+    assert (first / "report.json").read_bytes() != (other / "report.json").read_bytes()
+    weights = [torch.load(out / "weights.pt", weights_only=True) for out in (first, second)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    facts = json.loads((first / "run.json").read_text())
+    assert set(facts) == {"training_seconds", "seconds_per_epoch", "epochs_trained", "resumed_from_epoch"}
+    assert facts["epochs_trained"] == 2 and facts["resumed_from_epoch"] == 0 and facts["training_seconds"] > 0
+
+
 def test_fit_nvdm_with_a_concrete_group(tmp_path, planted_docs_file):
     corpus, _ = planted_docs_file
     result = runner.invoke(app, ["fit", str(corpus), "--model", "nvdm", "--groups", "4,3c", *FAST])

@@ -148,7 +148,22 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         typer.echo(f"  {'':8}  {row.topic_b:>8}  {' '.join(row.words_b)}")
 
 
-def _report(model, n_words: int, n_pairs: int, seconds: float | None, epochs_run: int, corpus: Path, information: dict) -> dict:
+#: What `fit --out DIR` writes beside the model: the results, the same for the same seed and
+#: inputs on CPU (REPORT_FILE), and the facts of this one process's run (RUN_FILE).
+REPORT_FILE, RUN_FILE = "report.json", "run.json"
+
+
+def _run_facts(seconds: float | None, epochs_run: int, resumed_from: int) -> dict:
+    """How this process trained: times and resumption differ from run to run, results do not."""
+    return {
+        "training_seconds": seconds,  # a resumed run times only the epochs this process trained
+        "seconds_per_epoch": (seconds / epochs_run) if seconds and epochs_run else None,
+        "epochs_trained": epochs_run,
+        "resumed_from_epoch": resumed_from,
+    }
+
+
+def _report(model, n_words: int, n_pairs: int, corpus: Path, information: dict) -> dict:
     topics = model.topics(n_words)
     pairs = model.correlated_topics(n_pairs, n_words=n_words) if len(model.groups_) > 1 else None
     return {
@@ -159,10 +174,6 @@ def _report(model, n_words: int, n_pairs: int, seconds: float | None, epochs_run
         "n_documents": model.n_documents_,
         "n_empty_documents": model.n_empty_documents_,
         "vocabulary_size": len(model.vocabulary_),
-        # a resumed run times only the epochs this process trained
-        "training_seconds": seconds,
-        "seconds_per_epoch": (seconds / epochs_run) if seconds and epochs_run else None,
-        "resumed_from_epoch": len(model.history_) - epochs_run,
         "topics": [
             {
                 "label": label,
@@ -209,7 +220,7 @@ def fit(
     batch_size: Annotated[int, typer.Option(help="Documents per step (also the sample that estimates q(z)).")] = 200,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2e-3 ProdLDA, 5e-4 NVDM).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds Python, NumPy and torch.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Directory for the saved model and report.json.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Directory for the saved model, report.json (results) and run.json (timings).")] = None,
     min_df: Annotated[float, typer.Option(help="Keep words in at least this many documents (>= 1) or this fraction (< 1).")] = 5,
     max_df: Annotated[float, typer.Option(help="Drop words in more than this fraction (<= 1) or number (> 1) of documents.")] = 0.5,
     max_features: Annotated[int, typer.Option(help="Vocabulary size: the most frequent remaining words.")] = 2000,
@@ -312,15 +323,15 @@ def fit(
     if out is not None:
         try:
             estimator.save(out)
-            report = _report(estimator, top_words, pairs, seconds, epochs_run, corpus, information)
-            _write_json_atomically(report, out / "report.json")
+            _write_json_atomically(_report(estimator, top_words, pairs, corpus, information), out / REPORT_FILE)
+            _write_json_atomically(_run_facts(seconds, epochs_run, resumed_from), out / RUN_FILE)
         except KeyboardInterrupt as error:
             _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
         except _USER_ERRORS as error:
             _fail(error)
         # the saved model supersedes the checkpoint, and a later fit into DIR must not find it
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        typer.echo(f"\nsaved the model and report.json to {out}")
+        typer.echo(f"\nsaved the model, {REPORT_FILE} and {RUN_FILE} to {out}")
 
 
 _RESUME_ADVICE = "rerun the same command with --resume to continue from it"
