@@ -163,6 +163,8 @@ CASES = [
     Case("NaN weight", lambda tmp: _fit(_corpus(tmp), "--beta", "nan"), r"error: beta=nan is invalid"),
     Case("negative weight", lambda tmp: _fit(_corpus(tmp), "--gamma", "-1"), r"error: gamma=-1.0 is invalid"),
     Case("group spec that does not parse", lambda tmp: _fit(_corpus(tmp), "--groups", "2x"), r"error: .*2x"),
+    Case("groups that do not fit the model (ProdLDA with one topic)", lambda tmp: _fit(_corpus(tmp), "--groups", "1"),
+         r"error: groups='1' gives ProdLDA a single Gaussian topic, whose Dirichlet prior is degenerate"),
     Case("weights the preset does not take", lambda tmp: _fit(_corpus(tmp), "--objective", "vae", "--beta", "2"),
          r"error: objective='vae' does not take beta"),
     # ---- model directories -----------------------------------------------------------------

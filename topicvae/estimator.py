@@ -166,6 +166,14 @@ class TopicModel:
         if self.model not in MODEL_DEFAULTS:
             raise ValueError(f"model={self.model!r} is unknown: choose one of {', '.join(MODEL_DEFAULTS)}")
         groups = GroupSpec.coerce(self.groups)
+        if self.model == "prodlda" and groups.num_gaussian_dims == 1:
+            # The Laplace approximation of the Dirichlet prior has variance (1/a)(1 - 2/K) +
+            # (1/K^2)(1/a) = 0 for K = 1, and softmax over one topic is constant: nothing to learn.
+            raise ValueError(
+                f"groups={self.groups if isinstance(self.groups, str) else str(groups)!r} gives ProdLDA a single "
+                "Gaussian topic, whose Dirichlet prior is "
+                "degenerate (zero variance); give at least 2 Gaussian topics, e.g. groups='2'"
+            )
         weights = ObjectiveWeights.preset(
             self.objective, alpha=self.alpha, beta=self.beta, gamma=self.gamma, delta=self.delta
         )
