@@ -262,16 +262,22 @@ def _per_variable(log_prob: Tensor, batch: int) -> Tensor:
     return log_prob.reshape(batch, -1)
 
 
-def _stratified_log_weights(rows: slice, batch: int, dataset_size: int, like: Tensor) -> Tensor:
-    """log w[b, b'] of the stratified estimator for the given rows b, shape [rows, B]."""
-    n_rows = rows.stop - rows.start
+def _stratified_log_weight_values(batch: int, dataset_size: int) -> tuple[float, float]:
+    """log w[b, b] = -log N and log w[b, b'] = log((N - 1) / (N (B - 1))) for b' != b."""
     if batch > 1:
         off_diagonal = math.log(dataset_size - 1) - math.log(dataset_size) - math.log(batch - 1)
     else:  # a batch of one has no other item: q^ is the diagonal term alone
         off_diagonal = -math.inf
+    return -math.log(dataset_size), off_diagonal
+
+
+def _stratified_log_weights(rows: slice, batch: int, dataset_size: int, like: Tensor) -> Tensor:
+    """log w[b, b'] of the stratified estimator for the given rows b, shape [rows, B]."""
+    n_rows = rows.stop - rows.start
+    on_diagonal, off_diagonal = _stratified_log_weight_values(batch, dataset_size)
     log_w = torch.full((n_rows, batch), off_diagonal, dtype=like.dtype, device=like.device)
     diagonal = torch.arange(n_rows, device=like.device)
-    log_w[diagonal, diagonal + rows.start] = -math.log(dataset_size)
+    log_w[diagonal, diagonal + rows.start] = on_diagonal
     return log_w
 
 
@@ -410,14 +416,11 @@ class _CompiledKernels:
         return self.failure is None and os.environ.get(COMPILE_ENVIRONMENT_VARIABLE) != "0"
 
     def run(self, name: str, *args):
-        eager = {"forward": _gaussian_block_forward, "backward": _gaussian_block_backward}[name]
+        eager = _EAGER_KERNELS[name]
         if not self.available():
             return eager(*args)
         if self._compiled is None:
-            self._compiled = {
-                "forward": torch.compile(_gaussian_block_forward),
-                "backward": torch.compile(_gaussian_block_backward),
-            }
+            self._compiled = {kernel: torch.compile(function) for kernel, function in _EAGER_KERNELS.items()}
         try:
             return self._compiled[name](*args)
         except Exception as error:  # noqa: BLE001 -- any compiler failure falls back to the same math, eagerly
@@ -431,13 +434,12 @@ class _CompiledKernels:
             return eager(*args)
 
 
+_EAGER_KERNELS = {"forward": _gaussian_block_forward, "backward": _gaussian_block_backward}
 _COMPILED_KERNELS = _CompiledKernels()
 
 
 def _run_kernel(name: str, compiled: bool, *args):
-    if compiled:
-        return _COMPILED_KERNELS.run(name, *args)
-    return _gaussian_block_forward(*args) if name == "forward" else _gaussian_block_backward(*args)
+    return _COMPILED_KERNELS.run(name, *args) if compiled else _EAGER_KERNELS[name](*args)
 
 
 class _GaussianLogMarginals(torch.autograd.Function):
@@ -485,11 +487,9 @@ class _GaussianLogMarginals(torch.autograd.Function):
 
 def _gaussian_constants(scale: Tensor, batch: int, dataset_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """1 / s, -log s - log(2 pi) / 2, and the stratified log weights (diagonal, off-diagonal) as 0-d tensors."""
-    off_diagonal = (
-        math.log(dataset_size - 1) - math.log(dataset_size) - math.log(batch - 1) if batch > 1 else -math.inf
-    )  # a batch of one has no other item: q^ is the diagonal term alone
+    on_diagonal, off_diagonal = _stratified_log_weight_values(batch, dataset_size)
     as_tensor = functools.partial(torch.tensor, dtype=scale.dtype, device=scale.device)
-    return scale.reciprocal(), -scale.log() - _HALF_LOG_2PI, as_tensor(-math.log(dataset_size)), as_tensor(off_diagonal)
+    return scale.reciprocal(), -scale.log() - _HALF_LOG_2PI, as_tensor(on_diagonal), as_tensor(off_diagonal)
 
 
 def _all_gaussian(posteriors: Sequence[Distribution], samples: Sequence[Tensor]) -> bool:
