@@ -100,13 +100,18 @@ class GroupedPosterior(nn.Module):
         return loc, log_var
 
     def _variance(self, log_var: Tensor) -> Tensor:
-        return log_var.exp() + self.variance_floor if self.variance_floor else log_var.exp()
+        return log_var.exp() + self.variance_floor  # adding a floor of 0.0 is exact
+
+    def _scale(self, log_var: Tensor) -> Tensor:
+        # Without a floor, exp(log_var / 2) as before: the same bits, and it underflows only
+        # at log_var < -206 where sqrt(exp(log_var)) would at -103.
+        return self._variance(log_var).sqrt() if self.variance_floor else torch.exp(0.5 * log_var)
 
     def forward(self, features: Tensor) -> list[Distribution]:
         posteriors: list[Distribution] = []
         if self.loc is not None:
             loc, log_var = self.gaussian_parameters(features)
-            scale = self._variance(log_var).sqrt()
+            scale = self._scale(log_var)
             sizes = [g.size for g in self.groups.gaussian]
             gaussian = iter(zip(loc.split(sizes, dim=1), scale.split(sizes, dim=1)))
         for group in self.groups:
