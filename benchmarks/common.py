@@ -30,7 +30,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
-SECTIONS = ("throughput", "speedup", "growth", "memory", "vectorizer", "machine_limit", "quality", "prodlda_paper")
+SECTIONS = (
+    "throughput", "speedup", "growth", "memory", "vectorizer", "machine_limit", "quality", "prodlda_paper",
+    "streaming", "data_parallel",
+)
 
 
 class MissingData(Exception):
@@ -79,6 +82,14 @@ class Mode:
     sklearn_iterations: int
     paper_topics: tuple[int, ...]
     paper_epochs: int
+    # scale (benchmarks/scale.py): the training set repeated this many times, streamed and in memory
+    stream_repeats: tuple[int, ...]
+    in_memory_repeats: tuple[int, ...]
+    stream_documents: int | None  # of the training set, before repeating
+    # data-parallel fits against single-process ones
+    parallel_documents: int | None
+    parallel_epochs: int
+    parallel_seeds: tuple[int, ...]
     note: str = ""
 
 
@@ -95,6 +106,8 @@ MODES: dict[str, Mode] = {
         quality_train_documents=None, quality_test_documents=None, quality_epochs=100,
         gensim_passes=20, sklearn_iterations=20,
         paper_topics=(50, 200), paper_epochs=100,
+        stream_repeats=(1, 5, 20), in_memory_repeats=(1, 5), stream_documents=None,
+        parallel_documents=None, parallel_epochs=100, parallel_seeds=(0, 1, 2),
         note="the issue's settings",
     ),
     "quick": Mode(
@@ -109,6 +122,8 @@ MODES: dict[str, Mode] = {
         quality_train_documents=4000, quality_test_documents=2000, quality_epochs=10,
         gensim_passes=2, sklearn_iterations=3,
         paper_topics=(50, 200), paper_epochs=10,
+        stream_repeats=(1, 2), in_memory_repeats=(1,), stream_documents=None,
+        parallel_documents=4000, parallel_epochs=10, parallel_seeds=(0, 1),
         note="fewer epochs, iterations, batch sizes and sizes, and subsets (4,000 training documents, 2,000 test "
              "documents): indicative only",
     ),
@@ -124,6 +139,8 @@ MODES: dict[str, Mode] = {
         quality_train_documents=600, quality_test_documents=300, quality_epochs=1,
         gensim_passes=1, sklearn_iterations=1,
         paper_topics=(10, 20), paper_epochs=1,
+        stream_repeats=(1, 2), in_memory_repeats=(1,), stream_documents=500,
+        parallel_documents=600, parallel_epochs=1, parallel_seeds=(0,),
         note="tiny sizes and one epoch to exercise the code paths: these numbers measure nothing",
     ),
 }

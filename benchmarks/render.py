@@ -25,6 +25,8 @@ TITLES = {
     "machine_limit": "The machine's matrix-multiply limit",
     "quality": "Topic quality beside gensim and scikit-learn",
     "prodlda_paper": "The ProdLDA paper's test set",
+    "streaming": "Streaming a corpus larger than memory",
+    "data_parallel": "Data-parallel training with torchrun",
 }
 
 
@@ -257,6 +259,39 @@ def render_prodlda_paper(record: dict) -> str:
     ])
 
 
+def render_streaming(record: dict) -> str:
+    settings = record["settings"]
+    return "\n\n".join([
+        f"{settings['corpus']}. Streamed: {settings['streamed']}. In memory: {settings['in_memory']}. "
+        f"Peak RSS: {settings['peak_rss']}. Target: {settings['target']}.",
+        table(
+            ["path", "R", "documents", "corpus (MiB)", "counting (s)", "one epoch (s)", "counting docs/s",
+             "training docs/s", "docs/s overall", "peak RSS (MiB)"],
+            [[r["path"], r["repeats"], r["documents"], r["corpus_mib"], r["count_seconds"], r["epoch_seconds"],
+              r["count_documents_per_second"], r["epoch_documents_per_second"], r["documents_per_second"],
+              r["peak_rss_mib"]] for r in record["rows"]],
+        ),
+    ])
+
+
+def render_data_parallel(record: dict) -> str:
+    settings = record["settings"]
+    summary = record["summary"]
+    return "\n\n".join([
+        f"{settings['corpus']}. {settings['commands']}. Scoring: {settings['scoring']}. {settings['epochs']} epochs.",
+        table(
+            ["launch", "seed", "NPMI, whole documents", "NPMI, window 10", "diversity", "informative topics",
+             "s per epoch", "wall (s)"],
+            [[r["launch"], r["seed"], r["npmi_document"], r["npmi_window"], r["diversity"], r["active_topics"],
+              r["seconds_per_epoch"], r["wall_seconds"]] for r in record["rows"]],
+        ),
+        table(
+            ["launch", "mean NPMI", "sd over seeds", "mean s per epoch"],
+            [[name, s["npmi_document_mean"], s["npmi_document_sd"], s["seconds_per_epoch_mean"]] for name, s in summary.items()],
+        ),
+    ])
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "throughput": render_throughput,
     "speedup": render_speedup,
@@ -266,6 +301,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "machine_limit": render_machine_limit,
     "quality": render_quality,
     "prodlda_paper": render_prodlda_paper,
+    "streaming": render_streaming,
+    "data_parallel": render_data_parallel,
 }
 
 

@@ -28,6 +28,7 @@ def section_functions() -> dict:
     """Section name -> function(mode, data) -> (settings, payload); imported late (torch is slow to load)."""
     import quality
     import resources
+    import scale
     import speed
     import speedup
 
@@ -40,6 +41,8 @@ def section_functions() -> dict:
         "machine_limit": speed.machine_limit,
         "quality": quality.quality,
         "prodlda_paper": quality.prodlda_paper,
+        "streaming": scale.streaming,
+        "data_parallel": scale.data_parallel,
     }
 
 

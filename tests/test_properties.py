@@ -270,7 +270,7 @@ CONFIG_FIELDS = [
     "format_version", "estimator", "topicvae_version", "params", "weights", "vectorizer", "fitted",
     *(f"params.{k}" for k in (
         "model", "groups", "objective", "alpha", "beta", "gamma", "delta", "epochs", "batch_size", "lr",
-        "hidden_sizes", "dropout", "prior_concentration", "temperature", "seed", "device",
+        "hidden_sizes", "dropout", "prior_concentration", "temperature", "seed", "device", "precision",
     )),
     *(f"weights.{k}" for k in ("alpha", "beta", "gamma", "delta")),
     *(f"fitted.{k}" for k in ("n_documents", "n_empty_documents", "history", "topic_correlation")),

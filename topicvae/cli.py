@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from enum import Enum
 from pathlib import Path
@@ -69,6 +70,12 @@ def _read_documents(path: Path, *, text_column: str, encoding: str, decode_error
     return documents
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
 class Subset(str, Enum):
     train = "train"
     test = "test"
@@ -76,9 +83,14 @@ class Subset(str, Enum):
 
 
 def _fail(error: BaseException, note: str | None = None) -> None:
-    """One line on stderr (``note`` appended after a semicolon) and exit code 1; the traceback only with --debug."""
+    """One line on stderr (``note`` appended after a semicolon) and exit code 1; the traceback only with --debug.
+
+    In data-parallel runs only rank 0 speaks; the other ranks exit with the same code silently.
+    """
     if _state["debug"]:
         raise error
+    if _state.get("quiet"):
+        raise typer.Exit(code=1)
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     typer.echo(f"error: {message}" + (f"; {note}" if note else ""), err=True)
     raise typer.Exit(code=1)
@@ -105,6 +117,7 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
 ) -> None:
     _state["debug"] = debug
+    _state["quiet"] = False
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,13 +166,15 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
 REPORT_FILE, RUN_FILE = "report.json", "run.json"
 
 
-def _run_facts(seconds: float | None, epochs_run: int, resumed_from: int) -> dict:
+def _run_facts(seconds: float | None, epochs_run: int, resumed_from: int, process_group=None) -> dict:
     """How this process trained: times and resumption differ from run to run, results do not."""
     return {
         "training_seconds": seconds,  # a resumed run times only the epochs this process trained
         "seconds_per_epoch": (seconds / epochs_run) if seconds and epochs_run else None,
         "epochs_trained": epochs_run,
         "resumed_from_epoch": resumed_from,
+        "processes": 1 if process_group is None else process_group.world_size,
+        "backend": None if process_group is None else process_group.backend,
     }
 
 
@@ -233,7 +248,10 @@ def fit(
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs printed.")] = 10,
     mi_threshold: Annotated[float, typer.Option(help="Topics with I(x; z_k) below this many nats are reported as pruned.")] = 0.1,
     mi_documents: Annotated[int, typer.Option(help="Training documents in the MI analysis (a random subset above this; the cost grows as its square).")] = 20000,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="The model's forward pass in bfloat16 mixed precision (auto: on GPUs that support it); the objective's pairwise densities stay float32.")] = Precision.auto,
+    stream: Annotated[bool, typer.Option("--stream", help="Count the corpus in one streaming pass into a bag-of-words on disk and train from it in shards: memory does not grow with the corpus (always on under torchrun).")] = False,
+    shard_dir: Annotated[Optional[Path], typer.Option(help="With --stream: keep the sharded bag-of-words here and reuse it on later runs [default: a temporary directory].")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     checkpoint_every: Annotated[Optional[int], typer.Option(help=f"With --out DIR: checkpoint to DIR/{CHECKPOINT_DIR} every N epochs and after the last [default: 1].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help=f"Continue the run checkpointed in --out DIR/{CHECKPOINT_DIR}; the corpus and options must be the same.")] = False,
@@ -242,12 +260,22 @@ def fit(
 
     With --out DIR, training is checkpointed to DIR/checkpoint (deleted once the model is saved);
     after a crash, a kill or Ctrl-C, the same command with --resume added continues from there.
+    Started by torchrun with several processes, it trains data-parallel (docs/distributed.md):
+    each process reads its share of the corpus, and rank 0 alone prints and writes.
     """
     checkpoint_dir = out / CHECKPOINT_DIR if out is not None else None
+    temporary_shards = None
     try:
-        from topicvae.estimator import TopicModel
+        from topicvae.distributed import launched_with_torchrun, start_process_group
+        from topicvae.estimator import TopicModel, _resolve_device
         from topicvae.evaluation import check_mi_threshold, information_summary
         from topicvae.text import TextVectorizer, load_vocabulary
+
+        process_group = None
+        if launched_with_torchrun():
+            process_group, _ = start_process_group(_resolve_device(device))
+            _state["quiet"] = not process_group.is_main  # one voice: rank 0's
+            progress = progress and process_group.is_main
 
         check_mi_threshold(mi_threshold)
         if mi_documents < 2:
@@ -270,7 +298,17 @@ def fit(
             stop_words=stops,
             strip_newsgroup=strip_newsgroup,
         )
-        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+        if shard_dir is not None and not (stream or process_group):
+            raise ValueError("--shard-dir needs --stream (or a torchrun launch): the bag-of-words is kept in memory otherwise")
+        if stream or process_group is not None:
+            if shard_dir is None:
+                shard_dir = temporary_shards = Path(tempfile.mkdtemp(prefix="topicvae-bag-of-words-"))
+            docs = _streamed_bag_of_words(
+                corpus, shard_dir, vectorizer, process_group, seed=seed, text_column=text_column, encoding=encoding,
+                decode_errors=decode_errors, progress=progress,
+            )
+        else:
+            docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         estimator = TopicModel(
             model.value,
             groups,
@@ -285,6 +323,7 @@ def fit(
             vectorizer=vectorizer,
             seed=seed,
             device=device,
+            precision=precision.value,
         )
         started = time.perf_counter()
         steps = estimator.fit_iter(
@@ -292,6 +331,8 @@ def fit(
         )
         epochs_run = _run_with_progress(steps, enabled=progress)
         seconds = time.perf_counter() - started
+        if process_group is not None and not process_group.is_main:
+            return  # rank 0 analyses (on its share of the documents), prints and saves
         information = information_summary(
             estimator, estimator.information(docs, seed=seed, max_documents=mi_documents), mi_threshold
         )
@@ -308,9 +349,17 @@ def fit(
     except _USER_ERRORS as error:
         _fail(error)
         return
+    finally:
+        if temporary_shards is not None:
+            shutil.rmtree(temporary_shards, ignore_errors=True)
 
     resumed_from = len(estimator.history_) - epochs_run
     timing = f"{epochs_run} epochs in {seconds:.1f} s ({seconds / epochs_run:.2f} s per epoch)" if epochs_run else "nothing left to train"
+    if process_group is not None:
+        typer.echo(
+            f"data-parallel over {process_group.world_size} processes ({process_group.backend}); "
+            f"information measured on rank 0's share of the documents"
+        )
     typer.echo(
         f"{estimator.model} with groups {estimator.groups_} on {estimator.n_documents_} documents "
         f"({estimator.n_empty_documents_} left empty by the vocabulary and skipped), {len(estimator.vocabulary_)} words; "
@@ -324,7 +373,7 @@ def fit(
         try:
             estimator.save(out)
             _write_json_atomically(_report(estimator, top_words, pairs, corpus, information), out / REPORT_FILE)
-            _write_json_atomically(_run_facts(seconds, epochs_run, resumed_from), out / RUN_FILE)
+            _write_json_atomically(_run_facts(seconds, epochs_run, resumed_from, process_group), out / RUN_FILE)
         except KeyboardInterrupt as error:
             _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
         except _USER_ERRORS as error:
@@ -335,6 +384,38 @@ def fit(
 
 
 _RESUME_ADVICE = "rerun the same command with --resume to continue from it"
+
+
+def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed, text_column, encoding, decode_errors, progress):
+    """The corpus counted in one streaming pass into shard_dir (this rank's part), or the bag-of-words found there."""
+    from topicvae.streaming import MANIFEST_FILE, ShardedBagOfWords, build_bag_of_words
+    from topicvae.text import CorpusStream
+
+    rank, world_size = (0, 1) if process_group is None else (process_group.rank, process_group.world_size)
+    directory = shard_dir / f"rank-{rank}-of-{world_size}"
+    if (directory / MANIFEST_FILE).is_file():
+        bag_of_words = ShardedBagOfWords(directory)
+        if bag_of_words.vectorizer.to_config() != vectorizer.to_config():
+            raise ValueError(
+                f"{directory} holds a bag-of-words counted with other vocabulary options "
+                f"({bag_of_words.vectorizer.to_config()}): pass another --shard-dir, or delete it"
+            )
+        return bag_of_words
+    from tqdm import tqdm
+
+    documents = CorpusStream(corpus, text_column=text_column, encoding=encoding, errors=decode_errors.value)
+    with tqdm(desc="counting", unit=" documents", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        bag_of_words = build_bag_of_words(
+            documents, directory, vectorizer, seed=seed, process_group=process_group,
+            progress=lambda read: bar.update(read - bar.n),
+        )
+    if documents.undecodable_bytes:
+        typer.echo(
+            f"note: replaced {documents.undecodable_bytes} undecodable byte(s) of {corpus} with U+FFFD "
+            "(--decode-errors replace)",
+            err=True,
+        )
+    return bag_of_words
 
 
 def _checkpoint_note(checkpoint_dir: Path | None, what: str, advice: str) -> str:
@@ -614,7 +695,7 @@ def recipe(
     exclude: Annotated[Optional[str], typer.Option(help=_RECIPE_HELP["exclude"])] = None,
     mi_threshold: Annotated[float, typer.Option(help="Variables with I(x; z_e) below this many nats are reported as pruned.")] = 0.1,
     full_metrics: Annotated[bool, typer.Option(help="dSprites: disentanglement_lib's full sample counts (slow) instead of 10x fewer.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Train an image model (MNIST, Fashion-MNIST, dSprites) and report MI, pruning, accuracy and disentanglement."""

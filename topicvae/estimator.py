@@ -18,10 +18,12 @@ from sklearn.exceptions import NotFittedError
 from torch.distributions import Normal, kl_divergence
 
 from topicvae.analysis import InformationReport, encoder_information, subset_indices
+from topicvae.distributed import ProcessGroup, current_process_group
 from topicvae.groups import GroupSpec
 from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
 from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
+from topicvae.streaming import ShardBatches, ShardedBagOfWords
 from topicvae.text import TextVectorizer
 from topicvae.training import (
     BagOfWordsBatches,
@@ -29,6 +31,7 @@ from topicvae.training import (
     TrainingProgress,
     check_checkpoint_options,
     check_training_options,
+    data_parallel_steps,
     seed_everything,
     train,
 )
@@ -44,14 +47,82 @@ def _package_version() -> str:
     return __version__
 
 
-def _resolve_device(device: str) -> torch.device:
+def _resolve_device(device: str, process_group: ProcessGroup | None = None) -> torch.device:
+    """The torch device for 'auto', 'cpu', 'cuda' or 'cuda:K'; in data-parallel training on GPUs, this rank's GPU."""
+    if not isinstance(device, str):
+        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} is not available on this machine: use 'cpu'")
+    if process_group is not None and device.startswith("cuda"):
+        return torch.device("cuda", process_group.local_rank)  # one GPU per process
     return torch.device(device)
+
+
+#: The precisions of TopicModel(precision=...). "auto" is bfloat16 mixed precision on GPUs that
+#: support it and float32 elsewhere: on CPUs bfloat16 matrix products are rarely faster.
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype of the model's mixed-precision forward pass, or None for float32 throughout."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is invalid: use {', '.join(map(repr, PRECISIONS))}")
+    if precision == "float32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16
+
+
+class _TrainingData:
+    """The training documents as this process holds them: in memory, or a sharded bag-of-words on disk."""
+
+    def __init__(self, *, vocab_size: int, n_documents: int, rank_documents: list[int], fingerprint, make_batches, matrices):
+        self.vocab_size = vocab_size
+        self.n_documents = n_documents  # N over all processes
+        self.rank_documents = rank_documents
+        self.fingerprint = fingerprint
+        self._make_batches = make_batches
+        self.matrices = matrices  # () -> iterable of this process's count matrices
+
+    def batches(self, batch_size: int, device: torch.device):
+        return self._make_batches(batch_size, device)
+
+    @classmethod
+    def in_memory(cls, counts: sp.csr_matrix, vocabulary: Sequence[str], process_group: ProcessGroup | None) -> _TrainingData:
+        n_documents = counts.shape[0]
+        if process_group is None:
+            local, rank_documents, steps = counts, [n_documents], None
+        else:
+            # every rank holds the whole matrix and trains on the rows rank, rank + R, ...
+            rank, world_size = process_group.rank, process_group.world_size
+            local = counts[rank::world_size]
+            rank_documents = [len(range(r, n_documents, world_size)) for r in range(world_size)]
+        fingerprint = _corpus_fingerprint(local, vocabulary)
+
+        def make_batches(batch_size: int, device: torch.device) -> BagOfWordsBatches:
+            steps = None if process_group is None else data_parallel_steps(rank_documents, batch_size)
+            return BagOfWordsBatches(local, min(batch_size, local.shape[0]), device=device, steps_per_epoch=steps)
+
+        return cls(
+            vocab_size=counts.shape[1], n_documents=n_documents, rank_documents=rank_documents,
+            fingerprint=lambda: fingerprint, make_batches=make_batches, matrices=lambda: [local],
+        )
+
+    @classmethod
+    def sharded(cls, bag_of_words: ShardedBagOfWords) -> _TrainingData:
+        def make_batches(batch_size: int, device: torch.device) -> ShardBatches:
+            return ShardBatches(bag_of_words, data_parallel_steps(bag_of_words.rank_documents, batch_size), device=device)
+
+        return cls(
+            vocab_size=len(bag_of_words.vocabulary), n_documents=bag_of_words.n_documents,
+            rank_documents=bag_of_words.rank_documents, fingerprint=bag_of_words.fingerprint,
+            make_batches=make_batches, matrices=bag_of_words.matrices,
+        )
 
 
 def _corpus_fingerprint(counts: sp.csr_matrix, vocabulary: Sequence[str]) -> dict[str, Any]:
@@ -110,7 +181,17 @@ class TopicModel:
     seed : int
         Seeds Python, NumPy and torch, and the order of the batches.
     device : str
-        "cpu", "cuda" or "auto".
+        "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:K". In data-parallel training
+        on GPUs each process takes the GPU of its LOCAL_RANK.
+    precision : {"auto", "float32", "bfloat16"}
+        The model's forward pass in bfloat16 mixed precision ("auto": on GPUs that support
+        it). The objective's pairwise log-densities are always computed in float32.
+
+    Data-parallel training: when ``torch.distributed`` is initialized with two or more
+    processes (``torchrun``, see :mod:`topicvae.distributed`), ``fit`` trains with
+    DistributedDataParallel. Pass each process its own share as a
+    :class:`~topicvae.streaming.ShardedBagOfWords` built with the process group, or the whole
+    corpus (every process then trains on the rows rank, rank + R, ...).
     """
 
     def __init__(
@@ -132,7 +213,8 @@ class TopicModel:
         temperature: float = 0.66,
         vectorizer: TextVectorizer | None = None,
         seed: int = 0,
-        device: str = "cpu",
+        device: str = "auto",
+        precision: str = "auto",
     ):
         self.model = model
         self.groups = groups
@@ -151,6 +233,7 @@ class TopicModel:
         self.vectorizer = vectorizer
         self.seed = seed
         self.device = device
+        self.precision = precision
 
     # -----------------------------------------------------------------------------------
     # parameters
@@ -158,7 +241,7 @@ class TopicModel:
     def get_params(self) -> dict[str, Any]:
         names = (
             "model groups objective alpha beta gamma delta epochs batch_size lr hidden_sizes dropout "
-            "prior_concentration temperature vectorizer seed device"
+            "prior_concentration temperature vectorizer seed device precision"
         ).split()
         return {name: getattr(self, name) for name in names}
 
@@ -255,55 +338,50 @@ class TopicModel:
         """
         groups, weights, lr = self._validate()
         check_checkpoint_options(checkpoint_dir, checkpoint_every, resume)
-        device = _resolve_device(self.device)
-        self.vectorizer_ = None
-        counts = self._counts(X, fit=True)
-        n_docs, vocab_size = counts.shape
-        if self.vectorizer_ is not None:
-            self.vocabulary_ = list(self.vectorizer_.vocabulary_)
-        elif vocabulary is not None:
-            if len(vocabulary) != vocab_size:
-                raise ValueError(f"vocabulary has {len(vocabulary)} words but X has {vocab_size} columns")
-            self.vocabulary_ = [str(w) for w in vocabulary]
-        else:
-            self.vocabulary_ = [f"w{i}" for i in range(vocab_size)]
-        nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
-        self.n_empty_documents_ = int((~nonempty).sum())
-        counts = counts[nonempty]  # an empty document carries no information about topics
-        if counts.shape[0] < 2:
-            raise ValueError(
-                f"only {counts.shape[0]} of {n_docs} documents have any word of the vocabulary: "
-                "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)"
-            )
+        autocast_dtype = _autocast_dtype(self.precision, _resolve_device(self.device))
+        process_group = current_process_group()
+        device = _resolve_device(self.device, process_group)
+        data = self._training_data(X, vocabulary, process_group)
 
         generator = seed_everything(self.seed)
         self.groups_, self.weights_ = groups, weights
         self.model_ = build_model(
             self.model,
-            vocab_size,
+            data.vocab_size,
             groups,
             hidden_sizes=self.hidden_sizes,
             dropout=self.dropout,
             prior_concentration=self.prior_concentration,
             temperature=self.temperature,
         ).to(device)
+        trained: torch.nn.Module = self.model_
+        if process_group is not None:
+            # Every rank built the same initial model from the seed (and DDP broadcasts rank 0's
+            # anyway); from here on each rank draws its own shuffles, dropout masks and samples.
+            generator = seed_everything(int(np.random.SeedSequence([self.seed, process_group.rank]).generate_state(1)[0]))
+            trained = torch.nn.parallel.DistributedDataParallel(
+                self.model_, device_ids=[device.index] if device.type == "cuda" else None
+            )
         optimizer = torch.optim.Adam(self.model_.parameters(), lr=lr, betas=MODEL_DEFAULTS[self.model]["adam_betas"])
-        self.n_documents_ = int(counts.shape[0])
+        self.n_documents_ = data.n_documents
         self.history_: list[dict[str, float]] = []
         checkpoints, start_epoch = None, 0
         if checkpoint_dir is not None:
             checkpoints = TrainingCheckpoints(
                 checkpoint_dir,
                 every=checkpoint_every,
-                run=self._run_description(counts, lr, device),
+                run=self._run_description(data.fingerprint(), lr, device, process_group),
                 extra={"config": self._params_config(), "vocabulary": self.vocabulary_},
+                process_group=process_group,
             )
             start_epoch, self.history_ = checkpoints.start(
                 resume=resume, model=self.model_, optimizer=optimizer, generator=generator
             )
-        batches = BagOfWordsBatches(counts, min(self.batch_size, counts.shape[0]), device=device)
+        batches = data.batches(self.batch_size, device)
         steps = train(
-            self.model_, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=generator, start_epoch=start_epoch
+            trained, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=generator,
+            start_epoch=start_epoch, dataset_size=data.n_documents, process_group=process_group,
+            autocast_dtype=autocast_dtype,
         )
         try:
             for progress in steps:
@@ -323,9 +401,47 @@ class TopicModel:
                     pass
             raise
         self.model_.eval()
-        self.topic_correlation_ = self._marginal_correlation(counts)
+        self.topic_correlation_ = self._marginal_correlation(data.matrices(), process_group)
 
-    def _run_description(self, counts: sp.csr_matrix, lr: float, device: torch.device) -> dict[str, Any]:
+    def _training_data(self, X, vocabulary: Sequence[str] | None, process_group: ProcessGroup | None) -> _TrainingData:
+        """The training documents as this process holds them, and the fitted vocabulary attributes."""
+        self.vectorizer_ = None
+        if isinstance(X, ShardedBagOfWords):
+            rank, world_size = (process_group.rank, process_group.world_size) if process_group else (0, 1)
+            if (X.rank, X.world_size) != (rank, world_size):
+                raise ValueError(
+                    f"{X.directory} holds rank {X.rank}'s share of {X.world_size} process(es), but this is rank {rank} "
+                    f"of {world_size}: build the bag-of-words with the same processes that train on it"
+                )
+            if vocabulary is not None:
+                raise ValueError("vocabulary is given by the sharded bag-of-words: do not pass vocabulary=")
+            self.vectorizer_ = X.vectorizer
+            self.vocabulary_ = list(X.vocabulary)
+            self.n_empty_documents_ = X.n_empty_documents
+            return _TrainingData.sharded(X)
+        counts = self._counts(X, fit=True)
+        n_docs, vocab_size = counts.shape
+        if self.vectorizer_ is not None:
+            self.vocabulary_ = list(self.vectorizer_.vocabulary_)
+        elif vocabulary is not None:
+            if len(vocabulary) != vocab_size:
+                raise ValueError(f"vocabulary has {len(vocabulary)} words but X has {vocab_size} columns")
+            self.vocabulary_ = [str(w) for w in vocabulary]
+        else:
+            self.vocabulary_ = [f"w{i}" for i in range(vocab_size)]
+        nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
+        self.n_empty_documents_ = int((~nonempty).sum())
+        counts = counts[nonempty]  # an empty document carries no information about topics
+        if counts.shape[0] < 2:
+            raise ValueError(
+                f"only {counts.shape[0]} of {n_docs} documents have any word of the vocabulary: "
+                "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)"
+            )
+        return _TrainingData.in_memory(counts, self.vocabulary_, process_group)
+
+    def _run_description(
+        self, corpus: dict[str, Any], lr: float, device: torch.device, process_group: ProcessGroup | None
+    ) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: every option that shapes training, and the exact data.
 
         Weights and the learning rate are compared as resolved, so that a default and the same
@@ -339,8 +455,12 @@ class TopicModel:
             device=device.type,
             weights=self.weights_.as_dict(),
             vectorizer=self.vectorizer_.to_config() if self.vectorizer_ is not None else None,
-            corpus=_corpus_fingerprint(counts, self.vocabulary_),
+            corpus=corpus,
         )
+        if process_group is not None:  # each rank's share of the data, and how many ranks
+            shares: list[Any] = [None] * process_group.world_size
+            torch.distributed.all_gather_object(shares, corpus)
+            params.update(corpus=shares, processes=process_group.world_size)
         return json.loads(json.dumps(params))  # plain JSON values: tuples become lists, as they come back from disk
 
     # -----------------------------------------------------------------------------------
@@ -395,13 +515,18 @@ class TopicModel:
         (with ``seed``), and N is that number.
         """
         self._check_fitted()
-        counts = self._counts(X, fit=False)
-        self._check_vocabulary_width(counts)
-        counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
+        if isinstance(X, ShardedBagOfWords):  # this process's documents, never more than the subset in memory
+            chosen = subset_indices(X.local_documents, max_documents, seed, name="max_documents")
+            counts = X.rows(chosen) if chosen is not None else sp.vstack(list(X.matrices()), format="csr")
+            self._check_vocabulary_width(counts)
+        else:
+            counts = self._counts(X, fit=False)
+            self._check_vocabulary_width(counts)
+            counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
+            chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
+            counts = counts if chosen is None else counts[chosen]
         if counts.shape[0] < 2:
             raise ValueError(f"{counts.shape[0]} of the documents have vocabulary words: information needs at least 2")
-        chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
-        counts = counts if chosen is None else counts[chosen]
         return encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
 
     def document_elbo(self, X, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -463,7 +588,7 @@ class TopicModel:
         ]
         return pd.DataFrame(rows, index=pd.Index(self.topic_labels(), name="label"))
 
-    def _marginal_correlation(self, counts: sp.csr_matrix) -> np.ndarray:
+    def _marginal_correlation(self, matrices: Iterable[sp.csr_matrix], process_group: ProcessGroup | None = None) -> np.ndarray:
         """Correlation between topics under the inference marginal q(z) = mean_n q(z | x_n).
 
         By the law of total covariance, Cov_q(z) = Cov_n(mean of q(z | x_n)) + mean_n Cov(q(z | x_n)),
@@ -471,11 +596,28 @@ class TopicModel:
         the encoder does not use keeps a posterior close to the prior, whose variance then
         dominates and shrinks its correlations towards 0, while the means alone (rescaled by
         the encoder's batch-norm) would correlate it with everything.
+
+        The documents come as a sequence of count matrices (a corpus on disk shard by shard);
+        the moments are accumulated as sums in float64, and summed over the ranks in
+        data-parallel training, so every document of every rank counts once.
         """
-        means, variances = self._batched_moments(counts)
-        codes = torch.cat(means, dim=1).numpy().astype(np.float64)
-        covariance = np.atleast_2d(np.cov(codes, rowvar=False))
-        covariance[np.diag_indices_from(covariance)] += variances.numpy().astype(np.float64).mean(0)
+        count, total, outer, variance = 0, 0.0, 0.0, 0.0
+        for matrix in matrices:
+            means, variances = self._batched_moments(matrix)
+            codes = torch.cat(means, dim=1).double()
+            count += codes.shape[0]
+            total = total + codes.sum(0)
+            outer = outer + codes.T @ codes
+            variance = variance + variances.double().sum(0)
+        if process_group is not None:
+            summed = torch.cat([torch.tensor([float(count)], dtype=torch.float64), total, outer.ravel(), variance])
+            torch.distributed.all_reduce(summed)
+            k = total.shape[0]
+            count, total, outer, variance = int(summed[0]), summed[1 : 1 + k], summed[1 + k : 1 + k + k * k].view(k, k), summed[1 + k + k * k :]
+        mean = total / count
+        # the unbiased sample covariance of the means (as numpy.cov), plus the mean posterior variance
+        covariance = ((outer - count * torch.outer(mean, mean)) / max(count - 1, 1)).numpy()
+        covariance[np.diag_indices_from(covariance)] += (variance / count).numpy()
         scale = np.sqrt(np.diag(covariance))
         with np.errstate(invalid="ignore", divide="ignore"):
             correlation = covariance / np.outer(scale, scale)
@@ -488,7 +630,7 @@ class TopicModel:
             return self.topic_correlation_
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
-        return self._marginal_correlation(counts)
+        return self._marginal_correlation([counts])
 
     def correlated_topics(
         self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 8, correlation: np.ndarray | None = None

@@ -94,7 +94,7 @@ class ImageModel:
         hidden_sizes: Sequence[int] = (400, 400),
         temperature: float = 0.66,
         seed: int = 0,
-        device: str = "cpu",
+        device: str = "auto",
     ):
         self.groups = groups
         self.architecture = architecture

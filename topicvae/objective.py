@@ -32,6 +32,13 @@ The pairwise tensor log q(z^b_{d,e} | x^b') is B x B x (variables). Above a size
 processed in blocks of rows, each block recomputed in the backward pass (activation
 checkpointing), so memory stays bounded for B = 4096 and beyond. Densities are evaluated
 element by element, never expanded into matrix products (objective.md, "Numerics").
+
+Data-parallel training splits a batch of B items over several processes. Each process then
+passes its own items' posteriors and samples (the rows b of the estimator) together with
+``batch_posteriors``, the posteriors of all B items (the columns b'), and ``batch_offset``,
+the position of its first item among them; its terms are means over its own items, and the
+objective of the whole batch is their mean weighted by the processes' item counts. How the
+columns are gathered from the processes is the caller's business (``topicvae.distributed``).
 """
 
 from __future__ import annotations
@@ -281,12 +288,13 @@ def _stratified_log_weights(rows: slice, batch: int, dataset_size: int, like: Te
     return log_w
 
 
-def _pairwise_log_density(rows: slice, posteriors: Sequence[Distribution], samples: Sequence[Tensor]) -> Tensor:
+def _pairwise_log_density(
+    rows: slice, batch_posteriors: Sequence[Distribution], samples: Sequence[Tensor], batch: int
+) -> Tensor:
     """pairwise[b, b', v] = log q(z^b_v | x^b') for the sample rows b, shape [rows, B, variables]."""
-    batch = samples[0].shape[0]
     n_rows = rows.stop - rows.start
     parts = []
-    for post, z in zip(posteriors, samples):
+    for post, z in zip(batch_posteriors, samples):
         # z[rows] as [rows, 1, ...] broadcasts against the posterior's batch of B items.
         parts.append(post.log_prob(z[rows].unsqueeze(1)).reshape(n_rows, batch, -1))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
@@ -294,14 +302,18 @@ def _pairwise_log_density(rows: slice, posteriors: Sequence[Distribution], sampl
 
 def _marginal_block(
     rows: slice,
-    posteriors: Sequence[Distribution],
+    batch_posteriors: Sequence[Distribution],
     samples: Sequence[Tensor],
     group_sizes: Sequence[int],
     dataset_size: int,
+    batch: int,
+    batch_offset: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """log q^ of the variables, groups and joint code for the items ``rows``."""
-    pairwise = _pairwise_log_density(rows, posteriors, samples)
-    log_w = _stratified_log_weights(rows, pairwise.shape[1], dataset_size, pairwise)
+    pairwise = _pairwise_log_density(rows, batch_posteriors, samples, batch)
+    # Sample row b is item batch_offset + b of the batch: that column holds its own posterior.
+    diagonal = slice(rows.start + batch_offset, rows.stop + batch_offset)
+    log_w = _stratified_log_weights(diagonal, batch, dataset_size, pairwise)
     return _stratified_log_sum_exps(pairwise, _group_sums(pairwise, group_sizes), log_w)
 
 
@@ -387,14 +399,20 @@ COMPILE_MIN_TOTAL_ELEMENTS = 2**32
 COMPILE_ENVIRONMENT_VARIABLE = "TOPICVAE_COMPILE"
 
 
-def worth_compiling(posteriors: Sequence[Distribution], samples: Sequence[Tensor], steps: int) -> bool:
-    """Whether ``steps`` training steps like this one should run the compiled Gaussian kernels."""
+def worth_compiling(
+    posteriors: Sequence[Distribution], samples: Sequence[Tensor], steps: int, *, batch_items: int | None = None
+) -> bool:
+    """Whether ``steps`` training steps like this one should run the compiled Gaussian kernels.
+
+    ``batch_items`` is the whole batch's size B when this process holds only part of it (its
+    samples are the rows of the pairwise tensor, the whole batch its columns).
+    """
     if not _all_gaussian(posteriors, samples) or not _COMPILED_KERNELS.available():
         return False
     if os.environ.get(COMPILE_ENVIRONMENT_VARIABLE) == "1":
         return True
-    batch = samples[0].shape[0]
-    per_step = batch * batch * sum(z.shape[1] for z in samples)
+    rows = samples[0].shape[0]
+    per_step = rows * (batch_items or rows) * sum(z.shape[1] for z in samples)
     return per_step >= COMPILE_MIN_ELEMENTS and per_step * steps >= COMPILE_MIN_TOTAL_ELEMENTS
 
 
@@ -453,27 +471,29 @@ class _GaussianLogMarginals(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, loc, scale, group_sizes, dataset_size, rows_per_block, compiled):
-        constants = _gaussian_constants(scale, z.shape[0], dataset_size)
+    def forward(ctx, z, loc, scale, group_sizes, dataset_size, rows_per_block, compiled, batch_offset):
+        # z holds this process's samples (rows); loc and scale the whole batch's posteriors (columns).
+        constants = _gaussian_constants(scale, loc.shape[0], dataset_size)
         outputs = []
         for start in range(0, z.shape[0], rows_per_block):
             rows = slice(start, min(z.shape[0], start + rows_per_block))
-            first_row = torch.tensor(start, device=z.device)
+            first_row = torch.tensor(batch_offset + start, device=z.device)
             outputs.append(_run_kernel("forward", compiled, z[rows], loc, *constants[:2], first_row, *constants[2:], group_sizes))
         log_q_variable, log_q_group, log_q_joint = (torch.cat(parts) for parts in zip(*outputs))
         ctx.save_for_backward(z, loc, scale, log_q_variable, log_q_group, log_q_joint)
         ctx.group_sizes, ctx.dataset_size, ctx.rows_per_block, ctx.compiled = group_sizes, dataset_size, rows_per_block, compiled
+        ctx.batch_offset = batch_offset
         return log_q_variable, log_q_group, log_q_joint
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_variable, grad_group, grad_joint):
         z, loc, scale, log_q_variable, log_q_group, log_q_joint = ctx.saved_tensors
-        constants = _gaussian_constants(scale, z.shape[0], ctx.dataset_size)
+        constants = _gaussian_constants(scale, loc.shape[0], ctx.dataset_size)
         grad_z, grad_loc, grad_scale = torch.zeros_like(z), torch.zeros_like(loc), torch.zeros_like(scale)
         for start in range(0, z.shape[0], ctx.rows_per_block):
             rows = slice(start, min(z.shape[0], start + ctx.rows_per_block))
-            first_row = torch.tensor(start, device=z.device)
+            first_row = torch.tensor(ctx.batch_offset + start, device=z.device)
             block_z, block_loc, block_scale = _run_kernel(
                 "backward", ctx.compiled, z[rows], loc, *constants[:2], first_row, *constants[2:], ctx.group_sizes,
                 log_q_variable[rows], log_q_group[rows], log_q_joint[rows],
@@ -482,7 +502,7 @@ class _GaussianLogMarginals(torch.autograd.Function):
             grad_z[rows] = block_z
             grad_loc += block_loc
             grad_scale += block_scale
-        return grad_z, grad_loc, grad_scale, None, None, None, None
+        return grad_z, grad_loc, grad_scale, None, None, None, None, None
 
 
 def _gaussian_constants(scale: Tensor, batch: int, dataset_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -492,11 +512,18 @@ def _gaussian_constants(scale: Tensor, batch: int, dataset_size: int) -> tuple[T
     return scale.reciprocal(), -scale.log() - _HALF_LOG_2PI, as_tensor(on_diagonal), as_tensor(off_diagonal)
 
 
-def _all_gaussian(posteriors: Sequence[Distribution], samples: Sequence[Tensor]) -> bool:
+def _all_gaussian(posteriors: Sequence[Distribution], samples: Sequence[Tensor] | None) -> bool:
+    """Mean-field Gaussian groups of shape [items, variables] (and samples of that shape, when given)."""
     return all(
-        type(post) is Normal and post.loc.dim() == 2 and post.loc.shape == z.shape == post.scale.shape
-        for post, z in zip(posteriors, samples)
+        type(post) is Normal and post.loc.dim() == 2 and post.loc.shape == post.scale.shape
+        and (samples is None or post.loc.shape == samples[d].shape)
+        for d, post in enumerate(posteriors)
     )
+
+
+def _batch_items(posterior: Distribution) -> int:
+    """The number of items B in a posterior of batch shape [B] or [B, E]."""
+    return posterior.batch_shape[0] if posterior.batch_shape else -1
 
 
 def log_marginals(
@@ -508,6 +535,8 @@ def log_marginals(
     memory_elements: int = DEFAULT_MEMORY_ELEMENTS,
     fused: bool = True,
     compile: bool = False,
+    batch_posteriors: Sequence[Distribution] | None = None,
+    batch_offset: int = 0,
 ) -> LogMarginals:
     """Stratified estimates of log q(z), log q(z_d), log q(z_de) at the batch's own samples.
 
@@ -519,6 +548,14 @@ def log_marginals(
         z_d^b for each group, shape [B, ...] as ``posteriors[d].log_prob`` takes it.
     dataset_size : int
         N, the number of items in the data set the batch is drawn from (N >= B).
+    batch_posteriors : sequence of Distribution, optional
+        In data-parallel training: the posteriors of the whole batch of B items, of which
+        ``posteriors`` and ``samples`` are this process's R items. The estimates are then
+        made at this process's samples (shape [R, ...]) over the whole batch, exactly as one
+        process holding the whole batch would make them for these items. Defaults to
+        ``posteriors`` (R = B).
+    batch_offset : int
+        The position of this process's first item in the whole batch.
     block_elements : int
         Elements of one block of rows of the pairwise tensor. Blocks that fit in the CPU's
         caches make the memory-bound element-wise work several times faster than one pass
@@ -537,13 +574,22 @@ def log_marginals(
     """
     if len(posteriors) != len(samples) or not posteriors:
         raise ValueError(f"got {len(posteriors)} posteriors and {len(samples)} samples: give one of each per group")
-    batch = samples[0].shape[0]
+    local_items = samples[0].shape[0]
+    batch_posteriors = posteriors if batch_posteriors is None else batch_posteriors
+    batch = _batch_items(batch_posteriors[0]) if len(batch_posteriors) == len(posteriors) else -1
+    if batch < 0 or isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or not (
+        0 <= batch_offset <= batch - local_items
+    ):
+        raise ValueError(
+            f"batch_posteriors and batch_offset={batch_offset!r} do not place {local_items} items in the batch: "
+            "give one posterior per group for the whole batch and the position of this process's first item"
+        )
     if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < batch:
         raise ValueError(
             f"dataset_size={dataset_size!r} is invalid for a batch of {batch}: pass N, the size of the "
             "whole data set the batch is drawn from (N >= batch size)"
         )
-    conditional = [_per_variable(post.log_prob(z), batch) for post, z in zip(posteriors, samples)]
+    conditional = [_per_variable(post.log_prob(z), local_items) for post, z in zip(posteriors, samples)]
     group_sizes = [c.shape[1] for c in conditional]
     num_variables = sum(group_sizes)
     group_index = torch.repeat_interleave(
@@ -551,19 +597,20 @@ def log_marginals(
     )
 
     rows_per_block = max(1, block_elements // max(1, batch * num_variables))
-    if fused and _all_gaussian(posteriors, samples):
+    if fused and _all_gaussian(posteriors, samples) and _all_gaussian(batch_posteriors, None):
         log_q_variable, log_q_group, log_q_joint = _GaussianLogMarginals.apply(
             torch.cat(list(samples), dim=1),
-            torch.cat([post.loc for post in posteriors], dim=1),
-            torch.cat([post.scale for post in posteriors], dim=1),
+            torch.cat([post.loc for post in batch_posteriors], dim=1),
+            torch.cat([post.scale for post in batch_posteriors], dim=1),
             tuple(group_sizes),
             dataset_size,
             rows_per_block,
             bool(compile),
+            batch_offset,
         )
     else:
         log_q_variable, log_q_group, log_q_joint = _generic_log_marginals(
-            posteriors, samples, group_sizes, dataset_size, rows_per_block, memory_elements
+            batch_posteriors, samples, group_sizes, dataset_size, rows_per_block, memory_elements, batch, batch_offset
         )
     return LogMarginals(
         log_q_conditional=torch.cat(conditional, dim=1),
@@ -575,23 +622,26 @@ def log_marginals(
 
 
 def _generic_log_marginals(
-    posteriors: Sequence[Distribution],
+    batch_posteriors: Sequence[Distribution],
     samples: Sequence[Tensor],
     group_sizes: Sequence[int],
     dataset_size: int,
     rows_per_block: int,
     memory_elements: int,
+    batch: int,
+    batch_offset: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Autograd over blocks of rows, for any posterior family."""
-    batch = samples[0].shape[0]
+    local_items = samples[0].shape[0]
     recompute = (
-        batch * batch * sum(group_sizes) > memory_elements
+        local_items * batch * sum(group_sizes) > memory_elements
         and torch.is_grad_enabled()
         and any(z.requires_grad for z in samples)
     )
     blocks = []
-    for start in range(0, batch, rows_per_block):
-        args = (slice(start, min(batch, start + rows_per_block)), posteriors, samples, group_sizes, dataset_size)
+    for start in range(0, local_items, rows_per_block):
+        rows = slice(start, min(local_items, start + rows_per_block))
+        args = (rows, batch_posteriors, samples, group_sizes, dataset_size, batch, batch_offset)
         if recompute:
             # Keep only this block's [rows, variables] outputs for backward; the block's
             # [rows, B, variables] intermediates are recomputed there.
@@ -616,6 +666,8 @@ def hfvae_objective(
     memory_elements: int = DEFAULT_MEMORY_ELEMENTS,
     fused: bool = True,
     compile: bool = False,
+    batch_posteriors: Sequence[Distribution] | None = None,
+    batch_offset: int = 0,
 ) -> LossTerms:
     """The HFVAE objective and its named terms on one minibatch.
 
@@ -634,6 +686,11 @@ def hfvae_objective(
         Defaults to all ones, the ordinary ELBO.
     block_elements, memory_elements, fused, compile
         How the pairwise tensor is processed; see :func:`log_marginals`.
+    batch_posteriors, batch_offset
+        Data-parallel training: the whole batch's posteriors and where this process's items
+        start among them (see :func:`log_marginals`). The terms are then means over this
+        process's items; the whole batch's terms are their means weighted by each process's
+        number of items.
     """
     weights = weights or ObjectiveWeights()
     if len(priors) != len(posteriors):
@@ -651,7 +708,7 @@ def hfvae_objective(
     with torch.set_grad_enabled(torch.is_grad_enabled() and marginals_reach_gradient):
         marginals = log_marginals(
             posteriors, samples, dataset_size, block_elements=block_elements, memory_elements=memory_elements,
-            fused=fused, compile=compile,
+            fused=fused, compile=compile, batch_posteriors=batch_posteriors, batch_offset=batch_offset,
         )
     log_prior = torch.cat([_per_variable(p.log_prob(z), batch) for p, z in zip(priors, samples)], dim=1)
     if marginals_reach_gradient:

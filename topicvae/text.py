@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from numbers import Integral, Real
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +48,7 @@ __all__ = [
     "load_vocabulary",
     "read_corpus",
     "CorpusDocuments",
+    "CorpusStream",
     "strip_newsgroup_footer",
     "strip_newsgroup_header",
     "strip_newsgroup_post",
@@ -153,25 +154,33 @@ def read_corpus(
 
 
 def _read_documents(path: Path, text_column: str, encoding: str, decoding: str, errors: str) -> list[str]:
+    documents = list(_iter_documents(path, text_column, encoding, decoding, errors))
+    if not documents:
+        raise ValueError(f"corpus '{path}' holds no documents; check the file and its format.")
+    return documents
+
+
+def _iter_documents(path: Path, text_column: str, encoding: str, decoding: str, errors: str) -> Iterator[str]:
+    """The documents one at a time, with reading errors turned into one-line ValueErrors."""
     if not path.exists():
         raise FileNotFoundError(
             f"corpus path '{path}' does not exist; pass an existing {CORPUS_FORMATS}."
         )
     name = path.name.lower()
+    if path.is_dir():
+        documents = _text_directory_documents(path, decoding, errors)
+    elif name.endswith((".txt", ".txt.gz")):
+        documents = _line_documents(path, decoding, errors)
+    elif name.endswith((".csv", ".csv.gz")):
+        documents = _csv_column_documents(path, text_column, decoding, errors)
+    elif name.endswith((".jsonl", ".jsonl.gz")):
+        documents = _jsonl_field_documents(path, text_column, decoding, errors)
+    else:
+        raise ValueError(
+            f"cannot read '{path}': unsupported corpus format; use {CORPUS_FORMATS}."
+        )
     try:
-        if path.is_dir():
-            documents = _read_text_directory(path, decoding, errors)
-        elif name.endswith((".txt", ".txt.gz")):
-            with _open_text(path, decoding, errors) as lines:
-                documents = [line.rstrip("\n") for line in lines if line.strip()]
-        elif name.endswith((".csv", ".csv.gz")):
-            documents = _read_csv_column(path, text_column, decoding, errors)
-        elif name.endswith((".jsonl", ".jsonl.gz")):
-            documents = _read_jsonl_field(path, text_column, decoding, errors)
-        else:
-            raise ValueError(
-                f"cannot read '{path}': unsupported corpus format; use {CORPUS_FORMATS}."
-            )
+        yield from documents
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"'{path}' is not valid {encoding} text ({exc.reason} at byte {exc.start}); "
@@ -183,9 +192,51 @@ def _read_documents(path: Path, text_column: str, encoding: str, decoding: str, 
             f"'{path}' is not a complete gzip file ({exc}); re-create it, or drop the .gz "
             "suffix if it is not compressed."
         ) from exc
-    if not documents:
-        raise ValueError(f"corpus '{path}' holds no documents; check the file and its format.")
-    return documents
+
+
+class CorpusStream:
+    """The documents of a corpus read one at a time, for corpora larger than memory.
+
+    Iterating reads the file again from its start; at no point is more than one document
+    (or, for CSV, one chunk of rows) held. The formats, options and errors are those of
+    :func:`read_corpus`. ``undecodable_bytes`` counts the bytes ``errors="replace"``
+    replaced during the last complete pass.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, text_column: str = "text", encoding: str = "utf-8", errors: str = "strict"):
+        self.path = Path(path)
+        self.text_column = text_column
+        self.encoding = encoding
+        self.errors = errors
+        self._decoding = _reading_encoding(encoding, errors)
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"corpus path '{self.path}' does not exist; pass an existing {CORPUS_FORMATS}."
+            )
+        self.undecodable_bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        replaced = [0]
+        documents = _iter_documents(
+            self.path, self.text_column, self.encoding, self._decoding,
+            _COUNTED_REPLACE if self.errors == "replace" else self.errors,
+        )
+        any_document = False
+        while True:
+            # The counting error handler finds its counter in a context variable, which must
+            # be set and reset in the same frame: around each step of the reading generator.
+            token = _REPLACED_BYTES.set(replaced)
+            try:
+                document = next(documents)
+            except StopIteration:
+                break
+            finally:
+                _REPLACED_BYTES.reset(token)
+            any_document = True
+            yield document
+        if not any_document:
+            raise ValueError(f"corpus '{self.path}' holds no documents; check the file and its format.")
+        self.undecodable_bytes = replaced[0]
 
 
 def _reading_encoding(encoding: str, errors: str) -> str:
@@ -214,24 +265,45 @@ def _open_text(path: Path, encoding: str, errors: str) -> IO[str]:
     return open(path, encoding=encoding, errors=errors)
 
 
-def _read_text_directory(directory: Path, encoding: str, errors: str) -> list[str]:
+def _line_documents(path: Path, encoding: str, errors: str) -> Iterator[str]:
+    with _open_text(path, encoding, errors) as lines:
+        for line in lines:
+            if line.strip():
+                yield line.rstrip("\n")
+
+
+def _text_directory_documents(directory: Path, encoding: str, errors: str) -> Iterator[str]:
     files = sorted(p for p in directory.rglob("*.txt") if p.is_file())
     if not files:
         raise ValueError(
             f"directory '{directory}' contains no *.txt files; put one document per .txt "
             "file in it, or pass a corpus file instead."
         )
-    return [file.read_text(encoding=encoding, errors=errors) for file in files]
+    for file in files:
+        yield file.read_text(encoding=encoding, errors=errors)
 
 
-def _read_csv_column(path: Path, column: str, encoding: str, errors: str) -> list[str]:
+#: Rows of a CSV corpus parsed at a time.
+CSV_CHUNK_ROWS = 10_000
+
+
+def _csv_column_documents(path: Path, column: str, encoding: str, errors: str) -> Iterator[str]:
     import pandas as pd  # imported lazily: pandas is slow to import and CSV is rare
 
     try:
         # dtype=str + no NA parsing: cells stay text ("123", "NA"), empty cells are "".
-        frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, encoding=encoding, encoding_errors=errors
+        chunks = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding=encoding, encoding_errors=errors,
+            chunksize=CSV_CHUNK_ROWS,
         )
+        for chunk in chunks:
+            if column not in chunk.columns:
+                raise ValueError(
+                    f"text_column={column!r} not found in {path.name}; its columns are: "
+                    f"{', '.join(map(str, chunk.columns))}. Pass --text-column / text_column= "
+                    "with one of them."
+                )
+            yield from chunk[column].tolist()
     except pd.errors.EmptyDataError:
         raise ValueError(f"CSV corpus '{path}' is empty; it needs a header row.") from None
     except pd.errors.ParserError as exc:
@@ -239,17 +311,9 @@ def _read_csv_column(path: Path, column: str, encoding: str, errors: str) -> lis
         raise ValueError(
             f"cannot parse '{path}' as CSV ({message}); check its quoting and delimiters."
         ) from exc
-    if column not in frame.columns:
-        raise ValueError(
-            f"text_column={column!r} not found in {path.name}; its columns are: "
-            f"{', '.join(map(str, frame.columns))}. Pass --text-column / text_column= "
-            "with one of them."
-        )
-    return frame[column].tolist()
 
 
-def _read_jsonl_field(path: Path, field: str, encoding: str, errors: str) -> list[str]:
-    documents = []
+def _jsonl_field_documents(path: Path, field: str, encoding: str, errors: str) -> Iterator[str]:
     with _open_text(path, encoding, errors) as lines:
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -280,8 +344,7 @@ def _read_jsonl_field(path: Path, field: str, encoding: str, errors: str) -> lis
                     f"field {field!r} on line {line_number} of '{path}' is a JSON "
                     f"{type(text).__name__}, not a string; point text_column at the text."
                 )
-            documents.append(text)
-    return documents
+            yield text
 
 
 # ---------------------------------------------------------------------------
@@ -680,6 +743,64 @@ class TextVectorizer(BaseEstimator):
             stream.writelines(word + "\n" for word in self.vocabulary_)
 
         _write_text_atomically(Path(path), write)
+
+    def build_analyzer(self) -> Callable[[str], list[str]]:
+        """A function from one document to the tokens ``fit`` counts, in reading order.
+
+        The same stripping, lowercasing, token pattern and stop words as ``fit``; with
+        :meth:`set_vocabulary_from_frequencies`, it lets a corpus too large for memory be
+        counted one document at a time (:mod:`topicvae.streaming`).
+        """
+        stop_words = self._validated_stop_words()
+        self._check_options()
+        analyze = CountVectorizer(
+            stop_words=stop_words, token_pattern=self.token_pattern, lowercase=self.lowercase
+        ).build_analyzer()
+        if self.strip_newsgroup:
+            return lambda doc: analyze(strip_newsgroup_post(doc))
+        return analyze
+
+    def set_vocabulary_from_frequencies(
+        self,
+        terms: list[str],
+        document_frequencies: np.ndarray,
+        term_frequencies: np.ndarray,
+        n_documents: int,
+    ) -> list[str]:
+        """Choose the vocabulary ``fit`` would choose from these counts, and become fitted with it.
+
+        ``terms`` are the distinct tokens of ``n_documents`` documents (as
+        :meth:`build_analyzer` gives them), with the number of documents each occurs in and
+        its number of occurrences. The rule is CountVectorizer's, step for step: terms in
+        alphabetical order; keep those with min_df <= document frequency <= max_df (fractions
+        of ``n_documents``, empty documents included); if more than ``max_features`` remain,
+        keep the ``max_features`` most frequent, ranked as CountVectorizer ranks them (its
+        float32 totals and NumPy's default sort, so ties at the cut fall the same way).
+        """
+        self._validated_stop_words()
+        self._check_options()
+        if n_documents < 1:
+            raise ValueError("docs is empty; pass at least one document to fit.")
+        self._check_document_frequency_bounds(n_documents)
+        if not terms:
+            raise self._empty_vocabulary_error(ValueError("empty vocabulary"), n_documents)
+        order = sorted(range(len(terms)), key=terms.__getitem__)
+        sorted_terms = [terms[i] for i in order]
+        dfs = np.asarray(document_frequencies, dtype=np.int64)[order]
+        tfs = np.asarray(term_frequencies, dtype=np.int64)[order].astype(np.float32)
+        high = self.max_df if _is_integer(self.max_df) else self.max_df * n_documents
+        low = self.min_df if _is_integer(self.min_df) else self.min_df * n_documents
+        mask = (dfs <= high) & (dfs >= low)
+        if self.max_features is not None and mask.sum() > self.max_features:
+            kept = (-tfs[mask]).argsort()[: self.max_features]
+            limited = np.zeros(len(dfs), dtype=bool)
+            limited[np.where(mask)[0][kept]] = True
+            mask = limited
+        vocabulary = [term for term, keep in zip(sorted_terms, mask) if keep]
+        if not vocabulary:
+            raise self._empty_vocabulary_error(ValueError("no terms remain"), n_documents)
+        self._set_vocabulary(vocabulary)
+        return vocabulary
 
     # -- internals ----------------------------------------------------------
 

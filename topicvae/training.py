@@ -6,7 +6,7 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from topicvae.objective import LossTerms, ObjectiveWeights, hfvae_objective, worth_compiling
+from torch.distributions import Normal
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+from topicvae.distributed import ProcessGroup, gather_batch, weighted_mean_over_ranks
+from topicvae.models import ModelOutput
+from topicvae.objective import ObjectiveWeights, hfvae_objective, worth_compiling
 from topicvae.persistence import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 
 __all__ = [
@@ -83,9 +88,15 @@ def restore_rng_states(states: Mapping[str, Any], generator: torch.Generator) ->
 
 
 class _ShuffledBatches:
-    """Mini-batches over a fresh random order each epoch; subclasses turn indices into a tensor."""
+    """Mini-batches over a fresh random order each epoch; subclasses turn indices into a tensor.
+
+    By default the order is cut into batches of ``batch_size``. With ``steps_per_epoch`` set
+    (data-parallel training, where every rank must take the same number of steps) it is cut
+    into that many batches of near-equal size instead.
+    """
 
     batch_size: int
+    steps_per_epoch: int | None = None
 
     @property
     def num_items(self) -> int:
@@ -95,12 +106,31 @@ class _ShuffledBatches:
         raise NotImplementedError
 
     def __len__(self) -> int:
-        return len(_split_order(torch.arange(self.num_items), self.batch_size))
+        return len(self._split(torch.arange(self.num_items)))
+
+    def _split(self, order: torch.Tensor) -> list[torch.Tensor]:
+        if self.steps_per_epoch is not None:
+            return list(order.tensor_split(self.steps_per_epoch))
+        return _split_order(order, self.batch_size)
 
     def epoch(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         order = torch.randperm(self.num_items, generator=generator)
-        for index in _split_order(order, self.batch_size):
+        for index in self._split(order):
             yield self._take(index)
+
+
+def data_parallel_steps(rank_items: Sequence[int], batch_size: int) -> int:
+    """Steps per epoch when the ranks hold ``rank_items`` items and a whole batch has ``batch_size``.
+
+    ceil(N / B) as in one process, but at most min_r(items_r) / 2: every rank's share of a
+    batch needs two items (batch-norm, and the batch estimate of q(z) in one process).
+    """
+    if min(rank_items) < 2:
+        raise ValueError(
+            f"a rank holds {min(rank_items)} item(s): data-parallel training needs at least 2 per rank; "
+            "start fewer processes or train on more data"
+        )
+    return max(1, min(math.ceil(sum(rank_items) / batch_size), min(rank_items) // 2))
 
 
 def _split_order(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -115,10 +145,13 @@ def _split_order(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 class BagOfWordsBatches(_ShuffledBatches):
     """Shuffled mini-batches of a document-term matrix as dense float tensors."""
 
-    def __init__(self, counts: sp.csr_matrix, batch_size: int, *, device: torch.device | str = "cpu"):
+    def __init__(
+        self, counts: sp.csr_matrix, batch_size: int, *, device: torch.device | str = "cpu", steps_per_epoch: int | None = None
+    ):
         self.counts = sp.csr_matrix(counts, dtype=np.float32)
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
+        self.steps_per_epoch = steps_per_epoch
         n_docs, vocab = self.counts.shape
         self._dense = (
             torch.from_numpy(self.counts.toarray()).to(self.device)
@@ -200,8 +233,7 @@ class TrainingProgress:
         return self.epoch_terms is not None
 
 
-def _check_finite(terms: LossTerms, epoch: int, step: int) -> None:
-    values = terms.scalars()
+def _check_finite(values: Mapping[str, float], epoch: int, step: int) -> None:
     for name in TERM_NAMES:
         if not np.isfinite(values[name]):
             raise FloatingPointError(
@@ -231,6 +263,8 @@ def train(
     generator: torch.Generator,
     start_epoch: int = 0,
     dataset_size: int | None = None,
+    process_group: ProcessGroup | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Iterator[TrainingProgress]:
     """Maximize the HFVAE objective, yielding after every step.
 
@@ -241,9 +275,21 @@ def train(
     Nothing draws random numbers between the yield of an epoch's last step and the next
     epoch's shuffle, so the state seen at that yield is the epoch boundary. ``dataset_size``
     is N in the stratified estimator of q(z); it defaults to the number of items in ``batches``.
+
+    Data-parallel training (``process_group``): ``model`` is wrapped in DistributedDataParallel,
+    ``batches`` holds this rank's items and takes as many steps per epoch as every other
+    rank's, and ``dataset_size`` is the size of the whole data set. Each step gathers the whole
+    batch's posteriors (see :mod:`topicvae.distributed`); the terms yielded are the whole
+    batch's, the same on every rank.
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16`` on GPUs) runs the model's forward pass in mixed
+    precision. The objective never does: the posteriors' parameters, the samples and the
+    log-likelihood are cast to float32 first, so the B x B pairwise log-densities, their
+    log-sum-exps and their gradients are computed in float32 (objective.md, "Numerics").
     """
     dataset_size = dataset_size or batches.num_items
     steps_per_epoch = len(batches)
+    device_type = batches.device.type
     # Whether the estimator's kernels are compiled is decided at the first step, when the size
     # of the latent code is known, from the whole run's length: a resumed run decides as the
     # uninterrupted one did, so that both do the same arithmetic and end with the same bits.
@@ -252,17 +298,32 @@ def train(
         model.train()
         sums = dict.fromkeys(TERM_NAMES, 0.0)
         for step, batch in enumerate(batches.epoch(generator), start=1):
-            out = model(batch)
+            with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                out = model(batch)
+            if autocast_dtype is not None:
+                out = _in_float32(out)
+            whole_batch, loss_scale, batch_items = {}, 1.0, batch.shape[0]
+            if process_group is not None:
+                gathered = gather_batch(out.posteriors)
+                whole_batch = {"batch_posteriors": gathered.posteriors, "batch_offset": gathered.offset}
+                # The terms are means over this rank's B_r items; DDP averages the R ranks'
+                # gradients. Scaling by R B_r / B makes that average the gradient of the mean
+                # over all B items, also when the ranks' shares differ.
+                loss_scale = process_group.world_size * batch.shape[0] / gathered.size
+                batch_items = gathered.size
             if compile is None:
-                compile = worth_compiling(out.posteriors, out.samples, epochs * steps_per_epoch)
+                compile = worth_compiling(out.posteriors, out.samples, epochs * steps_per_epoch, batch_items=batch_items)
             terms = hfvae_objective(
-                out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights, compile=compile
+                out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights,
+                compile=compile, **whole_batch,
             )
-            _check_finite(terms, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            optimizer.step()
             values = terms.scalars()
+            if process_group is not None:
+                values = weighted_mean_over_ranks(values, batch.shape[0], batches.device)
+            _check_finite(values, epoch, step)  # on the whole batch's terms: every rank stops alike
+            optimizer.zero_grad(set_to_none=True)
+            (terms.loss * loss_scale if loss_scale != 1.0 else terms.loss).backward()
+            optimizer.step()
             for name in TERM_NAMES:
                 sums[name] += values[name]
             epoch_terms = None
@@ -270,6 +331,19 @@ def train(
                 _check_parameters_finite(model, epoch, step)
                 epoch_terms = {name: total / step for name, total in sums.items()}
             yield TrainingProgress(epoch, epochs, step, steps_per_epoch, values, epoch_terms)
+
+
+def _in_float32(out: ModelOutput) -> ModelOutput:
+    """The model's output with the posteriors, samples and log-likelihood cast to float32."""
+    posteriors = []
+    for post in out.posteriors:
+        if isinstance(post, Normal):
+            posteriors.append(Normal(post.loc.float(), post.scale.float(), validate_args=False))
+        elif isinstance(post, ExpRelaxedCategorical):
+            posteriors.append(ExpRelaxedCategorical(post.temperature.float(), logits=post.logits.float(), validate_args=False))
+        else:
+            raise TypeError(f"mixed precision cannot cast a {type(post).__name__} posterior to float32")
+    return ModelOutput(out.log_likelihood.float(), posteriors, out.priors, [z.float() for z in out.samples])
 
 
 def _snapshot(value: Any) -> Any:
@@ -307,16 +381,34 @@ class TrainingCheckpoints:
     ``run`` describes the run (options and a fingerprint of the data, plain JSON-like values):
     a checkpoint is only resumed by a run that describes itself identically. ``extra`` (e.g.
     the vocabulary) is stored alongside, so that the checkpoint alone can rebuild the model.
+
+    In data-parallel training (``process_group``) every rank calls every method. Rank 0 alone
+    reads and writes the file; the checkpoint holds each rank's random states (gathered at
+    every epoch boundary), and on resuming rank 0 sends the checkpoint, or the reason it was
+    refused, to the other ranks, so that all ranks resume, or stop, alike.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, every: int, run: Mapping[str, Any], extra: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        every: int,
+        run: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
+        process_group: ProcessGroup | None = None,
+    ):
         self.directory = Path(directory)
         self.path = self.directory / CHECKPOINT_FILE
         self.every = every
         self.run = dict(run)
         self.extra = dict(extra or {})
+        self.process_group = process_group
         self._written_epoch: int | None = None  # the epoch of the checkpoint on disk
         self._pending: dict[str, Any] | None = None
+
+    @property
+    def _writes(self) -> bool:
+        return self.process_group is None or self.process_group.is_main
 
     def start(
         self, *, resume: bool, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
@@ -326,13 +418,40 @@ class TrainingCheckpoints:
         A fresh start refuses to run over an existing checkpoint, which would be overwritten by
         the first epoch: that checkpoint may be all that is left of a long run.
         """
+        checkpoint, error = None, None
+        if self._writes:
+            try:
+                checkpoint = self._checkpoint_to_resume(resume)
+            except (OSError, ValueError) as refused:
+                error = refused
+        if self.process_group is not None:
+            # one message from rank 0: the checkpoint, or the error every rank then raises
+            import torch.distributed as dist
+
+            message = [(checkpoint, None if error is None else (type(error), str(error)))]
+            dist.broadcast_object_list(message, src=0)
+            checkpoint, failure = message[0]
+            if failure is not None and error is None:
+                error = failure[0](failure[1])
+        if error is not None:
+            raise error
+        if checkpoint is None:
+            return 0, []
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        rank = 0 if self.process_group is None else self.process_group.rank
+        restore_rng_states(checkpoint["rng"] if rank == 0 else checkpoint["rng_of_other_ranks"][rank - 1], generator)
+        self._written_epoch = int(checkpoint["epoch"])
+        return self._written_epoch, list(checkpoint["history"])
+
+    def _checkpoint_to_resume(self, resume: bool) -> dict[str, Any] | None:
         if not resume:
             if self.path.exists():
                 raise FileExistsError(
                     f"{self.path} holds the checkpoint of an earlier run: resume it (--resume, or resume=True) "
                     f"or delete {self.directory} to start again"
                 )
-            return 0, []
+            return None
         checkpoint = read_checkpoint(self.directory)
         differences = list(_differences(checkpoint["run"], self.run))
         if differences:
@@ -342,11 +461,7 @@ class TrainingCheckpoints:
                 f"the checkpoint in {self.directory} was written for another run: {differences[0]}{more}; "
                 f"resume with the same corpus and options, or delete {self.directory} to start again"
             )
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_rng_states(checkpoint["rng"], generator)
-        self._written_epoch = int(checkpoint["epoch"])
-        return self._written_epoch, list(checkpoint["history"])
+        return checkpoint
 
     def epoch_done(
         self,
@@ -359,6 +474,15 @@ class TrainingCheckpoints:
         history: list[dict[str, float]],
     ) -> None:
         """Copy the state at the end of ``epoch``; write it when it is due."""
+        rng_of_other_ranks = []
+        if self.process_group is not None:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.process_group.world_size
+            dist.all_gather_object(gathered, rng_states(generator))
+            rng_of_other_ranks = gathered[1:]
+            if not self._writes:
+                return
         self._pending = {
             "run": self.run,
             **self.extra,
@@ -368,13 +492,14 @@ class TrainingCheckpoints:
             "model": _snapshot(model.state_dict()),
             "optimizer": _snapshot(optimizer.state_dict()),
             "rng": rng_states(generator),
+            **({"rng_of_other_ranks": rng_of_other_ranks} if self.process_group is not None else {}),
         }
         if epoch % self.every == 0 or epoch == epochs:
             self.write_pending()
 
     def write_pending(self) -> None:
         """Write the last epoch boundary's state if it is not on disk yet."""
-        if self._pending is None:
+        if self._pending is None or not self._writes:
             return
         epoch = self._pending["epoch"]
         try:
