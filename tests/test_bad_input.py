@@ -124,6 +124,14 @@ def _enormous_document(tmp: Path) -> list[str]:
     return _fit(str(write_lines(tmp / "corpus.txt", documents)))
 
 
+def _shards_with_other_options(tmp: Path) -> list[str]:
+    from topicvae.streaming import build_bag_of_words
+    from topicvae.text import TextVectorizer
+
+    build_bag_of_words(good_documents(), tmp / "shards" / "rank-0-of-1", TextVectorizer(min_df=1, stop_words=None))
+    return _fit(_corpus(tmp), "--stream", "--shard-dir", "shards")
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir()
     return path
@@ -152,6 +160,10 @@ CASES = [
     Case("CSV without the named column",
          lambda tmp: write_lines(tmp / "c.csv", ["body", *good_documents()]) and _fit(str(tmp / "c.csv")),
          r"error: text_column='text' not found in c.csv; its columns are: body\. Pass --text-column"),
+    Case("non-UTF-8 bytes, streamed",
+         lambda tmp: (tmp / "latin1.txt").write_bytes("\n".join(good_documents()).encode() + "\ncaf\xe9\n".encode("latin-1"))
+         and _fit(str(tmp / "latin1.txt"), "--stream"),
+         r"error: '.*latin1.txt' is not valid utf-8 text \(invalid continuation byte at byte \d+\)"),
     Case("JSON lines without the named field",
          lambda tmp: write_lines(tmp / "c.jsonl", [json.dumps({"body": d}) for d in good_documents()]) and _fit(str(tmp / "c.jsonl")),
          r"error: text_column='text' not found on line 1 of c.jsonl; its fields are: body\. Pass --text-column"),
@@ -167,6 +179,12 @@ CASES = [
          r"error: groups='1' gives ProdLDA a single Gaussian topic, whose Dirichlet prior is degenerate"),
     Case("weights the preset does not take", lambda tmp: _fit(_corpus(tmp), "--objective", "vae", "--beta", "2"),
          r"error: objective='vae' does not take beta"),
+    Case("a device that does not exist", lambda tmp: _fit(_corpus(tmp), "--device", "tpu"),
+         r"error: device='tpu' is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:K'"),
+    Case("--shard-dir without --stream", lambda tmp: _fit(_corpus(tmp), "--shard-dir", "shards"),
+         r"error: --shard-dir needs --stream \(or a torchrun launch\)"),
+    Case("a shard directory counted with other vocabulary options", _shards_with_other_options,
+         r"error: .*rank-0-of-1 holds a bag-of-words counted with other vocabulary options"),
     # ---- model directories -----------------------------------------------------------------
     Case("model directory that does not exist", lambda tmp: ["topics", str(tmp / "nothing")],
          r"error: .*nothing is not a saved topicvae model: missing config.json"),

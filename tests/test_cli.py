@@ -77,7 +77,7 @@ def test_the_same_seed_gives_the_same_report_and_weights(tmp_path, planted_docs_
     weights = [torch.load(out / "weights.pt", weights_only=True) for out in (first, second)]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     facts = json.loads((first / "run.json").read_text())
-    assert set(facts) == {"training_seconds", "seconds_per_epoch", "epochs_trained", "resumed_from_epoch"}
+    assert set(facts) == {"training_seconds", "seconds_per_epoch", "epochs_trained", "resumed_from_epoch", "processes", "backend"}
     assert facts["epochs_trained"] == 2 and facts["resumed_from_epoch"] == 0 and facts["training_seconds"] > 0
 
 
@@ -176,3 +176,49 @@ def test_evaluate_without_a_recorded_corpus_says_what_to_pass(tmp_path, planted_
     (out / "report.json").unlink()
     result = runner.invoke(app, ["evaluate", str(out)])
     assert result.exit_code == 1 and "pass --corpus FILE" in result.output
+
+
+def test_fit_streams_the_corpus_into_shards_and_reuses_them(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    shards = tmp_path / "shards"
+    arguments = ["fit", str(corpus), "--groups", "2x3", "--stream", "--shard-dir", str(shards), *FAST]
+    first = runner.invoke(app, [*arguments, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    assert "on 400 documents" in first.output and "group g1 (3 Gaussian topics)" in first.output
+    manifest = json.loads((shards / "rank-0-of-1" / "manifest.json").read_text())
+    assert manifest["documents"] == 400 and manifest["world_size"] == 1
+    # the shards are kept and read again: the same data, so the same model
+    second = runner.invoke(app, [*arguments, "--out", str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    assert (tmp_path / "a" / "weights.pt").read_bytes() == (tmp_path / "b" / "weights.pt").read_bytes()
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["processes"] == 1
+
+
+def test_fit_under_torchrun_trains_on_two_processes_and_speaks_once(tmp_path, planted_docs_file):
+    import os
+    import subprocess
+    import sys
+
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        "-m", "topicvae", "fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("data-parallel over 2 processes (gloo)") == 1
+    assert result.stdout.count("group g0 (3 Gaussian topics)") == 1  # rank 0 alone prints
+    assert result.stdout.count("saved the model") == 1
+    assert json.loads((out / "run.json").read_text())["processes"] == 2
+    assert json.loads((out / "report.json").read_text())["n_documents"] == 400
+    shown = runner.invoke(app, ["topics", str(out)])
+    assert shown.exit_code == 0, shown.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,8 @@ def _resolve_device(device: str, process_group: ProcessGroup | None = None) -> t
         raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:K'")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} is not available on this machine: use 'cpu'")
     if process_group is not None and device.startswith("cuda"):
