@@ -222,3 +222,12 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_commands_other_than_fit_refuse_a_torchrun_launch(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in every process
+    result = runner.invoke(app, ["topics", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: 'topicvae topics' runs in one process: only 'fit' trains data-parallel under torchrun; run it without torchrun"
+    )

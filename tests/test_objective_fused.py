@@ -146,6 +146,8 @@ def test_training_compiles_only_large_long_runs(monkeypatch):
     assert objective.worth_compiling(*big, steps=55 * 100)  # 100 epochs of 20 Newsgroups at B = 200
     assert not objective.worth_compiling(*big, steps=55 * 5)  # 5 epochs would not win back the compile time
     assert not objective.worth_compiling(*small, steps=10**6)  # too small a step to gain
+    # a process holding 100 items of a batch of 200 (data-parallel): 1.0e6 elements per step
+    assert objective.worth_compiling(*small, steps=55 * 100, batch_items=200)
     concrete = [RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(200, 10))]
     assert not objective.worth_compiling(concrete, [concrete[0].rsample()], steps=10**6)  # no fused kernel to compile
     monkeypatch.setenv("TOPICVAE_COMPILE", "1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -85,14 +86,13 @@ class Subset(str, Enum):
 def _fail(error: BaseException, note: str | None = None) -> None:
     """One line on stderr (``note`` appended after a semicolon) and exit code 1; the traceback only with --debug.
 
-    In data-parallel runs only rank 0 speaks; the other ranks exit with the same code silently.
+    In data-parallel runs the other ranks' lines start with their rank: an error may be theirs alone
+    (a file one host cannot read), and torchrun does not show their output otherwise.
     """
     if _state["debug"]:
         raise error
-    if _state.get("quiet"):
-        raise typer.Exit(code=1)
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    typer.echo(f"error: {message}" + (f"; {note}" if note else ""), err=True)
+    typer.echo(f"{_state.get('speaker', '')}error: {message}" + (f"; {note}" if note else ""), err=True)
     raise typer.Exit(code=1)
 
 
@@ -114,10 +114,17 @@ _USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, UnicodeEr
 
 @app.callback()
 def main(
+    context: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
 ) -> None:
     _state["debug"] = debug
-    _state["quiet"] = False
+    _state["speaker"] = ""
+    if context.invoked_subcommand != "fit" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        # every process would run the whole command and write the same files
+        _fail(ValueError(
+            f"'topicvae {context.invoked_subcommand}' runs in one process: only 'fit' trains data-parallel under "
+            "torchrun; run it without torchrun"
+        ))
 
 
 # ------------------------------------------------------------------------------------------
@@ -274,7 +281,7 @@ def fit(
         process_group = None
         if launched_with_torchrun():
             process_group, _ = start_process_group(_resolve_device(device))
-            _state["quiet"] = not process_group.is_main  # one voice: rank 0's
+            _state["speaker"] = "" if process_group.is_main else f"rank {process_group.rank}: "
             progress = progress and process_group.is_main
 
         check_mi_threshold(mi_threshold)

@@ -150,15 +150,23 @@ def _all_gather_with_gradient(tensor: torch.Tensor, sizes: Sequence[int]) -> tor
 
 
 def gather_batch(posteriors: Sequence[Distribution]) -> GatheredBatch:
-    """Gather the posteriors of every rank's items into the whole batch's, keeping gradients."""
+    """Gather the posteriors of every rank's items into the whole batch's, keeping gradients.
+
+    Every group's parameters travel in one tensor [items, all parameters' columns]: one
+    differentiable gather per step (and one reduction in the backward pass), not one per tensor.
+    """
     items = posteriors[0].batch_shape[0]
-    device = _distribution_parameters(posteriors[0])[0].device
+    parameters = [_distribution_parameters(post) for post in posteriors]
+    device = parameters[0][0].device
     counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, torch.tensor([items], dtype=torch.int64, device=device))
     sizes = [int(count.item()) for count in counts]
+    flat = [parameter.reshape(items, -1) for group in parameters for parameter in group]
+    columns = _all_gather_with_gradient(torch.cat(flat, dim=1), sizes).split([part.shape[1] for part in flat], dim=1)
+    columns = iter(columns)
     gathered = [
-        _rebuild(post, [_all_gather_with_gradient(parameter, sizes) for parameter in _distribution_parameters(post)])
-        for post in posteriors
+        _rebuild(post, [next(columns).reshape(-1, *parameter.shape[1:]) for parameter in group])
+        for post, group in zip(posteriors, parameters)
     ]
     return GatheredBatch(gathered, offset=sum(sizes[: dist.get_rank()]), sizes=sizes)
 

@@ -612,7 +612,10 @@ class TopicModel:
             variance = variance + variances.double().sum(0)
         if process_group is not None:
             summed = torch.cat([torch.tensor([float(count)], dtype=torch.float64), total, outer.ravel(), variance])
+            device = next(self.model_.parameters()).device  # NCCL reduces GPU tensors only
+            summed = summed.to(device)
             torch.distributed.all_reduce(summed)
+            summed = summed.cpu()
             k = total.shape[0]
             count, total, outer, variance = int(summed[0]), summed[1 : 1 + k], summed[1 + k : 1 + k + k * k].view(k, k), summed[1 + k + k * k :]
         mean = total / count

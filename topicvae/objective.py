@@ -390,9 +390,10 @@ def _gaussian_block_backward(
 #: ``torch.compile`` pays for itself only on large problems: compiling the kernels takes some
 #: 10 to 30 seconds once per process, and the compiled kernels save about two thirds of the
 #: estimator's time. Training compiles when one step's pairwise tensor has at least
-#: COMPILE_MIN_ELEMENTS elements (B = 145 with 50 variables) and the whole run at least
+#: COMPILE_MIN_ELEMENTS elements (B = 103 with 50 variables, or 100 items of a process against a
+#: whole batch of 200 in data-parallel training) and the whole run at least
 #: COMPILE_MIN_TOTAL_ELEMENTS (e.g. 40 epochs of 20 Newsgroups at B = 200, 50 variables).
-COMPILE_MIN_ELEMENTS = 2**20
+COMPILE_MIN_ELEMENTS = 2**19
 COMPILE_MIN_TOTAL_ELEMENTS = 2**32
 #: "0" never compiles (for example where the C++ toolchain misbehaves), "1" always compiles
 #: fused Gaussian kernels in training; unset, training decides by the sizes above.

@@ -239,7 +239,9 @@ def _count_documents(documents, analyze, tally: _TokenTally, staging: Path, rank
         lengths.clear(), ids.clear(), counts.clear()
 
     token_ids = tally.ids
+    seen = 0  # documents of the stream, this rank's and the others'
     for index, document in enumerate(documents):
+        seen = index + 1
         if progress is not None and index % 1000 == 0:
             progress(index)
         if index % world_size != rank:
@@ -257,6 +259,8 @@ def _count_documents(documents, analyze, tally: _TokenTally, staging: Path, rank
             flush()
     if lengths:
         flush()
+    if progress is not None:
+        progress(seen)
     return chunks, read
 
 

@@ -6,6 +6,7 @@ import math
 import os
 import random
 import shutil
+from contextlib import nullcontext
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,7 +299,7 @@ def train(
         model.train()
         sums = dict.fromkeys(TERM_NAMES, 0.0)
         for step, batch in enumerate(batches.epoch(generator), start=1):
-            with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            with torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext():
                 out = model(batch)
             if autocast_dtype is not None:
                 out = _in_float32(out)
