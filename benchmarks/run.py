@@ -1,6 +1,6 @@
 """The benchmark suite: speed, memory, cost growth and topic quality, side by side with peers.
 
-    python benchmarks/run.py                       # the issue's settings (32 minutes on 2 cores)
+    python benchmarks/run.py                       # the issues' settings (about 60 minutes on 2 cores)
     python benchmarks/run.py --quick               # a few minutes, smaller and fewer: indicative only
     python benchmarks/run.py --smoke               # seconds per section: checks the code paths
     python benchmarks/run.py --only throughput quality --data ../shared/data

@@ -124,12 +124,17 @@ def _enormous_document(tmp: Path) -> list[str]:
     return _fit(str(write_lines(tmp / "corpus.txt", documents)))
 
 
-def _shards_with_other_options(tmp: Path) -> list[str]:
+def _shards(tmp: Path, *, same_corpus: bool) -> list[str]:
+    """Shards counted with other vocabulary options, from the same corpus file or from another one."""
     from topicvae.streaming import build_bag_of_words
     from topicvae.text import TextVectorizer
 
-    build_bag_of_words(good_documents(), tmp / "shards" / "rank-0-of-1", TextVectorizer(min_df=1, stop_words=None))
-    return _fit(_corpus(tmp), "--stream", "--shard-dir", "shards")
+    corpus = Path(_corpus(tmp))
+    status = corpus.stat()
+    source = {"path": str(corpus.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
+    build_bag_of_words(good_documents(), tmp / "shards" / "rank-0-of-1", TextVectorizer(min_df=1, stop_words=None),
+                       source=source if same_corpus else {"path": str(tmp / "other.txt")})
+    return _fit(str(corpus), "--stream", "--shard-dir", "shards")
 
 
 def _mkdir(path: Path) -> Path:
@@ -183,7 +188,9 @@ CASES = [
          r"error: device='tpu' is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:K'"),
     Case("--shard-dir without --stream", lambda tmp: _fit(_corpus(tmp), "--shard-dir", "shards"),
          r"error: --shard-dir needs --stream \(or a torchrun launch\)"),
-    Case("a shard directory counted with other vocabulary options", _shards_with_other_options,
+    Case("a shard directory of another corpus", lambda tmp: _shards(tmp, same_corpus=False),
+         r"error: .*rank-0-of-1 holds the bag-of-words of another corpus, or of an older version of it \(.*other.txt\)"),
+    Case("a shard directory counted with other vocabulary options", lambda tmp: _shards(tmp, same_corpus=True),
          r"error: .*rank-0-of-1 holds a bag-of-words counted with other vocabulary options"),
     # ---- model directories -----------------------------------------------------------------
     Case("model directory that does not exist", lambda tmp: ["topics", str(tmp / "nothing")],

@@ -400,8 +400,15 @@ def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed
 
     rank, world_size = (0, 1) if process_group is None else (process_group.rank, process_group.world_size)
     directory = shard_dir / f"rank-{rank}-of-{world_size}"
+    status = corpus.stat()
+    source = {"path": str(corpus.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
     if (directory / MANIFEST_FILE).is_file():
         bag_of_words = ShardedBagOfWords(directory)
+        if bag_of_words.source != source:
+            raise ValueError(
+                f"{directory} holds the bag-of-words of another corpus, or of an older version of it "
+                f"({(bag_of_words.source or {}).get('path')}): pass another --shard-dir, or delete it to count {corpus} again"
+            )
         if bag_of_words.vectorizer.to_config() != vectorizer.to_config():
             raise ValueError(
                 f"{directory} holds a bag-of-words counted with other vocabulary options "
@@ -414,7 +421,7 @@ def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed
     with tqdm(desc="counting", unit=" documents", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         bag_of_words = build_bag_of_words(
             documents, directory, vectorizer, seed=seed, process_group=process_group,
-            progress=lambda read: bar.update(read - bar.n),
+            progress=lambda read: bar.update(read - bar.n), source=source,
         )
     if documents.undecodable_bytes:
         typer.echo(

@@ -149,6 +149,7 @@ def build_bag_of_words(
     seed: int = 0,
     process_group: ProcessGroup | None = None,
     progress: Any = None,
+    source: dict[str, Any] | None = None,
 ) -> ShardedBagOfWords:
     """Count ``documents`` in one streaming pass into a sharded bag-of-words in ``directory``.
 
@@ -171,6 +172,10 @@ def build_bag_of_words(
         ranks agree on the vocabulary and the corpus size. Every rank must call this function.
     progress : callable, optional
         Called with the number of documents read so far, every 1,000 documents.
+    source : dict, optional
+        What the documents came from (plain JSON values, e.g. a file's path, size and
+        modification time), kept in the manifest as ``source`` so that a later run can tell
+        whether the bag-of-words is still that of its corpus.
     """
     vectorizer = TextVectorizer() if vectorizer is None else TextVectorizer(**vectorizer.to_config())
     analyze = vectorizer.build_analyzer()
@@ -209,6 +214,7 @@ def build_bag_of_words(
             "world_size": world_size,
             "rank_documents": rank_documents,
             "seed": seed,
+            "source": source,
             "shards": shards,
         }
         text = json.dumps(manifest, indent=2) + "\n"
@@ -356,6 +362,7 @@ class ShardedBagOfWords:
         self.world_size = int(manifest["world_size"])
         self.rank_documents = [int(n) for n in manifest["rank_documents"]]
         self.shards = list(manifest["shards"])
+        self.source = manifest.get("source")
 
     @property
     def local_documents(self) -> int:
