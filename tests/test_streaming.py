@@ -196,6 +196,10 @@ def test_prodlda_recovers_planted_topics_from_shards(tmp_path, seed):
     assert model.transform(documents[:5]).shape == (5, 8)
     report = model.information(bag, max_documents=300)
     assert report.dataset_size == 300
+    # the correlations over the shards are those over the same documents in memory
+    np.testing.assert_allclose(model.topic_correlation(bag), model.topic_correlation_, atol=1e-12)
+    np.testing.assert_allclose(model.topic_correlation(whole(bag)), model.topic_correlation_, atol=1e-9)
+    assert model.transform(bag).shape == (1200, 8)
     model.save(tmp_path / "model")
     np.testing.assert_array_equal(TopicModel.load(tmp_path / "model").transform(documents[:5]), model.transform(documents[:5]))
 

@@ -97,7 +97,7 @@ class _TrainingData:
     def in_memory(cls, counts: sp.csr_matrix, vocabulary: Sequence[str], process_group: ProcessGroup | None) -> _TrainingData:
         n_documents = counts.shape[0]
         if process_group is None:
-            local, rank_documents, steps = counts, [n_documents], None
+            local, rank_documents = counts, [n_documents]
         else:
             # every rank holds the whole matrix and trains on the rows rank, rank + R, ...
             rank, world_size = process_group.rank, process_group.world_size
@@ -276,7 +276,9 @@ class TopicModel:
     # fitting
     # -----------------------------------------------------------------------------------
     def _counts(self, X, *, fit: bool) -> sp.csr_matrix:
-        """Turn documents (strings) or a count matrix into a CSR float32 matrix."""
+        """Turn documents (strings), a count matrix or a sharded bag-of-words into a CSR float32 matrix."""
+        if isinstance(X, ShardedBagOfWords):  # fit reads shards lazily instead (_training_data)
+            return sp.vstack(list(X.matrices()), format="csr")
         if sp.issparse(X) or isinstance(X, np.ndarray) or isinstance(X, torch.Tensor):
             matrix = sp.csr_matrix(X.numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float32)
             if matrix.ndim != 2:
@@ -632,6 +634,10 @@ class TopicModel:
         self._check_fitted()
         if X is None:
             return self.topic_correlation_
+        if isinstance(X, ShardedBagOfWords):  # shard by shard: the moments are sums
+            if X.vocabulary != self.vocabulary_:
+                raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
+            return self._marginal_correlation(X.matrices())
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
         return self._marginal_correlation([counts])

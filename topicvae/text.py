@@ -4,7 +4,8 @@ The pieces, in the order a corpus goes through them:
 
 * :func:`read_corpus` reads ``.txt`` / ``.txt.gz`` (one document per line), a
   directory of ``*.txt`` files (one document per file), ``.csv`` and
-  ``.jsonl`` / ``.jsonl.gz`` (one document per row / record).
+  ``.jsonl`` / ``.jsonl.gz`` (one document per row / record); :class:`CorpusStream`
+  reads the same formats one document at a time, for corpora larger than memory.
 * :func:`strip_newsgroup_post` removes Usenet headers, signature footers and
   quoted replies, mirroring scikit-learn's ``remove=("headers", "footers",
   "quotes")`` for 20 Newsgroups.
