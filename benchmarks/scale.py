@@ -82,12 +82,10 @@ def _child_memory(corpus: str) -> dict:
 
 
 def _repeated_corpus(texts, repeats: int, path: Path) -> int:
-    """The posts written ``repeats`` times, one per line (whitespace runs folded as write_corpus_lines does)."""
-    lines = [" ".join(text.split()) + "\n" for text in texts]
-    with open(path, "w", encoding="utf-8") as handle:
-        for _ in range(repeats):
-            handle.writelines(lines)
-    return len(lines) * repeats
+    """The posts written ``repeats`` times over, one per line."""
+    from topicvae.text import write_corpus_lines
+
+    return write_corpus_lines((text for _ in range(repeats) for text in texts), path)
 
 
 def _measure(command: list[str]) -> dict:

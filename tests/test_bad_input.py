@@ -126,14 +126,12 @@ def _enormous_document(tmp: Path) -> list[str]:
 
 def _shards(tmp: Path, *, same_corpus: bool) -> list[str]:
     """Shards counted with other vocabulary options, from the same corpus file or from another one."""
-    from topicvae.streaming import build_bag_of_words
+    from topicvae.streaming import build_bag_of_words, file_source
     from topicvae.text import TextVectorizer
 
     corpus = Path(_corpus(tmp))
-    status = corpus.stat()
-    source = {"path": str(corpus.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
     build_bag_of_words(good_documents(), tmp / "shards" / "rank-0-of-1", TextVectorizer(min_df=1, stop_words=None),
-                       source=source if same_corpus else {"path": str(tmp / "other.txt")})
+                       source=file_source(corpus) if same_corpus else {"path": str(tmp / "other.txt")})
     return _fit(str(corpus), "--stream", "--shard-dir", "shards")
 
 

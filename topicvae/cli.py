@@ -62,13 +62,13 @@ def _read_documents(path: Path, *, text_column: str, encoding: str, decode_error
     from topicvae.text import read_corpus
 
     documents = read_corpus(path, text_column=text_column, encoding=encoding, errors=decode_errors.value)
-    if documents.undecodable_bytes:
-        typer.echo(
-            f"note: replaced {documents.undecodable_bytes} undecodable byte(s) of {path} with U+FFFD "
-            "(--decode-errors replace)",
-            err=True,
-        )
+    _note_replaced_bytes(documents.undecodable_bytes, path)
     return documents
+
+
+def _note_replaced_bytes(count: int, path: Path) -> None:
+    if count:
+        typer.echo(f"note: replaced {count} undecodable byte(s) of {path} with U+FFFD (--decode-errors replace)", err=True)
 
 
 class Precision(str, Enum):
@@ -395,13 +395,12 @@ _RESUME_ADVICE = "rerun the same command with --resume to continue from it"
 
 def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed, text_column, encoding, decode_errors, progress):
     """The corpus counted in one streaming pass into shard_dir (this rank's part), or the bag-of-words found there."""
-    from topicvae.streaming import MANIFEST_FILE, ShardedBagOfWords, build_bag_of_words
+    from topicvae.streaming import MANIFEST_FILE, ShardedBagOfWords, build_bag_of_words, file_source
     from topicvae.text import CorpusStream
 
     rank, world_size = (0, 1) if process_group is None else (process_group.rank, process_group.world_size)
     directory = shard_dir / f"rank-{rank}-of-{world_size}"
-    status = corpus.stat()
-    source = {"path": str(corpus.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
+    source = file_source(corpus)
     if (directory / MANIFEST_FILE).is_file():
         bag_of_words = ShardedBagOfWords(directory)
         if bag_of_words.source != source:
@@ -423,12 +422,7 @@ def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed
             documents, directory, vectorizer, seed=seed, process_group=process_group,
             progress=lambda read: bar.update(read - bar.n), source=source,
         )
-    if documents.undecodable_bytes:
-        typer.echo(
-            f"note: replaced {documents.undecodable_bytes} undecodable byte(s) of {corpus} with U+FFFD "
-            "(--decode-errors replace)",
-            err=True,
-        )
+    _note_replaced_bytes(documents.undecodable_bytes, corpus)
     return bag_of_words
 
 

@@ -341,9 +341,9 @@ class TopicModel:
         """
         groups, weights, lr = self._validate()
         check_checkpoint_options(checkpoint_dir, checkpoint_every, resume)
-        autocast_dtype = _autocast_dtype(self.precision, _resolve_device(self.device))
         process_group = current_process_group()
         device = _resolve_device(self.device, process_group)
+        autocast_dtype = _autocast_dtype(self.precision, device)
         data = self._training_data(X, vocabulary, process_group)
 
         generator = seed_everything(self.seed)

@@ -45,7 +45,7 @@ from topicvae.atomic import write_file_atomically
 from topicvae.distributed import ProcessGroup
 from topicvae.text import TextVectorizer, load_vocabulary
 
-__all__ = ["ShardedBagOfWords", "ShardBatches", "build_bag_of_words", "MANIFEST_FILE"]
+__all__ = ["ShardedBagOfWords", "ShardBatches", "build_bag_of_words", "file_source", "MANIFEST_FILE"]
 
 MANIFEST_FILE = "manifest.json"
 VOCABULARY_FILE = "vocabulary.txt"
@@ -91,6 +91,13 @@ def _csr(lengths: np.ndarray, indices: np.ndarray, counts: np.ndarray, n_words: 
     indptr = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
     return sp.csr_matrix((counts.astype(np.float32), indices.astype(np.int32), indptr), shape=(lengths.size, n_words))
+
+
+def file_source(path: str | os.PathLike) -> dict[str, Any]:
+    """A corpus file's path, size and modification time: the ``source`` that tells a bag-of-words is still its."""
+    path = Path(path)
+    status = path.stat()
+    return {"path": str(path.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
 
 
 class _TokenTally:

@@ -161,12 +161,16 @@ def _read_documents(path: Path, text_column: str, encoding: str, decoding: str, 
     return documents
 
 
-def _iter_documents(path: Path, text_column: str, encoding: str, decoding: str, errors: str) -> Iterator[str]:
-    """The documents one at a time, with reading errors turned into one-line ValueErrors."""
+def _check_corpus_exists(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(
             f"corpus path '{path}' does not exist; pass an existing {CORPUS_FORMATS}."
         )
+
+
+def _iter_documents(path: Path, text_column: str, encoding: str, decoding: str, errors: str) -> Iterator[str]:
+    """The documents one at a time, with reading errors turned into one-line ValueErrors."""
+    _check_corpus_exists(path)
     name = path.name.lower()
     if path.is_dir():
         documents = _text_directory_documents(path, decoding, errors)
@@ -210,10 +214,7 @@ class CorpusStream:
         self.encoding = encoding
         self.errors = errors
         self._decoding = _reading_encoding(encoding, errors)
-        if not self.path.exists():
-            raise FileNotFoundError(
-                f"corpus path '{self.path}' does not exist; pass an existing {CORPUS_FORMATS}."
-            )
+        _check_corpus_exists(self.path)  # now, not at the first document
         self.undecodable_bytes = 0
 
     def __iter__(self) -> Iterator[str]:
