@@ -26,8 +26,9 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch.distributions import Distribution, Normal
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+from torch.distributions import Distribution
+
+from topicvae.models import posterior_parameters, posterior_with_parameters
 
 __all__ = [
     "ProcessGroup",
@@ -113,23 +114,6 @@ class GatheredBatch:
         return sum(self.sizes)
 
 
-def _distribution_parameters(posterior: Distribution) -> list[torch.Tensor]:
-    if type(posterior) is Normal:
-        return [posterior.loc, posterior.scale]
-    if type(posterior) is ExpRelaxedCategorical:
-        return [posterior.logits]
-    raise TypeError(
-        f"cannot gather a {type(posterior).__name__} posterior across processes: data-parallel training "
-        "supports Normal and ExpRelaxedCategorical groups"
-    )
-
-
-def _rebuild(posterior: Distribution, parameters: Sequence[torch.Tensor]) -> Distribution:
-    if type(posterior) is Normal:
-        return Normal(*parameters, validate_args=False)
-    return ExpRelaxedCategorical(posterior.temperature, logits=parameters[0], validate_args=False)
-
-
 def _all_gather_with_gradient(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     """Concatenate every rank's ``tensor`` (first dimensions ``sizes``), differentiably.
 
@@ -156,7 +140,7 @@ def gather_batch(posteriors: Sequence[Distribution]) -> GatheredBatch:
     differentiable gather per step (and one reduction in the backward pass), not one per tensor.
     """
     items = posteriors[0].batch_shape[0]
-    parameters = [_distribution_parameters(post) for post in posteriors]
+    parameters = [posterior_parameters(post, "data-parallel training") for post in posteriors]
     device = parameters[0][0].device
     counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, torch.tensor([items], dtype=torch.int64, device=device))
@@ -165,7 +149,7 @@ def gather_batch(posteriors: Sequence[Distribution]) -> GatheredBatch:
     columns = _all_gather_with_gradient(torch.cat(flat, dim=1), sizes).split([part.shape[1] for part in flat], dim=1)
     columns = iter(columns)
     gathered = [
-        _rebuild(post, [next(columns).reshape(-1, *parameter.shape[1:]) for parameter in group])
+        posterior_with_parameters(post, [next(columns).reshape(-1, *parameter.shape[1:]) for parameter in group])
         for post, group in zip(posteriors, parameters)
     ]
     return GatheredBatch(gathered, offset=sum(sizes[: dist.get_rank()]), sizes=sizes)

@@ -36,7 +36,10 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.groups import GroupSpec
 
-__all__ = ["ModelOutput", "NeuralTopicModel", "ProdLDA", "NVDM", "build_model", "MODEL_DEFAULTS"]
+__all__ = [
+    "ModelOutput", "NeuralTopicModel", "ProdLDA", "NVDM", "build_model", "MODEL_DEFAULTS",
+    "posterior_parameters", "posterior_with_parameters",
+]
 
 Tensor = torch.Tensor
 
@@ -49,6 +52,29 @@ class ModelOutput:
     posteriors: list[Distribution]  # q(z_d | x), one per group
     priors: list[Distribution]  # p(z_d), one per group
     samples: list[Tensor]  # z_d ~ q(z_d | x), reparameterized
+
+
+def posterior_parameters(posterior: Distribution, purpose: str) -> list[Tensor]:
+    """The tensors that define a posterior of one of the families the models make, per item.
+
+    Gaussian groups: loc and scale; Concrete groups: the logits (the temperature is fixed).
+    ``purpose`` names what needs them, for the error raised on any other family.
+    """
+    if type(posterior) is Normal:
+        return [posterior.loc, posterior.scale]
+    if type(posterior) is ExpRelaxedCategorical:
+        return [posterior.logits]
+    raise TypeError(
+        f"{purpose} supports Normal and ExpRelaxedCategorical posteriors, not {type(posterior).__name__}"
+    )
+
+
+def posterior_with_parameters(posterior: Distribution, parameters: Sequence[Tensor]) -> Distribution:
+    """A posterior of the same family (and temperature) as ``posterior`` with other parameters."""
+    if type(posterior) is Normal:
+        return Normal(*parameters, validate_args=False)
+    temperature = posterior.temperature.to(parameters[0].dtype)
+    return ExpRelaxedCategorical(temperature, logits=parameters[0], validate_args=False)
 
 
 def dirichlet_laplace_prior(concentration: Tensor) -> tuple[Tensor, Tensor]:

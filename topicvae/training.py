@@ -16,11 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from torch.distributions import Normal
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
-
 from topicvae.distributed import ProcessGroup, gather_batch, weighted_mean_over_ranks
-from topicvae.models import ModelOutput
+from topicvae.models import ModelOutput, posterior_parameters, posterior_with_parameters
 from topicvae.objective import ObjectiveWeights, hfvae_objective, worth_compiling
 from topicvae.persistence import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 
@@ -336,14 +333,10 @@ def train(
 
 def _in_float32(out: ModelOutput) -> ModelOutput:
     """The model's output with the posteriors, samples and log-likelihood cast to float32."""
-    posteriors = []
-    for post in out.posteriors:
-        if isinstance(post, Normal):
-            posteriors.append(Normal(post.loc.float(), post.scale.float(), validate_args=False))
-        elif isinstance(post, ExpRelaxedCategorical):
-            posteriors.append(ExpRelaxedCategorical(post.temperature.float(), logits=post.logits.float(), validate_args=False))
-        else:
-            raise TypeError(f"mixed precision cannot cast a {type(post).__name__} posterior to float32")
+    posteriors = [
+        posterior_with_parameters(post, [p.float() for p in posterior_parameters(post, "mixed precision")])
+        for post in out.posteriors
+    ]
     return ModelOutput(out.log_likelihood.float(), posteriors, out.priors, [z.float() for z in out.samples])
 
 
