@@ -5,12 +5,13 @@ Kept free of torch so that the text pipeline can use it without loading torch.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["write_file_atomically"]
+__all__ = ["write_file_atomically", "write_json_atomically"]
 
 
 def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -41,3 +42,9 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
         finally:
             os.close(directory)
     return path
+
+
+def write_json_atomically(path: str | os.PathLike, payload: Any, *, default: Callable[[Any], Any] | None = None) -> Path:
+    """``payload`` as indented UTF-8 JSON with a final newline, written by :func:`write_file_atomically`."""
+    text = json.dumps(payload, indent=2, default=default) + "\n"
+    return write_file_atomically(path, lambda handle: handle.write(text.encode("utf-8")))

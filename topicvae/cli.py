@@ -219,10 +219,9 @@ def _report(model, n_words: int, n_pairs: int, corpus: Path, information: dict) 
 
 
 def _write_json_atomically(payload: dict, path: Path) -> None:
-    from topicvae.persistence import write_file_atomically
+    from topicvae.atomic import write_json_atomically
 
-    text = json.dumps(payload, indent=2) + "\n"
-    write_file_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_json_atomically(path, payload)
 
 
 # ------------------------------------------------------------------------------------------

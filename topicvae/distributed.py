@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -37,6 +38,7 @@ __all__ = [
     "launched_with_torchrun",
     "start_process_group",
     "gather_batch",
+    "gather_objects",
     "weighted_mean_over_ranks",
     "sum_over_ranks",
 ]
@@ -153,6 +155,15 @@ def gather_batch(posteriors: Sequence[Distribution]) -> GatheredBatch:
         for post, group in zip(posteriors, parameters)
     ]
     return GatheredBatch(gathered, offset=sum(sizes[: dist.get_rank()]), sizes=sizes)
+
+
+def gather_objects(value: Any, group: ProcessGroup | None) -> list[Any]:
+    """Every rank's ``value`` (any picklable object), in rank order; in one process, ``[value]``."""
+    if group is None:
+        return [value]
+    gathered: list[Any] = [None] * group.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def sum_over_ranks(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:

@@ -19,7 +19,7 @@ from sklearn.exceptions import NotFittedError
 from torch.distributions import Normal, kl_divergence
 
 from topicvae.analysis import InformationReport, encoder_information, subset_indices
-from topicvae.distributed import ProcessGroup, current_process_group
+from topicvae.distributed import ProcessGroup, current_process_group, gather_objects
 from topicvae.groups import GroupSpec
 from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
@@ -461,9 +461,7 @@ class TopicModel:
             corpus=corpus,
         )
         if process_group is not None:  # each rank's share of the data, and how many ranks
-            shares: list[Any] = [None] * process_group.world_size
-            torch.distributed.all_gather_object(shares, corpus)
-            params.update(corpus=shares, processes=process_group.world_size)
+            params.update(corpus=gather_objects(corpus, process_group), processes=process_group.world_size)
         return json.loads(json.dumps(params))  # plain JSON values: tuples become lists, as they come back from disk
 
     # -----------------------------------------------------------------------------------

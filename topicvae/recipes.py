@@ -23,7 +23,6 @@ the encoded values of the left-out images beside the seen ones.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,7 @@ import numpy as np
 from sklearn.metrics import mutual_info_score
 
 from topicvae.analysis import InformationReport, plot_information
+from topicvae.atomic import write_json_atomically
 from topicvae.disentanglement import (
     discrete_mutual_information,
     evaluate_disentanglement,
@@ -465,11 +465,8 @@ def _plot_generalization(model: ImageModel, data: ImageData, report: dict[str, A
 
 
 def write_json(payload: dict, path: str | Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=_plain) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    """Write JSON atomically (see :func:`topicvae.atomic.write_json_atomically`), NumPy values as plain ones."""
+    write_json_atomically(path, payload, default=_plain)
 
 
 def _plain(value: Any) -> Any:

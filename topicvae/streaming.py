@@ -41,8 +41,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from topicvae.atomic import write_file_atomically
-from topicvae.distributed import ProcessGroup
+from topicvae.atomic import write_json_atomically
+from topicvae.distributed import ProcessGroup, gather_objects
 from topicvae.text import TextVectorizer, load_vocabulary
 
 __all__ = ["ShardedBagOfWords", "ShardBatches", "build_bag_of_words", "file_source", "MANIFEST_FILE"]
@@ -130,10 +130,7 @@ def _merged_tallies(terms: list[str], dfs: np.ndarray, tfs: np.ndarray, document
     """Every rank's tallies summed term by term (in one process: the tallies as they are)."""
     if group is None:
         return terms, dfs, tfs, documents
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * group.world_size
-    dist.all_gather_object(gathered, (terms, dfs, tfs, documents))
+    gathered = gather_objects((terms, dfs, tfs, documents), group)
     index: dict[str, int] = {}
     for rank_terms, _, _, _ in gathered:
         for term in rank_terms:
@@ -204,11 +201,11 @@ def build_bag_of_words(
         # provisional id -> final id, -1 for tokens left out of the vocabulary
         remap = np.fromiter((final_id.get(t, -1) for t in tally.terms()), dtype=np.int64, count=len(tally.ids))
         del tally, terms, dfs, tfs
-        expected_documents = max(1, documents_read)
-        n_shards = min(MAX_SHARDS, max(1, math.ceil(expected_documents / documents_per_shard)))
+        n_shards = min(MAX_SHARDS, max(1, math.ceil(documents_read / documents_per_shard)))
         shards, kept = _write_shards(chunks, remap, len(vocabulary), n_shards, staging, np.random.default_rng([seed, rank]))
-        rank_documents = _gathered_counts(kept, process_group)
-        empty = _gathered_counts(documents_read - kept, process_group)
+        kept_and_read = gather_objects((kept, documents_read), process_group)  # one exchange for both counts
+        rank_documents = [int(kept) for kept, _ in kept_and_read]
+        empty = [int(read - kept) for kept, read in kept_and_read]
         vectorizer.save_vocabulary(staging / VOCABULARY_FILE)
         manifest = {
             "format": FORMAT_NAME,
@@ -224,8 +221,7 @@ def build_bag_of_words(
             "source": source,
             "shards": shards,
         }
-        text = json.dumps(manifest, indent=2) + "\n"
-        write_file_atomically(staging / MANIFEST_FILE, lambda handle: handle.write(text.encode("utf-8")))
+        write_json_atomically(staging / MANIFEST_FILE, manifest)
         staging.rename(directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -314,16 +310,6 @@ def _write_shards(
         digest = hashlib.sha256((staging / name).read_bytes()).hexdigest()
         shards.append({"file": name, "documents": int(n_docs), "nonzeros": int(n_nonzeros), "sha256": digest})
     return shards, kept_documents
-
-
-def _gathered_counts(count: int, group: ProcessGroup | None) -> list[int]:
-    if group is None:
-        return [int(count)]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * group.world_size
-    dist.all_gather_object(gathered, int(count))
-    return [int(c) for c in gathered]
 
 
 class ShardedBagOfWords:

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from topicvae.distributed import ProcessGroup, gather_batch, weighted_mean_over_ranks
+from topicvae.distributed import ProcessGroup, gather_batch, gather_objects, weighted_mean_over_ranks
 from topicvae.models import ModelOutput, posterior_parameters, posterior_with_parameters
 from topicvae.objective import ObjectiveWeights, hfvae_objective, worth_compiling
 from topicvae.persistence import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
@@ -470,11 +470,7 @@ class TrainingCheckpoints:
         """Copy the state at the end of ``epoch``; write it when it is due."""
         rng_of_other_ranks = []
         if self.process_group is not None:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * self.process_group.world_size
-            dist.all_gather_object(gathered, rng_states(generator))
-            rng_of_other_ranks = gathered[1:]
+            rng_of_other_ranks = gather_objects(rng_states(generator), self.process_group)[1:]
             if not self._writes:
                 return
         self._pending = {
