@@ -155,10 +155,7 @@ def read_corpus(
 
 
 def _read_documents(path: Path, text_column: str, encoding: str, decoding: str, errors: str) -> list[str]:
-    documents = list(_iter_documents(path, text_column, encoding, decoding, errors))
-    if not documents:
-        raise ValueError(f"corpus '{path}' holds no documents; check the file and its format.")
-    return documents
+    return list(_iter_documents(path, text_column, encoding, decoding, errors))
 
 
 def _check_corpus_exists(path: Path) -> None:
@@ -169,7 +166,7 @@ def _check_corpus_exists(path: Path) -> None:
 
 
 def _iter_documents(path: Path, text_column: str, encoding: str, decoding: str, errors: str) -> Iterator[str]:
-    """The documents one at a time, with reading errors turned into one-line ValueErrors."""
+    """The documents one at a time, with reading errors (and a corpus without documents) as one-line ValueErrors."""
     _check_corpus_exists(path)
     name = path.name.lower()
     if path.is_dir():
@@ -184,8 +181,11 @@ def _iter_documents(path: Path, text_column: str, encoding: str, decoding: str, 
         raise ValueError(
             f"cannot read '{path}': unsupported corpus format; use {CORPUS_FORMATS}."
         )
+    any_document = False
     try:
-        yield from documents
+        for document in documents:
+            any_document = True
+            yield document
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"'{path}' is not valid {encoding} text ({exc.reason} at byte {exc.start}); "
@@ -197,6 +197,8 @@ def _iter_documents(path: Path, text_column: str, encoding: str, decoding: str, 
             f"'{path}' is not a complete gzip file ({exc}); re-create it, or drop the .gz "
             "suffix if it is not compressed."
         ) from exc
+    if not any_document:
+        raise ValueError(f"corpus '{path}' holds no documents; check the file and its format.")
 
 
 class CorpusStream:
@@ -223,7 +225,6 @@ class CorpusStream:
             self.path, self.text_column, self.encoding, self._decoding,
             _COUNTED_REPLACE if self.errors == "replace" else self.errors,
         )
-        any_document = False
         while True:
             # The counting error handler finds its counter in a context variable, which must
             # be set and reset in the same frame: around each step of the reading generator.
@@ -234,10 +235,7 @@ class CorpusStream:
                 break
             finally:
                 _REPLACED_BYTES.reset(token)
-            any_document = True
             yield document
-        if not any_document:
-            raise ValueError(f"corpus '{self.path}' holds no documents; check the file and its format.")
         self.undecodable_bytes = replaced[0]
 
 
