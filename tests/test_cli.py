@@ -21,25 +21,33 @@ def test_fit_prints_topics_and_pairs_and_writes_report(tmp_path, planted_docs_fi
     out = tmp_path / "run"
     result = runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--beta", "0.1", "--gamma", "4", "--out", str(out), *FAST])
     assert result.exit_code == 0, result.output
-    assert "group g0 (3 Gaussian topics)" in result.output
-    assert "group g1 (3 Gaussian topics)" in result.output
-    assert "most positively correlated topics across groups" in result.output
+    assert "group g0 (3 Gaussian topics, " in result.output
+    assert "group g1 (3 Gaussian topics, " in result.output
+    assert "associated topics across groups (partial correlation under q(z)" in result.output
     assert "s per epoch" in result.output
-    assert "over 400 training documents" in result.output and "pruned (" in result.output
+    assert "over 400 training documents" in result.output and "topics active: " in result.output
+    assert "can be slightly negative" in result.output
     report = json.loads((out / "report.json").read_text())
     information = report["information"]
-    assert information["dataset_size"] == 400 and information["threshold"] == 0.1
+    assert information["dataset_size"] == 400 and information["threshold"] is None
+    assert information["rule"].startswith("split at the largest ratio")
     assert set(information["per_topic"]) == {f"g{d}:{k}" for d in range(2) for k in range(3)}
     assert sorted(information["active_topics"] + information["pruned_topics"]) == sorted(information["per_topic"])
-    assert all(information["per_topic"][t] < 0.1 for t in information["pruned_topics"])
-    assert all(information["per_topic"][t] >= 0.1 for t in information["active_topics"])
+    if information["pruned_topics"]:  # every pruned topic lies below every active one
+        assert max(information["per_topic"][t] for t in information["pruned_topics"]) < min(
+            information["per_topic"][t] for t in information["active_topics"]
+        )
     assert [t["mutual_information"] for t in report["topics"]] == [information["per_topic"][t["label"]] for t in report["topics"]]
-    for topic in information["per_topic"]:
+    for topic in information["active_topics"]:
         assert f"{topic}  MI {information['per_topic'][topic]:.3f}" in result.output
     assert len(report["topics"]) == 6
     assert {"group", "index", "words", "label"} <= set(report["topics"][0])
-    assert len(report["correlated_pairs"]) == 9  # 3 x 3 pairs across the two groups
-    assert {"topic_a", "topic_b", "correlation"} == set(report["correlated_pairs"][0])
+    active = len(information["active_topics"])
+    assert len(report["correlations"]["topics"]) == active
+    assert len(report["correlated_pairs"]) <= 9  # at most 3 x 3 pairs of active topics across the two groups
+    assert {"topic_a", "topic_b", "partial", "correlation", "null_quantile", "significant", "kind", "shared_words"} == set(
+        report["correlated_pairs"][0]
+    )
     assert [row["epoch"] for row in report["history"]] == [1, 2]
     for term in ("reconstruction", "mutual_information", "tc_between", "tc_within", "dimwise_kl", "elbo", "loss"):
         assert term in report["history"][0]
@@ -86,7 +94,7 @@ def test_fit_nvdm_with_a_concrete_group(tmp_path, planted_docs_file):
     result = runner.invoke(app, ["fit", str(corpus), "--model", "nvdm", "--groups", "4,3c", *FAST])
     assert result.exit_code == 0, result.output
     assert "group g1 (3 Concrete categories, I(x; z) = " in result.output
-    assert "of 5 topics carry" in result.output  # 4 Gaussian topics and the Concrete group
+    assert "of 5 topics active" in result.output  # 4 Gaussian topics and the Concrete group
 
 
 @pytest.mark.parametrize(
@@ -154,7 +162,7 @@ def test_evaluate_prints_every_metric_and_writes_json_and_plots(tmp_path, plante
     assert fitted.exit_code == 0, fitted.output
     shown = runner.invoke(app, ["evaluate", str(out), "--mi-threshold", "0.05"])
     assert shown.exit_code == 0, shown.output
-    for text in ("NPMI, whole documents, top 10", "NPMI, sliding window 10", "C_V (gensim), window 110", "UMass (gensim), whole documents", "topic diversity", "perplexity, corpus-level", "I(x; z) =", "pruned (", "p_adj="):
+    for text in ("NPMI, whole documents, top 10", "NPMI, sliding window 10", "C_V (gensim), window 110", "UMass (gensim), whole documents", "topic diversity", "perplexity, corpus-level", "I(x; z) =", "topics active: I(x; z_k) >= 0.05 nats", "partial=", "null="):
         assert text in shown.output
     plots = tmp_path / "plots"
     result = runner.invoke(app, ["evaluate", str(out), "--corpus", str(corpus), "--json", "--plots", str(plots)])
@@ -165,7 +173,10 @@ def test_evaluate_prints_every_metric_and_writes_json_and_plots(tmp_path, plante
     assert len(report["coherence"]["c_v"]["per_topic"]) == 6
     assert len(report["information"]["per_topic"]) == 6
     assert report["information"]["mutual_information"] <= __import__("math").log(400) + 1e-6
-    assert len(report["correlations"]["strongest"]) == 9
+    active = len(report["information"]["active_topics"])
+    assert len(report["correlations"]["topics"]) == active
+    assert len(report["correlations"]["strongest"]) <= 9
+    assert all(len(row) == active for row in report["correlations"]["null_quantile"])
     assert (plots / "mutual_information.png").stat().st_size > 0 and (plots / "correlation.png").stat().st_size > 0
 
 
@@ -184,7 +195,7 @@ def test_fit_streams_the_corpus_into_shards_and_reuses_them(tmp_path, planted_do
     arguments = ["fit", str(corpus), "--groups", "2x3", "--stream", "--shard-dir", str(shards), *FAST]
     first = runner.invoke(app, [*arguments, "--out", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
-    assert "on 400 documents" in first.output and "group g1 (3 Gaussian topics)" in first.output
+    assert "on 400 documents" in first.output and "group g1 (3 Gaussian topics, " in first.output
     manifest = json.loads((shards / "rank-0-of-1" / "manifest.json").read_text())
     assert manifest["documents"] == 400 and manifest["world_size"] == 1
     # the shards are kept and read again: the same data, so the same model
@@ -208,7 +219,7 @@ def test_fit_under_torchrun_trains_on_two_processes_and_speaks_once(tmp_path, pl
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("data-parallel over 2 processes (gloo)") == 1
-    assert result.stdout.count("group g0 (3 Gaussian topics)") == 1  # rank 0 alone prints
+    assert result.stdout.count("group g0 (3 Gaussian topics, ") == 1  # rank 0 alone prints
     assert result.stdout.count("saved the model") == 1
     assert json.loads((out / "run.json").read_text())["processes"] == 2
     assert json.loads((out / "report.json").read_text())["n_documents"] == 400

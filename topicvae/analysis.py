@@ -9,6 +9,7 @@ pruning analysis (a topic whose I(x; z_de) is near zero is not used by the encod
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ class InformationReport:
         E[log q(z) - sum_d log q(z_d)].
     tc_within : numpy.ndarray
         E[log q(z_d) - sum_e log q(z_de)] per group, shape [D].
+    per_variable_se : numpy.ndarray or None
+        The Monte-Carlo standard error of each ``per_variable`` estimate (the per-item terms'
+        standard deviation over sqrt(N)), shape [variables]. Estimates of an unused variable
+        scatter around 0 by about this much, and can come out slightly negative.
     """
 
     dataset_size: int
@@ -49,6 +54,17 @@ class InformationReport:
     per_variable: np.ndarray
     tc_between: float
     tc_within: np.ndarray
+    per_variable_se: np.ndarray | None = None
+
+    def noise_level(self) -> np.ndarray:
+        """The resolution of each per-variable estimate: twice its standard error, at least 1e-6 nats."""
+        if self.per_variable_se is None:
+            return np.full(self.per_variable.shape, 1e-6)
+        return np.maximum(2.0 * self.per_variable_se, 1e-6)
+
+    def pruning(self, factor: float = None) -> "Pruning":
+        """The active and pruned variables by the gap rule (:func:`prune_by_gap`)."""
+        return prune_by_gap(self.per_variable, noise=self.noise_level(), factor=factor or PRUNING_GAP_FACTOR)
 
     def active(self, threshold: float) -> np.ndarray:
         """Boolean mask of the variables whose I(x; z_de) reaches ``threshold`` nats."""
@@ -71,7 +87,9 @@ def information_report(posteriors: Sequence[Distribution], samples: Sequence[tor
     with torch.no_grad():
         marginals = log_marginals(posteriors, samples, dataset_size)
         conditional = marginals.log_q_conditional
-        per_variable = (conditional - marginals.log_q_variable).mean(0)
+        per_item = conditional - marginals.log_q_variable
+        per_variable = per_item.mean(0)
+        per_variable_se = per_item.double().std(0) / math.sqrt(dataset_size)
         per_group = (marginals.sum_over_groups(conditional) - marginals.log_q_group).mean(0)
         mutual_information = (conditional.sum(1) - marginals.log_q_joint).mean()
         tc_between = (marginals.log_q_joint - marginals.log_q_group.sum(1)).mean()
@@ -84,6 +102,7 @@ def information_report(posteriors: Sequence[Distribution], samples: Sequence[tor
         per_variable=as_array(per_variable),
         tc_between=float(tc_between),
         tc_within=as_array(tc_within),
+        per_variable_se=as_array(per_variable_se),
     )
 
 
@@ -126,59 +145,559 @@ def encoder_information(encode: Callable[[torch.Tensor], list[Distribution]], ba
     return information_report(posteriors, samples)
 
 
-def correlation_p_values(correlation: np.ndarray, n_documents: int, pairs: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Fisher z-test of r = 0 for the given topic pairs, with Benjamini–Hochberg adjustment.
+def plot_information(report: InformationReport, labels: Sequence[str], active, path, *, unit: str = "topic") -> None:
+    """Sorted I(x; z_k) per ``unit`` (paper Fig. 4, right), on a log scale where a gap shows.
 
-    z = atanh(r) sqrt(n - 3) is approximately standard normal under r = 0 for n independent
-    documents. Returns the raw two-sided p-values and the BH-adjusted ones (over ``pairs``).
-    The test treats the q(z) correlation like a sample correlation of n documents, an
-    approximation: read the adjusted p-values as a screen, not as exact error rates.
+    ``active`` is a boolean mask of the kept variables (drawn in blue, pruned in grey), or a
+    number of nats: the variables at or above it are kept and the threshold is drawn.
+    Estimates below 1e-5 nats (or negative, by Monte-Carlo noise) are drawn at 1e-5.
     """
-    from scipy.stats import false_discovery_control, norm
-
-    if n_documents < 4:
-        raise ValueError(f"n_documents={n_documents} is too small for the Fisher z-test: it needs at least 4")
-    r = np.clip(np.array([correlation[i, j] for i, j in pairs], dtype=np.float64), -0.999999, 0.999999)
-    z = np.arctanh(r) * np.sqrt(n_documents - 3)
-    p_values = 2 * norm.sf(np.abs(z))
-    return p_values, (false_discovery_control(p_values) if len(p_values) else p_values)
-
-
-def plot_information(report: InformationReport, labels: Sequence[str], threshold: float, path, *, unit: str = "topic") -> None:
-    """Bar plot of I(x; z_k) per ``unit`` (topic, latent variable), sorted, with the pruning threshold (paper Fig. 4, right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    threshold = None
+    if np.ndim(active) == 0:
+        threshold = float(active)
+        active = report.per_variable >= threshold
+    active = np.asarray(active, dtype=bool)
     order = np.argsort(-report.per_variable)
-    values = report.per_variable[order]
-    figure, axes = plt.subplots(figsize=(max(6, 0.22 * len(values)), 3.2))
-    axes.bar(range(len(values)), values, color=["tab:blue" if v >= threshold else "tab:gray" for v in values])
-    axes.axhline(threshold, color="tab:red", linewidth=1, linestyle="--", label=f"threshold {threshold:g} nats")
+    values = np.maximum(report.per_variable[order], 1e-5)
+    figure, axes = plt.subplots(figsize=(max(6, 0.22 * len(values)), 3.4))
+    axes.bar(range(len(values)), values, color=["tab:blue" if active[i] else "tab:gray" for i in order])
+    if report.per_variable_se is not None:
+        axes.errorbar(range(len(values)), values, yerr=2 * report.per_variable_se[order], fmt="none", ecolor="black", linewidth=0.6)
+    if threshold is not None:
+        axes.axhline(max(threshold, 1e-5), color="tab:red", linewidth=1, linestyle="--", label=f"threshold {threshold:g} nats")
+        axes.legend()
+    axes.set_yscale("log")
     axes.set_xticks(range(len(values)), [labels[i] for i in order], rotation=90, fontsize=7)
     axes.set_ylabel("I(x; z_k) [nats]")
-    axes.set_title(f"Mutual information per {unit} (N = {report.dataset_size})")
-    axes.legend()
+    axes.set_title(f"Mutual information per {unit}, sorted: {int(active.sum())} kept (blue), {int((~active).sum())} pruned (N = {report.dataset_size})")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def plot_correlation(correlation: np.ndarray, labels: Sequence[str], path) -> None:
-    """Heatmap of the topic-by-topic correlation under q(z)."""
+def plot_correlation(correlation: np.ndarray, labels: Sequence[str], path, *, null: np.ndarray | None = None, threshold: float | None = None) -> None:
+    """Heatmap of the associations between topics; with ``threshold``, pairs beyond it are outlined
+    and, with ``null``, each cell is annotated with the pair's null quantile."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = max(5, 0.2 * len(labels))
+    size = max(5, 0.3 * len(labels))
     figure, axes = plt.subplots(figsize=(size + 1, size))
     image = axes.imshow(correlation, cmap="RdBu_r", vmin=-1, vmax=1)
+    if threshold is not None:
+        for i, j in zip(*np.nonzero(np.abs(correlation) > threshold)):
+            if i != j:
+                axes.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
+    if null is not None and len(labels) <= 30:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if i != j:
+                    axes.text(j, i, f"{null[i, j]:.2f}", ha="center", va="center", fontsize=4, color="dimgray")
     axes.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     axes.set_yticks(range(len(labels)), labels, fontsize=6)
-    axes.set_title("Topic correlation under q(z)")
+    title = "Partial correlation between active topics under q(z)"
+    if threshold is not None:
+        title += f"\noutlined: beyond the permutation null ({threshold:.3f}); cell text: the pair's null quantile"
+    axes.set_title(title, fontsize=8)
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+@dataclass(frozen=True)
+class TopicAgreement:
+    """How well each topic's document weights follow its own words (``transform_agreement``).
+
+    Attributes
+    ----------
+    word_share : numpy.ndarray
+        Per topic, the Pearson correlation over documents between the topic's weight theta_k
+        and the share of the document's tokens that are among the topic's top words, [K].
+    log_length : numpy.ndarray
+        Per topic, the correlation between theta_k and the document's log length, [K].
+    documents : int
+        Documents with at least one vocabulary word, over which both are computed.
+    """
+
+    word_share: np.ndarray
+    log_length: np.ndarray
+    documents: int
+
+
+def _column_correlation(matrix: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of ``matrix`` [N, K] with the matching column of ``other``
+    (or with ``other`` itself when it is one column [N]); 0 where either column is constant."""
+    other = other if other.ndim == 2 else np.repeat(other[:, None], matrix.shape[1], axis=1)
+    a = matrix - matrix.mean(0)
+    b = other - other.mean(0)
+    denominator = np.sqrt((a**2).sum(0) * (b**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (a * b).sum(0) / denominator, 0.0)
+
+
+def transform_agreement(theta: np.ndarray, counts, top_word_ids: Sequence[Sequence[int]]) -> TopicAgreement:
+    """Do the document-topic weights agree with the topics' words?
+
+    Parameters
+    ----------
+    theta : numpy.ndarray, [N, K]
+        Document-topic weights (``TopicModel.transform``), one column per topic.
+    counts : sparse or dense matrix, [N, V]
+        The same documents' word counts.
+    top_word_ids : sequence of K sequences of int
+        Each topic's top words as vocabulary column indices.
+
+    A topic's weight should rise with the share of its own top words in the document (LDA's
+    reach on 20 Newsgroups: median 0.52, none below 0.2) and should not follow the document's
+    length, which is no theme. Documents without vocabulary words are left out.
+    """
+    import scipy.sparse as sp
+
+    counts = sp.csr_matrix(counts, dtype=np.float64)
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.shape[0] != counts.shape[0] or theta.shape[1] != len(top_word_ids):
+        raise ValueError(
+            f"theta has shape {theta.shape} but counts have {counts.shape[0]} documents and "
+            f"{len(top_word_ids)} topics have top words: pass the same documents and topics"
+        )
+    lengths = np.asarray(counts.sum(1)).ravel()
+    keep = lengths > 0
+    counts, theta, lengths = counts[keep], theta[keep], lengths[keep]
+    shares = np.column_stack([np.asarray(counts[:, list(ids)].sum(1)).ravel() / lengths for ids in top_word_ids])
+    return TopicAgreement(
+        word_share=_column_correlation(theta, shares),
+        log_length=_column_correlation(theta, np.log(lengths)),
+        documents=int(keep.sum()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Which topics are pruned: a gap in the sorted per-topic information
+# ---------------------------------------------------------------------------------------------
+
+#: A gap must span this factor between the smallest active and the largest pruned topic's
+#: I(x; z_k) (one decade): the paper's pruned topics sit orders of magnitude below its active ones.
+PRUNING_GAP_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """The active and pruned topics read off the sorted per-topic information (``prune_by_gap``).
+
+    Attributes
+    ----------
+    active : numpy.ndarray
+        Boolean mask over the variables, [K]: True for a topic the encoder uses.
+    gap : float or None
+        The ratio between the smallest active and the largest pruned topic's information
+        (floored at ``noise``), or None when nothing is pruned.
+    largest_ratio : float
+        The largest ratio between consecutive sorted values, whether or not it makes a gap.
+    noise : numpy.ndarray
+        The Monte-Carlo resolution of each estimate, in nats, [K]: values below it count as 0.
+    rule : str
+        The rule, in words, for reports.
+    """
+
+    active: np.ndarray
+    gap: float | None
+    largest_ratio: float
+    noise: np.ndarray
+    rule: str
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active.sum())
+
+
+def prune_by_gap(information: np.ndarray, *, noise, factor: float = PRUNING_GAP_FACTOR) -> Pruning:
+    """Split topics into active and pruned at the largest gap of their sorted I(x; z_k).
+
+    Parameters
+    ----------
+    information : numpy.ndarray, [K]
+        I(x; z_k) per topic, in nats (``InformationReport.per_variable``); Monte-Carlo estimates
+        can be slightly negative.
+    noise : float or numpy.ndarray [K]
+        Each estimate's resolution in nats (``InformationReport.noise_level()``: twice its
+        Monte-Carlo standard error): values below it are raised to it, so that noise around 0
+        never makes a gap of its own.
+    factor : float
+        How many times larger the smallest active topic's information must be than the
+        largest pruned topic's for the split to count as a gap (default one decade).
+
+    The values are sorted and compared on a log scale: the split is at the largest ratio
+    between consecutive values, and only when that ratio reaches ``factor``. A curve without
+    such a gap (a continuum) prunes nothing: a fixed threshold would cut it anywhere. Topics
+    that all sit at the noise floor are all pruned.
+    """
+    values = np.asarray(information, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"information has shape {values.shape}: pass one value per topic")
+    noise = np.broadcast_to(np.asarray(noise, dtype=np.float64), values.shape)
+    if not (np.isfinite(noise).all() and (noise > 0).all()):
+        raise ValueError("noise is invalid: give each estimate's resolution in nats, finite and > 0")
+    if not (np.isfinite(factor) and factor > 1):
+        raise ValueError(f"factor={factor!r} is invalid: give a ratio > 1")
+    floored = np.maximum(values, noise)
+    order = np.argsort(-floored, kind="stable")
+    ordered = floored[order]
+    rule = (
+        f"split at the largest ratio between consecutive sorted I(x; z_k), if it reaches {factor:g}; "
+        "an estimate within two standard errors of 0 counts as noise"
+    )
+    active = np.ones(values.size, dtype=bool)
+    if (values <= noise).all():  # every topic within noise of 0: nothing carries information
+        return Pruning(~active, None, 1.0, noise, rule)
+    ratios = ordered[:-1] / ordered[1:]
+    if ratios.size == 0:
+        return Pruning(active, None, 1.0, noise, rule)
+    cut = int(np.argmax(ratios))
+    largest = float(ratios[cut])
+    if largest < factor:
+        return Pruning(active, None, largest, noise, rule)
+    active[order[cut + 1 :]] = False
+    return Pruning(active, largest, largest, noise, rule)
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlations between topics: direct associations, with document length removed, against a null
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicCorrelations:
+    """Associations between topics under q(z) (``topic_correlations``); indices refer to ``topics``.
+
+    Attributes
+    ----------
+    topics : numpy.ndarray
+        The topics analysed (column indices of the code), [A].
+    correlation : numpy.ndarray
+        Their correlation under q(z) with document length partialled out, [A, A].
+    partial : numpy.ndarray
+        The partial correlations: each pair's association given all other analysed topics
+        (what is left after a factor they share with the rest), [A, A], 1 on the diagonal.
+    null_quantile : numpy.ndarray
+        Per pair, the (1 - level) quantile of |partial| over permutations of the documents
+        done separately for every topic (which destroys co-occurrence and keeps each topic's
+        distribution), [A, A].
+    threshold : float
+        The (1 - level) quantile of the largest |partial| over all pairs under the same
+        permutations: a pair above it is significant with family-wise error ``level``.
+    level : float
+    n_documents : int
+    n_permutations : int
+    shrinkage : float
+        The graphical lasso's penalty on the correlation matrix.
+    """
+
+    topics: np.ndarray
+    correlation: np.ndarray
+    partial: np.ndarray
+    null_quantile: np.ndarray
+    threshold: float
+    level: float
+    n_documents: int
+    n_permutations: int
+    shrinkage: float
+
+    def significant(self) -> np.ndarray:
+        """Boolean [A, A]: pairs whose |partial| exceeds the family-wise null threshold."""
+        mask = np.abs(self.partial) > self.threshold
+        np.fill_diagonal(mask, False)
+        return mask
+
+
+def _partial_out(means: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """The residuals of an ordinary least-squares fit of the means on the covariates and an intercept."""
+    design = np.column_stack([np.ones(len(means)), covariates])
+    coefficients, *_ = np.linalg.lstsq(design, means, rcond=None)
+    return means - design @ coefficients
+
+
+def _correlation_under_q(residuals: np.ndarray, mean_variance: np.ndarray) -> np.ndarray:
+    """Correlation under q(z) from the means' residuals and the mean posterior variance.
+
+    Cov_q(z) = Cov_n(E[z | x_n]) + mean_n Var(z | x_n) (the law of total covariance; the
+    mean-field posterior adds to the diagonal only), with the maximum-likelihood covariance of
+    the residuals (divided by N), so that repeating every document leaves it unchanged.
+    """
+    centred = residuals - residuals.mean(0)
+    covariance = centred.T @ centred / len(residuals)
+    covariance[np.diag_indices_from(covariance)] += mean_variance
+    scale = np.sqrt(np.diag(covariance))
+    scale[scale == 0] = 1.0
+    return covariance / np.outer(scale, scale)
+
+
+def _partial_correlation(correlation: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Partial correlations from the graphical lasso's precision matrix (scikit-learn)."""
+    from sklearn.covariance import graphical_lasso
+
+    if correlation.shape[0] < 2:
+        return np.ones_like(correlation)
+    if shrinkage > 0:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            try:
+                _, precision = graphical_lasso(correlation, alpha=shrinkage, max_iter=200)
+            except (ConvergenceWarning, FloatingPointError):
+                # a nearly singular matrix (topics that move together exactly): the penalty's
+                # ridge counterpart is a well-defined inverse
+                precision = np.linalg.pinv(correlation + shrinkage * np.eye(len(correlation)))
+    else:
+        precision = np.linalg.pinv(correlation)
+    diagonal = np.sqrt(np.diag(precision))
+    partial = -precision / np.outer(diagonal, diagonal)
+    np.fill_diagonal(partial, 1.0)
+    return partial
+
+
+def topic_correlations(
+    means: np.ndarray,
+    variances: np.ndarray,
+    *,
+    topics: Sequence[int] | None = None,
+    log_length: np.ndarray | None = None,
+    shrinkage: float = 0.01,
+    n_permutations: int = 200,
+    level: float = 0.01,
+    seed: int = 0,
+) -> TopicCorrelations:
+    """Direct associations between topics, free of document length, with a permutation null.
+
+    Parameters
+    ----------
+    means, variances : numpy.ndarray, [N, K]
+        Each document's posterior mean and variance of every latent column (ProdLDA: the
+        Gaussian topic logits, which the Laplace-Dirichlet prior identifies; NVDM: z).
+    topics : sequence of int, optional
+        The columns to analyse: the active topics (a pruned topic's posterior is its prior and
+        has nothing to correlate). Default: all.
+    log_length : numpy.ndarray, [N], optional
+        log of each document's word count, partialled out of the means: a longer document
+        moves every topic's posterior, a factor that is no theme.
+    shrinkage : float
+        The graphical lasso's penalty (``sklearn.covariance.graphical_lasso``) on the
+        correlation matrix; 0 inverts it as it is.
+    n_permutations, level, seed
+        The null: each topic's column is permuted over the documents on its own,
+        ``n_permutations`` times with a generator seeded by ``seed``, and the whole analysis
+        repeated; per pair the (1 - level) quantile of |partial|, and over all pairs the
+        (1 - level) quantile of the largest |partial| (a family-wise threshold).
+
+    Both the correlation and the null use the maximum-likelihood covariance, so repeating every
+    document changes neither the correlations nor, up to the permutations, their null.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    variances = np.asarray(variances, dtype=np.float64)
+    if means.ndim != 2 or means.shape != variances.shape:
+        raise ValueError(f"means {means.shape} and variances {variances.shape} must both be [documents, topics]")
+    n_documents = means.shape[0]
+    if n_documents < 3:
+        raise ValueError(f"{n_documents} documents are too few for correlations: give at least 3")
+    chosen = np.arange(means.shape[1]) if topics is None else np.asarray(list(topics), dtype=int)
+    if not (0 < n_permutations and 0 < level < 1 and shrinkage >= 0):
+        raise ValueError(
+            f"n_permutations={n_permutations!r}, level={level!r} or shrinkage={shrinkage!r} is invalid: "
+            "give n_permutations >= 1, 0 < level < 1 and shrinkage >= 0"
+        )
+    covariates = np.zeros((n_documents, 0)) if log_length is None else np.asarray(log_length, dtype=np.float64).reshape(n_documents, -1)
+    residuals, sub_variance = _partial_out(means[:, chosen], covariates), variances[:, chosen].mean(0)
+    correlation = _correlation_under_q(residuals, sub_variance)
+    partial = _partial_correlation(correlation, shrinkage)
+    size = len(chosen)
+    null = np.zeros((n_permutations, size, size))
+    if size >= 2:
+        rng = np.random.default_rng(seed)
+        for p in range(n_permutations):
+            # each topic's residuals on their own: co-occurrence goes, every topic's distribution stays
+            order = np.argsort(rng.random((n_documents, size)), axis=0)
+            shuffled = np.take_along_axis(residuals, order, axis=0)
+            null[p] = np.abs(_partial_correlation(_correlation_under_q(shuffled, sub_variance), shrinkage))
+    off_diagonal = ~np.eye(size, dtype=bool)
+    largest = np.array([m[off_diagonal].max() if size >= 2 else 0.0 for m in null])
+    quantile = np.quantile(null, 1 - level, axis=0) if size else np.zeros((0, 0))
+    np.fill_diagonal(quantile, 0.0)
+    return TopicCorrelations(
+        topics=chosen,
+        correlation=correlation,
+        partial=partial,
+        null_quantile=quantile,
+        threshold=float(np.quantile(largest, 1 - level)),
+        level=level,
+        n_documents=n_documents,
+        n_permutations=n_permutations,
+        shrinkage=shrinkage,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Topics against document labels (newsgroups, categories): an outside check
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelAlignment:
+    """How the topics line up with document labels the model never saw (``label_alignment``).
+
+    Attributes
+    ----------
+    dominant_label : list of str
+        Per topic, the label that holds the largest share of the topic's weight over documents.
+    dominant_share : numpy.ndarray
+        That share, [K]: sum of theta_k over the label's documents / sum of theta_k.
+    purity : float
+        Each document assigned to its top topic; the share of documents whose label is the
+        most frequent one of their topic's documents.
+    nmi : float
+        Normalized mutual information between the documents' top topics and their labels
+        (``sklearn.metrics.normalized_mutual_info_score``, arithmetic mean).
+    documents : int
+    """
+
+    dominant_label: list
+    dominant_share: np.ndarray
+    purity: float
+    nmi: float
+    documents: int
+
+
+def label_alignment(theta: np.ndarray, labels: Sequence, *, topics: Sequence[int] | None = None) -> LabelAlignment:
+    """Each topic's dominant label, and purity and NMI of the documents' top topics.
+
+    Parameters
+    ----------
+    theta : numpy.ndarray, [N, K]
+        Document-topic weights (``TopicModel.transform``), non-negative.
+    labels : sequence of N labels
+        One label per document (a newsgroup, a category).
+    topics : sequence of int, optional
+        The topics a document's top topic is chosen from (the active ones); all by default.
+        Dominant labels are given for every topic.
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+    from sklearn.metrics.cluster import contingency_matrix
+
+    theta = np.asarray(theta, dtype=np.float64)
+    labels = np.asarray([str(label) for label in labels])
+    if theta.ndim != 2 or theta.shape[0] != len(labels):
+        raise ValueError(f"theta has shape {theta.shape} but {len(labels)} labels were given: give one label per document")
+    if len(labels) == 0:
+        raise ValueError("no documents: give at least one document and its label")
+    if (theta < 0).any():
+        raise ValueError("theta holds negative weights: pass topic proportions (ProdLDA's transform)")
+    names, codes = np.unique(labels, return_inverse=True)
+    mass = np.zeros((len(names), theta.shape[1]))
+    np.add.at(mass, codes, theta)
+    totals = mass.sum(0)
+    dominant = mass.argmax(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals > 0, mass[dominant, np.arange(theta.shape[1])] / totals, 0.0)
+    chosen = np.arange(theta.shape[1]) if topics is None else np.asarray(list(topics), dtype=int)
+    top = chosen[theta[:, chosen].argmax(1)]
+    table = contingency_matrix(codes, top)
+    return LabelAlignment(
+        dominant_label=[str(names[i]) for i in dominant],
+        dominant_share=share,
+        purity=float(table.max(0).sum() / len(labels)),
+        nmi=float(normalized_mutual_info_score(codes, top)),
+        documents=len(labels),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole analysis of a fitted model, as one record
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicAnalysis:
+    """Which topics are active, and how the active topics of different groups associate.
+
+    Attributes
+    ----------
+    information : InformationReport
+        Over the analysed documents (``information.dataset_size`` of them).
+    pruning : Pruning
+        Over the latent variables (a Gaussian topic, or a whole Concrete group).
+    correlations : TopicCorrelations
+        Between the active Gaussian topics; ``correlations.topics`` are code columns.
+    variable_labels : list of str
+        The label of each latent variable (``GroupSpec.variable_labels``).
+    """
+
+    information: InformationReport
+    pruning: Pruning
+    correlations: TopicCorrelations
+    variable_labels: list
+
+    def active_labels(self) -> list[str]:
+        return [label for label, on in zip(self.variable_labels, self.pruning.active) if on]
+
+    def pruned_labels(self) -> list[str]:
+        return [label for label, on in zip(self.variable_labels, self.pruning.active) if not on]
+
+    def to_dict(self) -> dict:
+        """JSON-ready (config.json, report.json)."""
+        info, pruning, corr = self.information, self.pruning, self.correlations
+        return {
+            "information": {
+                "dataset_size": info.dataset_size,
+                "mutual_information": info.mutual_information,
+                "per_group": info.per_group.tolist(),
+                "per_variable": info.per_variable.tolist(),
+                "per_variable_se": None if info.per_variable_se is None else info.per_variable_se.tolist(),
+                "tc_between": info.tc_between,
+                "tc_within": info.tc_within.tolist(),
+            },
+            "pruning": {
+                "active": pruning.active.tolist(), "gap": pruning.gap, "largest_ratio": pruning.largest_ratio,
+                "noise": pruning.noise.tolist(), "rule": pruning.rule,
+            },
+            "correlations": {
+                "topics": corr.topics.tolist(), "correlation": corr.correlation.tolist(), "partial": corr.partial.tolist(),
+                "null_quantile": corr.null_quantile.tolist(), "threshold": corr.threshold, "level": corr.level,
+                "n_documents": corr.n_documents, "n_permutations": corr.n_permutations, "shrinkage": corr.shrinkage,
+            },
+            "variable_labels": list(self.variable_labels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TopicAnalysis:
+        info, pruning, corr = data["information"], data["pruning"], data["correlations"]
+        array = lambda values: np.asarray(values, dtype=np.float64)  # noqa: E731
+        size = len(corr["topics"])
+        square = lambda values: array(values).reshape(size, size)  # noqa: E731
+        return cls(
+            information=InformationReport(
+                dataset_size=int(info["dataset_size"]), mutual_information=float(info["mutual_information"]),
+                per_group=array(info["per_group"]), per_variable=array(info["per_variable"]),
+                tc_between=float(info["tc_between"]), tc_within=array(info["tc_within"]),
+                per_variable_se=None if info["per_variable_se"] is None else array(info["per_variable_se"]),
+            ),
+            pruning=Pruning(
+                active=np.asarray(pruning["active"], dtype=bool), gap=pruning["gap"], largest_ratio=float(pruning["largest_ratio"]),
+                noise=array(pruning["noise"]), rule=str(pruning["rule"]),
+            ),
+            correlations=TopicCorrelations(
+                topics=np.asarray(corr["topics"], dtype=int), correlation=square(corr["correlation"]),
+                partial=square(corr["partial"]), null_quantile=square(corr["null_quantile"]),
+                threshold=float(corr["threshold"]), level=float(corr["level"]), n_documents=int(corr["n_documents"]),
+                n_permutations=int(corr["n_permutations"]), shrinkage=float(corr["shrinkage"]),
+            ),
+            variable_labels=list(data["variable_labels"]),
+        )

@@ -130,42 +130,88 @@ def main(
 # ------------------------------------------------------------------------------------------
 # printing
 # ------------------------------------------------------------------------------------------
-def _print_topics(model, n_words: int, mutual_information: dict[str, float] | None = None) -> None:
-    """Topics by group; with ``mutual_information``, each Gaussian topic's I(x; z_k) in nats."""
+def _print_topics(model, n_words: int, information: dict | None = None) -> None:
+    """Active topics by group, each with its I(x; z_k); then the pruned ones apart, one line each.
+
+    ``information`` is an :func:`~topicvae.evaluation.information_summary`; without it the
+    model's own analysis of its training documents is used, or, for models saved before it
+    existed, every topic is printed.
+    """
+    if information is None and getattr(model, "analysis_", None) is not None:
+        from topicvae.evaluation import information_summary
+
+        information = information_summary(model, model.analysis_.information)
     table = model.topics(n_words)
+    per_topic = information["per_topic"] if information else {}
+    pruned = set(information["pruned_topics"]) if information else set()
     for group in model.groups_:
         kind = "Concrete" if group.is_concrete else "Gaussian"
         shown = f"{group.size} {kind} {'categories' if group.is_concrete else 'topics'}"
-        if mutual_information is not None and group.is_concrete:
-            shown += f", I(x; z) = {mutual_information[group.name]:.3f} nats"
+        if information is not None and group.is_concrete:
+            shown += f", I(x; z) = {per_topic[group.name]:.3f} nats" + (" (pruned)" if group.name in pruned else "")
+        rows = [(label, row) for label, row in table[table["group"] == group.name].iterrows() if label not in pruned]
+        if information is not None and not group.is_concrete:
+            rows.sort(key=lambda item: -per_topic[item[0]])
+            shown += f", {len(rows)} active"
         typer.echo(f"\ngroup {group.name} ({shown})")
-        for label, row in table[table["group"] == group.name].iterrows():
-            mi = "" if mutual_information is None or group.is_concrete else f"  MI {mutual_information[label]:.3f}"
+        for label, row in rows:
+            mi = "" if information is None or group.is_concrete else f"  MI {per_topic[label]:.3f}"
             typer.echo(f"  {label:>8}{mi}  {' '.join(row['words'])}")
+    gaussian_pruned = [label for label in information["pruned_topics"] if ":" in label] if information else []
+    if gaussian_pruned:
+        typer.echo(f"\npruned topics ({len(gaussian_pruned)}; the encoder does not use them, so their words mean nothing):")
+        for label in sorted(gaussian_pruned, key=lambda label: -per_topic[label]):
+            typer.echo(f"  {label:>8}  MI {per_topic[label]:+.4f}")
 
 
 def _print_information(information: dict, documents: str, variables: str = "topics") -> None:
-    """I(x; z), the TCs and the topics kept and pruned by the MI threshold."""
+    """I(x; z), the TCs and the topics kept and pruned, with the rule that decided."""
     typer.echo(
         f"\nI(x; z) = {information['mutual_information']:.3f} nats over {information['dataset_size']} {documents} "
         f"(at most log N = {math.log(information['dataset_size']):.2f}); TC between groups = {information['tc_between']:.3f}; "
         f"TC within groups: {', '.join(f'{k} {v:.3f}' for k, v in information['tc_within'].items())}"
     )
     active, pruned = information["active_topics"], information["pruned_topics"]
-    typer.echo(
-        f"{len(active)} of {len(active) + len(pruned)} {variables} carry I(x; z_k) >= {information['threshold']:g} nats; "
-        f"pruned ({len(pruned)}): {' '.join(pruned) or 'none'}"
-    )
+    if information.get("threshold") is not None:
+        decided = f"I(x; z_k) >= {information['threshold']:g} nats"
+    elif information.get("gap") is not None:
+        decided = f"above the gap in the sorted I(x; z_k) (a factor {information['gap']:.0f} between the smallest kept and the largest pruned)"
+    else:
+        decided = (
+            f"no gap in the sorted I(x; z_k) (largest step a factor {information['largest_ratio']:.1f}, "
+            "under 10): nothing is called pruned"
+        )
+    typer.echo(f"{len(active)} of {len(active) + len(pruned)} {variables} active: {decided}")
+    if "note" in information:
+        typer.echo(f"({information['note']})")
 
 
 def _print_pairs(model, n_pairs: int, n_words: int) -> None:
-    if len(model.groups_) < 2:
+    if len(model.groups_) < 2 or getattr(model, "analysis_", None) is None:
         return
-    pairs = model.correlated_topics(n_pairs, n_words=n_words)
-    typer.echo("\nmost positively correlated topics across groups (correlation under the inference marginal q(z) over the training documents)")
-    for row in pairs.itertuples():
-        typer.echo(f"  r={row.correlation:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
-        typer.echo(f"  {'':8}  {row.topic_b:>8}  {' '.join(row.words_b)}")
+    pairs = model.correlated_topics(10**6, n_words=n_words)
+    corr = model.analysis_.correlations
+    associations = pairs[(pairs["kind"] == "association") & pairs["significant"]]
+    duplicates = pairs[(pairs["kind"] == "duplicate")]
+    typer.echo(
+        f"\nassociated topics across groups (partial correlation under q(z) between active topics, document length "
+        f"removed; significant beyond a permutation null at {corr.level:g}, |partial| > {corr.threshold:.3f}):"
+    )
+    if associations.empty:
+        typer.echo("  none beyond the null")
+    for row in associations.head(n_pairs).itertuples():
+        typer.echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
+        typer.echo(f"  {'':15}  {row.topic_b:>8}  {' '.join(row.words_b)}")
+    if not duplicates.empty:
+        typer.echo(f"duplicates (one theme in both groups: at least {_duplicate_words()} of the top 10 words shared):")
+        for row in duplicates.head(n_pairs).itertuples():
+            typer.echo(f"  {row.topic_a:>8} ~ {row.topic_b:<8}  {' '.join(row.words_a[:6])}")
+
+
+def _duplicate_words() -> int:
+    from topicvae.estimator import DUPLICATE_SHARED_WORDS
+
+    return DUPLICATE_SHARED_WORDS
 
 
 #: What `fit --out DIR` writes beside the model: the results, the same for the same seed and
@@ -188,6 +234,7 @@ def _run_facts(seconds: float | None, epochs_run: int, resumed_from: int, proces
 def _report(model, n_words: int, n_pairs: int, corpus: Path, information: dict) -> dict:
     topics = model.topics(n_words)
     pairs = model.correlated_topics(n_pairs, n_words=n_words) if len(model.groups_) > 1 else None
+    correlations = model.analysis_.correlations
     return {
         "corpus": str(corpus.resolve()),
         "model": model.model,
@@ -208,10 +255,23 @@ def _report(model, n_words: int, n_pairs: int, corpus: Path, information: dict) 
             for label, row in topics.iterrows()
         ],
         "information": information,
+        "correlations": {
+            "topics": [model.topic_labels()[i] for i in correlations.topics.tolist()],
+            "partial": correlations.partial.tolist(),
+            "correlation": correlations.correlation.tolist(),
+            "null_quantile": correlations.null_quantile.tolist(),
+            "threshold": correlations.threshold,
+            "level": correlations.level,
+            "n_documents": correlations.n_documents,
+        },
         "correlated_pairs": []
         if pairs is None
         else [
-            {"topic_a": row.topic_a, "topic_b": row.topic_b, "correlation": row.correlation}
+            {
+                "topic_a": row.topic_a, "topic_b": row.topic_b, "partial": row.partial, "correlation": row.correlation,
+                "null_quantile": row.null_quantile, "significant": row.significant, "kind": row.kind,
+                "shared_words": row.shared_words,
+            }
             for row in pairs.itertuples()
         ],
         "history": model.history_,
@@ -252,8 +312,8 @@ def fit(
     decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
     top_words: Annotated[int, typer.Option(help="Words printed per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs printed.")] = 10,
-    mi_threshold: Annotated[float, typer.Option(help="Topics with I(x; z_k) below this many nats are reported as pruned.")] = 0.1,
-    mi_documents: Annotated[int, typer.Option(help="Training documents in the MI analysis (a random subset above this; the cost grows as its square).")] = 20000,
+    mi_threshold: Annotated[Optional[float], typer.Option(help="Call topics with I(x; z_k) below this many nats pruned [default: the gap rule, docs/analysis.md].")] = None,
+    mi_documents: Annotated[int, typer.Option(help="Training documents in the analysis of pruning and correlations (a random subset above this; the cost grows as its square).")] = 5000,
     device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="The model's forward pass in bfloat16 mixed precision (auto: on GPUs that support it); the objective's pairwise densities stay float32.")] = Precision.auto,
     stream: Annotated[bool, typer.Option("--stream", help="Count the corpus in one streaming pass into a bag-of-words on disk and train from it in shards: memory does not grow with the corpus (always on under torchrun).")] = False,
@@ -273,7 +333,7 @@ def fit(
     temporary_shards = None
     try:
         from topicvae.distributed import launched_with_torchrun, start_process_group
-        from topicvae.estimator import TopicModel, _resolve_device
+        from topicvae.estimator import ANALYSIS_DOCUMENTS, TopicModel, _resolve_device
         from topicvae.evaluation import check_mi_threshold, information_summary
         from topicvae.text import TextVectorizer, load_vocabulary
 
@@ -339,9 +399,9 @@ def fit(
         seconds = time.perf_counter() - started
         if process_group is not None and not process_group.is_main:
             return  # rank 0 analyses (on its share of the documents), prints and saves
-        information = information_summary(
-            estimator, estimator.information(docs, seed=seed, max_documents=mi_documents), mi_threshold
-        )
+        if mi_documents != ANALYSIS_DOCUMENTS:  # fit analysed ANALYSIS_DOCUMENTS of them, drawn with the same seed
+            estimator.analysis_ = estimator.analyse(docs, max_documents=mi_documents, seed=seed)
+        information = information_summary(estimator, estimator.analysis_.information, mi_threshold)
     except KeyboardInterrupt as error:
         _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
         return
@@ -372,7 +432,7 @@ def fit(
         f"{', '.join(f'{k}={v:g}' for k, v in estimator.weights_.as_dict().items())}; "
         + (f"resumed from epoch {resumed_from} of {estimator.epochs}, then {timing}" if resumed_from else timing)
     )
-    _print_topics(estimator, top_words, information["per_topic"])
+    _print_topics(estimator, top_words, information)
     _print_information(information, "training documents")
     _print_pairs(estimator, pairs, top_words)
     if out is not None:
@@ -534,8 +594,9 @@ def evaluate(
     reference: Annotated[Optional[Path], typer.Option(help="Reference corpus for coherence (default: the evaluated corpus).")] = None,
     top_n: Annotated[int, typer.Option(help="Top words per topic in coherence.")] = 10,
     window: Annotated[int, typer.Option(help="Sliding window of the windowed NPMI.")] = 10,
-    mi_threshold: Annotated[float, typer.Option(help="Topics with I(x; z_k) below this many nats are reported as pruned.")] = 0.1,
+    mi_threshold: Annotated[Optional[float], typer.Option(help="Call topics with I(x; z_k) below this many nats pruned [default: the gap rule, docs/analysis.md].")] = None,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs reported.")] = 10,
+    labels: Annotated[Optional[str], typer.Option(help="Document labels: a file with one label per line in the corpus's order, or (a .csv/.jsonl corpus) a column or field name. Reports each topic's dominant label, purity and NMI.")] = None,
     within_groups: Annotated[bool, typer.Option(help="Also pair topics of the same group.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
     plots: Annotated[Optional[Path], typer.Option(help="Directory for PNG plots (MI bars, correlation heatmap).")] = None,
@@ -559,10 +620,11 @@ def evaluate(
             _read_documents(reference, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
             if reference else None
         )
+        document_labels = _read_labels(labels, corpus, encoding=encoding, decode_errors=decode_errors) if labels else None
         report = evaluate_model(
             model, docs, reference_docs=reference_docs, corpus_name=str(corpus),
             reference_name=str(reference) if reference else None, top_n=top_n, window=window,
-            mi_threshold=mi_threshold, n_pairs=pairs, within_groups=within_groups, plots=plots,
+            mi_threshold=mi_threshold, n_pairs=pairs, within_groups=within_groups, plots=plots, labels=document_labels,
         )
     except _USER_ERRORS as error:
         _fail(error)
@@ -571,6 +633,18 @@ def evaluate(
         typer.echo(json.dumps(report, indent=2))
         return
     _print_evaluation(report)
+
+
+def _read_labels(labels: str, corpus: Path, *, encoding: str, decode_errors: DecodeErrors) -> list[str]:
+    """One label per document: the lines of a file, or a column of a .csv/.jsonl corpus."""
+    path = Path(labels)
+    if path.is_file():
+        return path.read_text(encoding=encoding, errors=decode_errors.value).splitlines()
+    if corpus.suffix.lower() in (".csv", ".jsonl") or corpus.name.lower().endswith((".csv.gz", ".jsonl.gz")):
+        return list(_read_documents(corpus, text_column=labels, encoding=encoding, decode_errors=decode_errors))
+    raise ValueError(
+        f"--labels {labels} is not a file, and {corpus} has no columns: give a file with one label per line"
+    )
 
 
 def _print_evaluation(report: dict) -> None:
@@ -585,11 +659,27 @@ def _print_evaluation(report: dict) -> None:
     typer.echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
     for name, entry in report["perplexity"].items():
         typer.echo(f"perplexity, {name.replace('_', '-')} = {entry['formula']}: {entry['value']:.1f}")
+    for name, entry in (("NPMI, whole documents", doc), ("NPMI, window", win)):
+        if entry.get("mean_active_topics") is not None:
+            typer.echo(f"{name}, active topics only: {entry['mean_active_topics']:.3f}")
+    if report["diversity"].get("active_topics") is not None:
+        typer.echo(f"topic diversity (top 25), active topics only: {report['diversity']['active_topics']:.3f}")
     _print_information(information, "evaluated documents")
-    typer.echo(f"\nmost correlated topic pairs ({report['correlations']['measure']}; {report['correlations']['test']})")
-    for pair in report["correlations"]["strongest"]:
-        typer.echo(f"  r={pair['correlation']:+.3f} p_adj={pair['p_adjusted']:.2g}  {pair['topic_a']:>8}  {' '.join(pair['words_a'])}")
-        typer.echo(f"  {'':21}  {pair['topic_b']:>8}  {' '.join(pair['words_b'])}")
+    correlations = report["correlations"]
+    typer.echo(f"\nstrongest associations ({correlations['measure']}; null: {correlations['null']})")
+    for pair in correlations["strongest"]:
+        flag = "*" if pair["significant"] else " "
+        kind = " duplicate" if pair["kind"] == "duplicate" else ""
+        label_a = f"  [{pair['label_a']}]" if "label_a" in pair else ""
+        label_b = f"  [{pair['label_b']}]" if "label_b" in pair else ""
+        typer.echo(f"  {flag}partial={pair['partial']:+.3f} null={pair['null_quantile']:.3f}{kind}  {pair['topic_a']:>8}  {' '.join(pair['words_a'])}{label_a}")
+        typer.echo(f"  {'':29}  {pair['topic_b']:>8}  {' '.join(pair['words_b'])}{label_b}")
+    if "labels" in report:
+        aligned = report["labels"]
+        typer.echo(f"\nlabels: purity {aligned['purity']:.3f}, NMI {aligned['nmi']:.3f} of the documents' top topics over {aligned['documents']} documents")
+        for topic, entry in aligned["per_topic"].items():
+            if topic in information["active_topics"]:
+                typer.echo(f"  {topic:>8}  {entry['label']} ({entry['share']:.0%})")
     for path in report.get("plots", []):
         typer.echo(f"wrote {path}")
 

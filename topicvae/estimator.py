@@ -18,10 +18,18 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch.distributions import Normal, kl_divergence
 
-from topicvae.analysis import InformationReport, encoder_information, subset_indices
+from topicvae.analysis import (
+    InformationReport,
+    LabelAlignment,
+    TopicAnalysis,
+    encoder_information,
+    label_alignment,
+    subset_indices,
+    topic_correlations,
+)
 from topicvae.distributed import ProcessGroup, current_process_group, gather_objects
 from topicvae.groups import GroupSpec
-from topicvae.models import MODEL_DEFAULTS, NeuralTopicModel, build_model
+from topicvae.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
 from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.streaming import ShardBatches, ShardedBagOfWords
@@ -31,6 +39,7 @@ from topicvae.training import (
     TrainingCheckpoints,
     TrainingProgress,
     check_checkpoint_options,
+    LR_SCHEDULES,
     check_training_options,
     data_parallel_steps,
     seed_everything,
@@ -40,6 +49,20 @@ from topicvae.training import (
 __all__ = ["TopicModel", "ModelFileError", "FORMAT_VERSION"]
 
 VOCABULARY_FILE = "vocabulary.txt"
+
+#: Two topics that share at least this many of their top 10 words are one theme learned twice
+#: (reported as a duplicate), whatever their correlation.
+DUPLICATE_SHARED_WORDS = 3
+
+#: At most this many training documents (drawn at random) enter the analysis at the end of
+#: ``fit``: the information estimate costs O(N^2).
+ANALYSIS_DOCUMENTS = 5000
+
+#: The architecture of models saved before these options existed (config.json without them).
+LEGACY_ARCHITECTURE = {
+    "prodlda": {"encoder_input": "counts", "posterior_norm": "none", "word_shift": False, "init": "default", "lr_schedule": "constant"},
+    "nvdm": {"encoder_input": "counts", "posterior_norm": None, "word_shift": None, "init": None, "lr_schedule": "constant"},
+}
 
 
 def _package_version() -> str:
@@ -77,6 +100,11 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return torch.bfloat16
+
+
+def _check_choice(name: str, value, choices: Sequence[str]) -> None:
+    if value is not None and value not in choices:
+        raise ValueError(f"{name}={value!r} is unknown: choose one of {', '.join(map(repr, choices))}, or None for the default")
 
 
 class _TrainingData:
@@ -177,6 +205,19 @@ class TopicModel:
         ProdLDA's Dirichlet concentration a (the same for every topic).
     temperature : float
         Temperature of Concrete groups.
+    encoder_input : {"counts", "log1p", "frequencies"}, optional
+        What the encoder reads: raw counts, log(1 + counts) or word frequencies (counts over
+        the document's length). Default: see ``MODEL_DEFAULTS`` and docs/topics.md.
+    posterior_norm : {"affine", "shift", "none"}, optional
+        ProdLDA only: the learned parameters of the batch-norms on the posterior's mean and
+        log-variance. ``"affine"`` (a scale and a shift) lets a topic's posterior collapse to
+        the prior, so that the objective can prune it; ``"none"`` forces every topic to vary.
+    word_shift : bool, optional
+        ProdLDA only: a learned per-word shift after the decoder's batch-norm (the original's).
+    init : {"default", "xavier"}, optional
+        ProdLDA only: PyTorch's default initialization or the original's Xavier/Glorot.
+    lr_schedule : {"constant", "cosine"}
+        The learning rate over training: constant, or decayed to 0 along a half cosine.
     vectorizer : TextVectorizer, optional
         How raw documents become counts; a default ``TextVectorizer()`` when omitted.
     seed : int
@@ -212,6 +253,11 @@ class TopicModel:
         dropout: float | None = None,
         prior_concentration: float = 1.0,
         temperature: float = 0.66,
+        encoder_input: str | None = None,
+        posterior_norm: str | None = None,
+        word_shift: bool | None = None,
+        init: str | None = None,
+        lr_schedule: str = "constant",
         vectorizer: TextVectorizer | None = None,
         seed: int = 0,
         device: str = "auto",
@@ -231,6 +277,11 @@ class TopicModel:
         self.dropout = dropout
         self.prior_concentration = prior_concentration
         self.temperature = temperature
+        self.encoder_input = encoder_input
+        self.posterior_norm = posterior_norm
+        self.word_shift = word_shift
+        self.init = init
+        self.lr_schedule = lr_schedule
         self.vectorizer = vectorizer
         self.seed = seed
         self.device = device
@@ -242,9 +293,17 @@ class TopicModel:
     def get_params(self) -> dict[str, Any]:
         names = (
             "model groups objective alpha beta gamma delta epochs batch_size lr hidden_sizes dropout "
-            "prior_concentration temperature vectorizer seed device precision"
+            "prior_concentration temperature encoder_input posterior_norm word_shift init lr_schedule vectorizer seed device precision"
         ).split()
         return {name: getattr(self, name) for name in names}
+
+    def _architecture(self) -> dict[str, Any]:
+        """The model's architecture options as ``build_model`` takes them (None: the model's default)."""
+        options = {"posterior_norm": self.posterior_norm, "word_shift": self.word_shift, "init": self.init}
+        resolved: dict[str, Any] = {"encoder_input": self.encoder_input or MODEL_DEFAULTS[self.model]["encoder_input"]}
+        if self.model == "prodlda":
+            resolved["architecture"] = {k: v for k, v in options.items() if v is not None}
+        return resolved
 
     def _validate(self) -> tuple[GroupSpec, ObjectiveWeights, float]:
         if self.model not in MODEL_DEFAULTS:
@@ -268,6 +327,17 @@ class TopicModel:
         )
         if self.dropout is not None and not (0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} is invalid: give a probability in [0, 1)")
+        _check_choice("encoder_input", self.encoder_input, ENCODER_INPUTS)
+        _check_choice("posterior_norm", self.posterior_norm, POSTERIOR_NORMS)
+        _check_choice("init", self.init, ("default", "xavier"))
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} is unknown: choose one of {', '.join(map(repr, LR_SCHEDULES))}")
+        if self.word_shift is not None and not isinstance(self.word_shift, bool):
+            raise ValueError(f"word_shift={self.word_shift!r} is invalid: give True, False or None")
+        if self.model != "prodlda":
+            for name in ("posterior_norm", "word_shift", "init"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}={getattr(self, name)!r} applies to ProdLDA only: leave it None for model={self.model!r}")
         if not (math.isfinite(self.prior_concentration) and self.prior_concentration > 0):
             raise ValueError(f"prior_concentration={self.prior_concentration!r} is invalid: give a positive number")
         return groups, weights, float(lr)
@@ -356,6 +426,7 @@ class TopicModel:
             dropout=self.dropout,
             prior_concentration=self.prior_concentration,
             temperature=self.temperature,
+            **self._architecture(),
         ).to(device)
         trained: torch.nn.Module = self.model_
         if process_group is not None:
@@ -384,7 +455,7 @@ class TopicModel:
         steps = train(
             trained, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=generator,
             start_epoch=start_epoch, dataset_size=data.n_documents, process_group=process_group,
-            autocast_dtype=autocast_dtype,
+            autocast_dtype=autocast_dtype, lr_schedule=self.lr_schedule,
         )
         try:
             for progress in steps:
@@ -405,6 +476,10 @@ class TopicModel:
             raise
         self.model_.eval()
         self.topic_correlation_ = self._marginal_correlation(data.matrices(), process_group)
+        # The pruned topics and the associations between the active ones, on (a random subset of)
+        # this process's training documents; under data parallelism every rank takes rank 0's.
+        analysis = self._analyse_counts(self._subset_of(data.matrices(), ANALYSIS_DOCUMENTS, self.seed), seed=self.seed)
+        self.analysis_ = TopicAnalysis.from_dict(gather_objects(analysis.to_dict(), process_group)[0])
 
     def _training_data(self, X, vocabulary: Sequence[str] | None, process_group: ProcessGroup | None) -> _TrainingData:
         """The training documents as this process holds them, and the fitted vocabulary attributes."""
@@ -640,36 +715,130 @@ class TopicModel:
         self._check_vocabulary_width(counts)
         return self._marginal_correlation([counts])
 
-    def correlated_topics(
-        self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 8, correlation: np.ndarray | None = None
-    ) -> pd.DataFrame:
-        """The most positively correlated topic pairs, across groups unless asked otherwise.
+    @staticmethod
+    def _subset_of(matrices: Iterable[sp.csr_matrix], max_documents: int | None, seed: int) -> sp.csr_matrix:
+        """The documents with vocabulary words, or ``max_documents`` of them drawn at random with ``seed``."""
+        counts = sp.vstack([sp.csr_matrix(m) for m in matrices], format="csr")
+        counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
+        chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
+        return counts if chosen is None else counts[chosen]
 
-        Pairs are ranked by r, largest first: topics that the encoder turns on together. (Strong
-        negative values mostly mean that two themes rarely share a document.)
+    def _analyse_counts(self, counts: sp.csr_matrix, *, seed: int, n_permutations: int = 200, level: float = 0.01) -> TopicAnalysis:
+        if counts.shape[0] < 3:
+            raise ValueError(f"{counts.shape[0]} documents have vocabulary words: the analysis needs at least 3")
+        information = encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
+        pruning = information.pruning()
+        # the variables are Gaussian topics (one column each) and Concrete groups (several
+        # columns): correlations are between active Gaussian topics
+        columns = self.groups_.gaussian_columns()
+        variable_of_column = {}
+        variable = 0
+        slices = self.groups_.column_slices()
+        for group in self.groups_:
+            if group.is_concrete:
+                variable += 1
+                continue
+            for column in range(slices[group.name].start, slices[group.name].stop):
+                variable_of_column[column] = variable
+                variable += 1
+        means, variances = self._batched_moments(counts)
+        code_means = torch.cat(means, dim=1).double().numpy()
+        active_columns = [c for c in columns if pruning.active[variable_of_column[c]]]
+        log_length = np.log(np.asarray(counts.sum(axis=1), dtype=np.float64).ravel())
+        correlations = topic_correlations(
+            code_means, variances.double().numpy(), topics=active_columns, log_length=log_length,
+            n_permutations=n_permutations, level=level, seed=seed,
+        )
+        return TopicAnalysis(information, pruning, correlations, self.groups_.variable_labels())
+
+    def analyse(self, X, *, max_documents: int | None = ANALYSIS_DOCUMENTS, seed: int = 0, n_permutations: int = 200, level: float = 0.01) -> TopicAnalysis:
+        """Which topics are active, and how active topics associate, over the documents X.
+
+        The information per topic (:meth:`information`) decides the active topics by the gap
+        rule (:func:`topicvae.analysis.prune_by_gap`); between the active Gaussian topics,
+        :func:`topicvae.analysis.topic_correlations` gives their correlation under q(z) with
+        log document length partialled out, their partial correlations (graphical lasso) and a
+        permutation null at ``level``. ``max_documents`` (default 5,000; None for all) bounds the
+        O(N^2) cost with a random subset drawn with ``seed``. Documents without vocabulary
+        words are left out. ``fit`` stores this analysis of the training documents as
+        ``analysis_``.
         """
         self._check_fitted()
-        corr = self.topic_correlation_ if correlation is None else correlation
+        if isinstance(X, ShardedBagOfWords):
+            if X.vocabulary != self.vocabulary_:
+                raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
+            counts = self._subset_of(X.matrices(), max_documents, seed)
+        else:
+            counts = self._counts(X, fit=False)
+            self._check_vocabulary_width(counts)
+            counts = self._subset_of([counts], max_documents, seed)
+        return self._analyse_counts(counts, seed=seed, n_permutations=n_permutations, level=level)
+
+    def label_alignment(self, X, labels: Sequence) -> LabelAlignment:
+        """Each topic's dominant label, and purity and NMI of the documents' top topics (active topics).
+
+        ``labels`` holds one label per document of X (documents without vocabulary words are
+        left out with their labels). See :func:`topicvae.analysis.label_alignment`.
+        """
+        self._check_fitted()
+        counts = self._counts(X, fit=False)
+        self._check_vocabulary_width(counts)
+        labels = list(labels)
+        if len(labels) != counts.shape[0]:
+            raise ValueError(f"{len(labels)} labels were given for {counts.shape[0]} documents: give one label per document")
+        keep = np.asarray(counts.sum(axis=1)).ravel() > 0
+        counts = counts[keep]
+        theta = self.transform(counts)
+        gaussian = self.groups_.gaussian_columns()
+        active = [c for c in self.analysis_.correlations.topics] if getattr(self, "analysis_", None) is not None else gaussian
+        return label_alignment(theta, [label for label, k in zip(labels, keep) if k], topics=active or gaussian)
+
+    def correlated_topics(
+        self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 10, analysis: TopicAnalysis | None = None
+    ) -> pd.DataFrame:
+        """The most strongly associated pairs of active topics, across groups unless asked otherwise.
+
+        Pairs are ranked by their partial correlation under q(z) (the association left once
+        document length and every other active topic are accounted for; docs/topics.md),
+        largest first. Columns: ``partial``; ``correlation`` (length partialled out, other
+        topics not); ``null_quantile`` (the pair's 1 - level quantile of |partial| when each
+        topic's documents are permuted on their own); ``significant`` (|partial| above the
+        family-wise null threshold); ``shared_words`` (how many of the two topics' top
+        ``n_words`` words they share) and ``kind``: ``"duplicate"`` when they share at least
+        ``DUPLICATE_SHARED_WORDS`` of their top 10 words (one theme learned twice, not two
+        related themes), ``"association"`` otherwise. ``analysis`` is the analysis to read
+        (default: ``analysis_``, the training documents').
+        """
+        self._check_fitted()
+        analysis = analysis if analysis is not None else getattr(self, "analysis_", None)
+        columns = ["topic_a", "topic_b", "partial", "correlation", "null_quantile", "significant", "shared_words", "kind", "words_a", "words_b"]
+        if analysis is None:
+            raise NotFittedError("this TopicModel has no topic analysis: fit it to the end, or call analyse(X)")
+        corr = analysis.correlations
         labels = self.groups_.topic_labels()
-        words = self.topics(n_words)["words"].tolist()
-        pairs = [
-            (corr[i, j], i, j)
-            for i in range(len(labels))
-            for j in range(i + 1, len(labels))
-            if (labels[i][0] != labels[j][0]) or not across_groups
-        ]
-        pairs.sort(key=lambda item: -item[0])
-        rows = [
-            {
-                "topic_a": f"{labels[i][0]}:{labels[i][1]}",
-                "topic_b": f"{labels[j][0]}:{labels[j][1]}",
-                "correlation": float(corr[i, j]),
-                "words_a": words[i],
-                "words_b": words[j],
-            }
-            for _, i, j in pairs[:n_pairs]
-        ]
-        return pd.DataFrame(rows, columns=["topic_a", "topic_b", "correlation", "words_a", "words_b"])
+        top = self.topics(max(n_words, 10))["words"].tolist()
+        significant = corr.significant()
+        pairs = []
+        for a in range(len(corr.topics)):
+            for b in range(a + 1, len(corr.topics)):
+                i, j = int(corr.topics[a]), int(corr.topics[b])
+                if across_groups and labels[i][0] == labels[j][0]:
+                    continue
+                shared = len(set(top[i][:10]) & set(top[j][:10]))
+                pairs.append({
+                    "topic_a": f"{labels[i][0]}:{labels[i][1]}",
+                    "topic_b": f"{labels[j][0]}:{labels[j][1]}",
+                    "partial": float(corr.partial[a, b]),
+                    "correlation": float(corr.correlation[a, b]),
+                    "null_quantile": float(corr.null_quantile[a, b]),
+                    "significant": bool(significant[a, b]),
+                    "shared_words": shared,
+                    "kind": "duplicate" if shared >= DUPLICATE_SHARED_WORDS else "association",
+                    "words_a": top[i][:n_words],
+                    "words_b": top[j][:n_words],
+                })
+        pairs.sort(key=lambda row: -row["partial"])
+        return pd.DataFrame(pairs[:n_pairs], columns=columns)
 
     # -----------------------------------------------------------------------------------
     # persistence: data, not pickles
@@ -680,6 +849,12 @@ class TopicModel:
         params["groups"] = str(self.groups_)
         params["hidden_sizes"] = list(self.hidden_sizes) if self.hidden_sizes is not None else None
         params.pop("vectorizer")
+        # the architecture as built, so that a later change of the defaults cannot change a saved model
+        architecture = self._architecture()
+        params["encoder_input"] = architecture["encoder_input"]
+        if self.model == "prodlda":
+            params.update({name: MODEL_DEFAULTS["prodlda"][name] for name in ("posterior_norm", "word_shift", "init")})
+            params.update(architecture["architecture"])
         return params
 
     def _config(self) -> dict[str, Any]:
@@ -695,6 +870,7 @@ class TopicModel:
                 "n_empty_documents": self.n_empty_documents_,
                 "history": self.history_,
                 "topic_correlation": self.topic_correlation_.tolist(),
+                "analysis": self.analysis_.to_dict(),
             },
         }
 
@@ -714,7 +890,7 @@ class TopicModel:
         config = read_config(directory, estimator="TopicModel", required=(VOCABULARY_FILE,))
         vocabulary = (directory / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")[:-1]
         with interpreting_config(directory):
-            params = dict(config["params"])
+            params = {**LEGACY_ARCHITECTURE.get(config["params"].get("model"), {}), **config["params"]}
             vectorizer = (
                 TextVectorizer.from_config(config["vectorizer"], vocabulary) if config.get("vectorizer") else None
             )
@@ -730,6 +906,8 @@ class TopicModel:
             estimator.n_empty_documents_ = fitted["n_empty_documents"]
             estimator.history_ = fitted["history"]
             estimator.topic_correlation_ = np.asarray(fitted["topic_correlation"], dtype=np.float64)
+            # models saved before the analysis existed have none: correlated_topics() then asks for analyse(X)
+            estimator.analysis_ = TopicAnalysis.from_dict(fitted["analysis"]) if fitted.get("analysis") else None
             model: NeuralTopicModel = build_model(
                 params["model"],
                 len(vocabulary),
@@ -738,6 +916,7 @@ class TopicModel:
                 dropout=params["dropout"],
                 prior_concentration=params["prior_concentration"],
                 temperature=params["temperature"],
+                **estimator._architecture(),
             )
         load_weights(directory, model, described_by=f"{CONFIG_FILE} and {VOCABULARY_FILE} ({len(vocabulary)} words)")
         estimator.model_ = model.to(_resolve_device(device)).eval()

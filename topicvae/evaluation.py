@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from topicvae.analysis import InformationReport, correlation_p_values, plot_correlation, plot_information
+from topicvae.analysis import InformationReport, plot_correlation, plot_information
 from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
 from topicvae.estimator import TopicModel, perplexity_from_elbo
 
@@ -23,22 +23,27 @@ def evaluate(
     reference_name: str | None = None,
     top_n: int = 10,
     window: int = 10,
-    mi_threshold: float = 0.1,
+    mi_threshold: float | None = None,
     n_pairs: int = 10,
     within_groups: bool = False,
     plots: str | Path | None = None,
     seed: int = 0,
+    labels: Sequence[str] | None = None,
+    max_documents: int | None = 20000,
 ) -> dict:
-    """Coherence, diversity, perplexity, information and correlations of ``model`` on ``docs``.
+    """Coherence, diversity, perplexity, information, correlations (and label alignment) of ``model`` on ``docs``.
 
     Coherence is scored against ``reference_docs`` (default: ``docs``). Mutual information,
-    total correlations and topic correlations are taken over ``docs`` with N = their number;
-    topics whose I(x; z_k) is below ``mi_threshold`` nats are reported as pruned.
+    total correlations and topic associations are taken over ``docs`` (at most
+    ``max_documents`` of them, drawn at random) with N = their number; topics are pruned by
+    the gap rule, or below ``mi_threshold`` nats when it is given. With ``labels`` (one per
+    document of ``docs``), each topic's dominant label, purity and NMI
+    (:func:`topicvae.analysis.label_alignment`).
     """
     check_mi_threshold(mi_threshold)
     reference_docs = docs if reference_docs is None else reference_docs
     reference_name = reference_name or corpus_name
-    labels = model.topic_labels()
+    topic_names = model.topic_labels()
     topics = model.topics(max(top_n, 25))["words"].tolist()
     top_words = [words[:top_n] for words in topics]
 
@@ -57,39 +62,52 @@ def evaluate(
     nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
     counts = counts[nonempty]
     elbo = model.document_elbo(counts, seed=seed)  # once, for both perplexity variants
-    information = model.information(counts, seed=seed)
-    correlation = model.topic_correlation(counts)
-    pairs_table = model.correlated_topics(n_pairs, across_groups=not within_groups, correlation=correlation)
-    index = {label: i for i, label in enumerate(labels)}
-    tested = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels))
-              if within_groups or labels[i].split(":")[0] != labels[j].split(":")[0]]
-    _, p_adjusted = correlation_p_values(correlation, int(counts.shape[0]), tested)
-    adjusted = {pair: p for pair, p in zip(tested, p_adjusted)}
+    analysis = model.analyse(counts, max_documents=max_documents, seed=seed)
+    pairs_table = model.correlated_topics(n_pairs, across_groups=not within_groups, analysis=analysis)
+    summary = information_summary(model, analysis.information, mi_threshold)
+    correlations = analysis.correlations
 
     report = {
         "corpus": {"name": corpus_name, "documents": int(len(docs)), "documents_with_words": int(nonempty.sum())},
         "coherence": {
-            "npmi_document": {"mean": npmi_document.mean, "per_topic": npmi_document.per_topic.tolist(), **npmi_document.settings},
-            "npmi_window": {"mean": npmi_window.mean, "per_topic": npmi_window.per_topic.tolist(), **npmi_window.settings},
-            "c_v": {"mean": c_v.mean, "per_topic": c_v.per_topic.tolist(), **c_v.settings},
-            "u_mass": {"mean": u_mass.mean, "per_topic": u_mass.per_topic.tolist(), **u_mass.settings},
+            "npmi_document": _coherence_entry(npmi_document, summary, model),
+            "npmi_window": _coherence_entry(npmi_window, summary, model),
+            "c_v": _coherence_entry(c_v, summary, model),
+            "u_mass": _coherence_entry(u_mass, summary, model),
         },
-        "diversity": {"top_n": 25, "value": topic_diversity(topics, top_n=25)},
+        "diversity": {
+            "top_n": 25,
+            "value": topic_diversity(topics, top_n=25),
+            "active_topics": _active_diversity(topics, summary, model),
+        },
         "perplexity": {
             "corpus_level": {"value": perplexity_from_elbo(*elbo), "formula": "exp(sum_d -ELBO_d / sum_d N_d)"},
             "per_document": {"value": perplexity_from_elbo(*elbo, per_document=True), "formula": "exp(mean_d(-ELBO_d / N_d))"},
         },
-        "information": information_summary(model, information, mi_threshold),
+        "information": summary,
         "correlations": {
-            "measure": "correlation under the inference marginal q(z) over the evaluated documents",
-            "test": "Fisher z of r = 0 with n = documents, Benjamini-Hochberg over the tested pairs",
-            "pairs_tested": len(tested),
+            "measure": (
+                "partial correlation under q(z) between active topics (graphical lasso, penalty "
+                f"{correlations.shrinkage:g}), log document length partialled out, over {correlations.n_documents} documents"
+            ),
+            "null": (
+                f"each topic's documents permuted on their own, {correlations.n_permutations} times; significant: |partial| "
+                f"above the {1 - correlations.level:g} quantile of the largest |partial| over all pairs ({correlations.threshold:.3f})"
+            ),
+            "threshold": correlations.threshold,
+            "topics": [topic_names[i] for i in correlations.topics.tolist()],
+            "partial": correlations.partial.tolist(),
+            "null_quantile": correlations.null_quantile.tolist(),
             "strongest": [
                 {
                     "topic_a": row.topic_a,
                     "topic_b": row.topic_b,
+                    "partial": row.partial,
                     "correlation": row.correlation,
-                    "p_adjusted": float(adjusted[tuple(sorted((index[row.topic_a], index[row.topic_b])))]),
+                    "null_quantile": row.null_quantile,
+                    "significant": row.significant,
+                    "kind": row.kind,
+                    "shared_words": row.shared_words,
                     "words_a": list(row.words_a),
                     "words_b": list(row.words_b),
                 }
@@ -97,31 +115,84 @@ def evaluate(
             ],
         },
     }
+    if labels is not None:
+        labels = list(labels)
+        if len(labels) != len(docs):
+            raise ValueError(f"--labels has {len(labels)} labels for {len(docs)} documents: give one label per document, in order")
+        alignment = model.label_alignment(docs, labels)
+        report["labels"] = {
+            "purity": alignment.purity,
+            "nmi": alignment.nmi,
+            "documents": alignment.documents,
+            "per_topic": {
+                topic_names[k]: {"label": alignment.dominant_label[k], "share": float(alignment.dominant_share[k])}
+                for k in range(len(topic_names))
+            },
+        }
+        dominant = report["labels"]["per_topic"]
+        for pair in report["correlations"]["strongest"]:
+            pair["label_a"], pair["label_b"] = dominant[pair["topic_a"]]["label"], dominant[pair["topic_b"]]["label"]
     if plots is not None:
         directory = Path(plots)
         directory.mkdir(parents=True, exist_ok=True)
-        plot_information(information, model.groups_.variable_labels(), mi_threshold, directory / "mutual_information.png")
-        plot_correlation(correlation, labels, directory / "correlation.png")
+        active = np.isin(model.groups_.variable_labels(), summary["active_topics"])
+        plot_information(analysis.information, model.groups_.variable_labels(), active, directory / "mutual_information.png")
+        chosen = [topic_names[i] for i in correlations.topics.tolist()]
+        plot_correlation(correlations.partial, chosen, directory / "correlation.png", null=correlations.null_quantile, threshold=correlations.threshold)
         report["plots"] = [str(directory / "mutual_information.png"), str(directory / "correlation.png")]
     return report
 
 
-def check_mi_threshold(mi_threshold: float) -> None:
-    """Raise a ValueError that names ``mi_threshold`` unless it is a finite number >= 0."""
-    if not np.isfinite(mi_threshold) or mi_threshold < 0:
-        raise ValueError(f"mi_threshold={mi_threshold!r} is invalid: give a number of nats >= 0")
+def _active_columns(summary: dict, model) -> list[int]:
+    active = set(summary["active_topics"])
+    return [k for k, label in enumerate(model.topic_labels()) if label in active or label.split(":")[0] in active]
 
 
-def information_summary(model: TopicModel, information: InformationReport, mi_threshold: float) -> dict:
+def _coherence_entry(result, summary: dict, model) -> dict:
+    columns = _active_columns(summary, model)
+    return {
+        "mean": result.mean,
+        "mean_active_topics": float(np.mean(result.per_topic[columns])) if columns else None,
+        "per_topic": result.per_topic.tolist(),
+        **result.settings,
+    }
+
+
+def _active_diversity(topics, summary: dict, model) -> float | None:
+    columns = _active_columns(summary, model)
+    return topic_diversity([topics[k] for k in columns], top_n=25) if columns else None
+
+
+def check_mi_threshold(mi_threshold: float | None) -> None:
+    """Raise a ValueError that names ``mi_threshold`` unless it is None or a finite number >= 0."""
+    if mi_threshold is not None and (not np.isfinite(mi_threshold) or mi_threshold < 0):
+        raise ValueError(f"mi_threshold={mi_threshold!r} is invalid: give a number of nats >= 0, or leave it out for the gap rule")
+
+
+#: Said wherever the estimates are printed: an unused topic's estimate scatters around 0.
+NEGATIVE_NOTE = (
+    "I(x; z_k) is a Monte-Carlo estimate (one sample per document): an unused topic's value scatters "
+    "around 0 by about its standard error and can be slightly negative"
+)
+
+
+def information_summary(model, information: InformationReport, mi_threshold: float | None = None) -> dict:
     """The information quantities as a JSON-ready dict, with the variables kept and pruned.
 
     A variable is a Gaussian topic or a whole Concrete group (its categories share one
-    variable, so they are kept or pruned together); pruned means I(x; z_de) < ``mi_threshold``.
+    variable, so they are kept or pruned together). Without ``mi_threshold`` the pruned
+    variables are those below the gap of the sorted I(x; z_de) (:func:`topicvae.analysis.prune_by_gap`;
+    none when the curve has no gap); with it, those below that many nats.
     """
     check_mi_threshold(mi_threshold)
     names = [group.name for group in model.groups_]
     labels = model.groups_.variable_labels()
-    active = information.active(mi_threshold)
+    if mi_threshold is None:
+        pruning = information.pruning()
+        active, rule, gap, largest = pruning.active, pruning.rule, pruning.gap, pruning.largest_ratio
+    else:
+        active, rule, gap, largest = information.active(mi_threshold), f"I(x; z_k) below {mi_threshold:g} nats", None, None
+    se = information.per_variable_se
     return {
         "dataset_size": information.dataset_size,
         "mutual_information": information.mutual_information,
@@ -129,7 +200,12 @@ def information_summary(model: TopicModel, information: InformationReport, mi_th
         "tc_between": information.tc_between,
         "tc_within": dict(zip(names, information.tc_within.tolist())),
         "per_topic": dict(zip(labels, information.per_variable.tolist())),
+        "per_topic_standard_error": None if se is None else dict(zip(labels, se.tolist())),
+        "rule": rule,
         "threshold": mi_threshold,
+        "gap": gap,
+        "largest_ratio": largest,
         "active_topics": [labels[i] for i in np.flatnonzero(active)],
         "pruned_topics": [labels[i] for i in np.flatnonzero(~active)],
+        "note": NEGATIVE_NOTE,
     }

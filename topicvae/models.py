@@ -90,16 +90,68 @@ def dirichlet_laplace_prior(concentration: Tensor) -> tuple[Tensor, Tensor]:
     return mean, variance
 
 
+#: The learned parameters of ProdLDA's posterior batch-norms (see ``GroupedPosterior``).
+POSTERIOR_NORMS = ("affine", "shift", "none")
+#: How the encoder reads a bag of words: raw counts (the original models), log(1 + counts), the
+#: counts divided by the document's length (word frequencies), or "proportions": frequencies,
+#: with log(1 + length) given to the posterior's log-variance alone, so that the topic means
+#: see what a document is about and only their certainty sees how much evidence it holds.
+ENCODER_INPUTS = ("counts", "log1p", "frequencies", "proportions")
+
+
+class ShiftedBatchNorm(nn.BatchNorm1d):
+    """Batch-norm with a learned shift and no learned scale (``tf.contrib.layers.batch_norm``'s default)."""
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, affine=True)
+        self.weight.requires_grad_(False)  # the scale stays 1: the state dict keeps the affine layout
+
+
+def _posterior_batch_norm(size: int, norm: str) -> nn.BatchNorm1d:
+    if norm == "affine":
+        return nn.BatchNorm1d(size, affine=True)
+    if norm == "shift":
+        return ShiftedBatchNorm(size)
+    if norm == "none":
+        return nn.BatchNorm1d(size, affine=False)
+    raise ValueError(f"posterior_norm={norm!r} is unknown: choose one of {', '.join(POSTERIOR_NORMS)}")
+
+
+def prepare_encoder_input(bow: Tensor, kind: str) -> Tensor:
+    """What the encoder reads from a bag of words [B, V] (see ``ENCODER_INPUTS``)."""
+    if kind == "counts":
+        return bow
+    if kind == "log1p":
+        return torch.log1p(bow)
+    if kind in ("frequencies", "proportions"):
+        return bow / bow.sum(-1, keepdim=True).clamp_min(1.0)
+    raise ValueError(f"encoder_input={kind!r} is unknown: choose one of {', '.join(ENCODER_INPUTS)}")
+
+
 class GroupedPosterior(nn.Module):
     """Maps encoder features to q(z_d | x) for every latent group.
 
     Gaussian groups share one linear map to the means and one to the log-variances (one column
-    per dimension), optionally followed by batch-norm without learned scale or shift (ProdLDA).
-    Each Concrete group has its own linear map to category logits.
+    per dimension), optionally followed by batch-norm (ProdLDA), whose learned parameters
+    ``norm`` names: ``"affine"`` a scale and a shift per topic (the scale can reach 0, so a
+    topic's posterior can collapse to the prior and the objective can prune it), ``"shift"``
+    a shift only (Srivastava & Sutton's code: ``tf.contrib.layers.batch_norm`` with its
+    defaults), ``"none"`` neither (every topic's posterior mean then has unit variance over
+    the batch, whatever the objective: no topic can be pruned, the mechanism BN-VAE,
+    Zhu et al. 2020, uses to prevent collapse). Each Concrete group has its own linear map to
+    category logits.
     """
 
     def __init__(
-        self, in_features: int, groups: GroupSpec, *, batch_norm: bool, temperature: float, variance_floor: float = 0.0
+        self,
+        in_features: int,
+        groups: GroupSpec,
+        *,
+        batch_norm: bool,
+        temperature: float,
+        variance_floor: float = 0.0,
+        norm: str = "none",
+        evidence_features: int = 0,
     ):
         super().__init__()
         self.groups = groups
@@ -107,20 +159,23 @@ class GroupedPosterior(nn.Module):
         self.variance_floor = float(variance_floor)
         num_gaussian = groups.num_gaussian_dims
         self.loc = nn.Linear(in_features, num_gaussian) if num_gaussian else None
-        self.log_var = nn.Linear(in_features, num_gaussian) if num_gaussian else None
+        # ``evidence_features`` extra inputs reach the log-variances only (see ENCODER_INPUTS)
+        self.evidence_features = int(evidence_features)
+        self.log_var = nn.Linear(in_features + self.evidence_features, num_gaussian) if num_gaussian else None
         if self.log_var is not None:
             # Start from unit posterior variance: large initial log-variances make the first
             # steps' samples (and the softmax over them) explode.
             nn.init.zeros_(self.log_var.weight)
             nn.init.zeros_(self.log_var.bias)
-        self.loc_norm = nn.BatchNorm1d(num_gaussian, affine=False) if batch_norm and num_gaussian else None
-        self.log_var_norm = nn.BatchNorm1d(num_gaussian, affine=False) if batch_norm and num_gaussian else None
+        self.loc_norm = _posterior_batch_norm(num_gaussian, norm) if batch_norm and num_gaussian else None
+        self.log_var_norm = _posterior_batch_norm(num_gaussian, norm) if batch_norm and num_gaussian else None
         self.logits = nn.ModuleDict({g.name: nn.Linear(in_features, g.size) for g in groups.concrete})
         self.register_buffer("_temperature", torch.tensor(self.temperature), persistent=False)
 
-    def gaussian_parameters(self, features: Tensor) -> tuple[Tensor, Tensor]:
+    def gaussian_parameters(self, features: Tensor, evidence: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Means and log-variances of all Gaussian dimensions, [B, num_gaussian] each."""
-        loc, log_var = self.loc(features), self.log_var(features)
+        loc = self.loc(features)
+        log_var = self.log_var(features if evidence is None else torch.cat([features, evidence], dim=1))
         if self.loc_norm is not None:
             loc, log_var = self.loc_norm(loc), self.log_var_norm(log_var)
         return loc, log_var
@@ -133,10 +188,10 @@ class GroupedPosterior(nn.Module):
         # at log_var < -206 where sqrt(exp(log_var)) would at -103.
         return self._variance(log_var).sqrt() if self.variance_floor else torch.exp(0.5 * log_var)
 
-    def forward(self, features: Tensor) -> list[Distribution]:
+    def forward(self, features: Tensor, evidence: Tensor | None = None) -> list[Distribution]:
         posteriors: list[Distribution] = []
         if self.loc is not None:
-            loc, log_var = self.gaussian_parameters(features)
+            loc, log_var = self.gaussian_parameters(features, evidence)
             scale = self._scale(log_var)
             sizes = [g.size for g in self.groups.gaussian]
             gaussian = iter(zip(loc.split(sizes, dim=1), scale.split(sizes, dim=1)))
@@ -150,7 +205,7 @@ class GroupedPosterior(nn.Module):
                 posteriors.append(Normal(group_loc, group_scale, validate_args=False))
         return posteriors
 
-    def moments(self, features: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def moments(self, features: Tensor, evidence: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """Mean and variance of each group's posterior, per column of the code.
 
         Gaussian groups: the posterior mean and variance of z. Concrete groups: the category
@@ -158,7 +213,7 @@ class GroupedPosterior(nn.Module):
         """
         out: list[tuple[Tensor, Tensor]] = []
         if self.loc is not None:
-            loc, log_var = self.gaussian_parameters(features)
+            loc, log_var = self.gaussian_parameters(features, evidence)
             sizes = [g.size for g in self.groups.gaussian]
             gaussian = iter(zip(loc.split(sizes, dim=1), self._variance(log_var).split(sizes, dim=1)))
         for group in self.groups:
@@ -175,11 +230,14 @@ class NeuralTopicModel(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, vocab_size: int, groups: GroupSpec, *, temperature: float):
+    def __init__(self, vocab_size: int, groups: GroupSpec, *, temperature: float, encoder_input: str = "counts"):
         super().__init__()
+        if encoder_input not in ENCODER_INPUTS:
+            raise ValueError(f"encoder_input={encoder_input!r} is unknown: choose one of {', '.join(ENCODER_INPUTS)}")
         self.vocab_size = int(vocab_size)
         self.groups = groups
         self.temperature = float(temperature)
+        self.encoder_input = encoder_input
 
     # --- to be provided by each model ---------------------------------------------------
     def prior_parameters(self) -> list[Distribution]:
@@ -204,10 +262,18 @@ class NeuralTopicModel(nn.Module):
     # --- shared -------------------------------------------------------------------------
     def features(self, bow: Tensor) -> Tensor:
         """The encoder's hidden features (each model builds ``encoder`` and ``encoder_dropout``)."""
-        return self.encoder_dropout(self.encoder(bow))
+        return self.encoder_dropout(self.encoder(prepare_encoder_input(bow, self.encoder_input)))
+
+    def evidence(self, bow: Tensor) -> Tensor | None:
+        """What only the log-variances see: log(1 + length) [B, 1] for "proportions", else None."""
+        return torch.log1p(bow.sum(-1, keepdim=True)) if self.encoder_input == "proportions" else None
+
+    @property
+    def evidence_features(self) -> int:
+        return 1 if self.encoder_input == "proportions" else 0
 
     def encode(self, bow: Tensor) -> list[Distribution]:
-        return self.posterior(self.features(bow))
+        return self.posterior(self.features(bow), self.evidence(bow))
 
     def priors(self) -> list[Distribution]:
         return self.prior_parameters()
@@ -222,7 +288,7 @@ class NeuralTopicModel(nn.Module):
     @torch.no_grad()
     def posterior_moments(self, bow: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per group, the posterior's mean and variance for each document (no sampling)."""
-        return self.posterior.moments(self.features(bow))
+        return self.posterior.moments(self.features(bow), self.evidence(bow))
 
     def _concrete_prior(self, size: int, like: Tensor) -> ExpRelaxedCategorical:
         temperature = torch.tensor(self.temperature, dtype=like.dtype, device=like.device)
@@ -264,14 +330,34 @@ class ProdLDA(NeuralTopicModel):
         dropout: float = 0.2,
         prior_concentration: float = 1.0,
         temperature: float = 0.66,
+        encoder_input: str = "counts",
+        posterior_norm: str = "none",
+        word_shift: bool = False,
+        init: str = "default",
+        decoder_norm: bool = True,
     ):
-        super().__init__(vocab_size, groups, temperature=temperature)
+        super().__init__(vocab_size, groups, temperature=temperature, encoder_input=encoder_input)
         self.encoder = _mlp([vocab_size, *hidden_sizes], nn.Softplus)
         self.encoder_dropout = nn.Dropout(dropout)
-        self.posterior = GroupedPosterior(hidden_sizes[-1], groups, batch_norm=True, temperature=temperature)
+        self.posterior = GroupedPosterior(
+            hidden_sizes[-1], groups, batch_norm=True, temperature=temperature, norm=posterior_norm,
+            evidence_features=self.evidence_features,
+        )
         self.topic_dropout = nn.Dropout(dropout)
         self.topic_words = nn.Linear(groups.num_columns, vocab_size, bias=False)  # W
-        self.word_norm = nn.BatchNorm1d(vocab_size, affine=False)
+        self.word_norm = nn.BatchNorm1d(vocab_size, affine=False) if decoder_norm else None
+        # The original's decoder batch-norm learns a shift per word (tf.contrib.layers.batch_norm
+        # has center=True): a background log-frequency that every topic shares, so that W holds
+        # only what the topics change.
+        self.word_shift = nn.Parameter(torch.zeros(vocab_size)) if word_shift else None
+        if init == "xavier":  # the original's xavier_init for every weight, zero biases
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear) and layer is not self.posterior.log_var:
+                    nn.init.xavier_uniform_(layer.weight)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
+        elif init != "default":
+            raise ValueError(f"init={init!r} is unknown: choose 'default' or 'xavier'")
         num_gaussian = groups.num_gaussian_dims
         if num_gaussian:
             mean, variance = dirichlet_laplace_prior(torch.full((num_gaussian,), float(prior_concentration)))
@@ -301,17 +387,25 @@ class ProdLDA(NeuralTopicModel):
         return self._assemble(self._simplex_points(samples), self._proportions(gaussian_parts))
 
     def decode(self, code: Tensor) -> Tensor:
-        return F.log_softmax(self.word_norm(self.topic_words(self.topic_dropout(code))), dim=-1)
+        logits = self.topic_words(self.topic_dropout(code))
+        if self.word_norm is not None:
+            logits = self.word_norm(logits)
+        if self.word_shift is not None:
+            logits = logits + self.word_shift
+        return F.log_softmax(logits, dim=-1)
 
     @torch.no_grad()
     def topic_word_scores(self) -> Tensor:
-        # What the decoder produces for one topic alone: softmax(BN(e_k W)) with the batch-norm's
-        # running statistics. Ranking raw columns of W would ignore the per-word normalization.
+        # What the decoder produces for one topic alone: softmax(BN(e_k W) + b) with the
+        # batch-norm's running statistics. Ranking raw columns of W would ignore the per-word
+        # normalization.
         one_hot = torch.eye(self.groups.num_columns, device=self.prior_loc.device)
         logits = self.topic_words(one_hot)
-        normed = F.batch_norm(
+        normed = logits if self.word_norm is None else F.batch_norm(
             logits, self.word_norm.running_mean, self.word_norm.running_var, training=False, eps=self.word_norm.eps
         )
+        if self.word_shift is not None:
+            normed = normed + self.word_shift
         return F.log_softmax(normed, dim=-1)
 
     def representation(self, means: Sequence[Tensor]) -> Tensor:
@@ -336,8 +430,9 @@ class NVDM(NeuralTopicModel):
         hidden_sizes: Sequence[int] = (500,),
         dropout: float = 0.0,
         temperature: float = 0.66,
+        encoder_input: str = "counts",
     ):
-        super().__init__(vocab_size, groups, temperature=temperature)
+        super().__init__(vocab_size, groups, temperature=temperature, encoder_input=encoder_input)
         self.encoder = _mlp([vocab_size, *hidden_sizes], nn.ReLU)
         self.encoder_dropout = nn.Dropout(dropout)
         # NVDM feeds raw counts to its encoder, and one very long document (thousands of
@@ -345,7 +440,8 @@ class NVDM(NeuralTopicModel):
         # estimator's pairwise densities and training stops on NaN. A floor of 1e-4 on the
         # variance (scvi-tools' var_eps) keeps sigma >= 0.01.
         self.posterior = GroupedPosterior(
-            hidden_sizes[-1], groups, batch_norm=False, temperature=temperature, variance_floor=NVDM_VARIANCE_FLOOR
+            hidden_sizes[-1], groups, batch_norm=False, temperature=temperature, variance_floor=NVDM_VARIANCE_FLOOR,
+            evidence_features=self.evidence_features,
         )
         self.decoder = nn.Linear(groups.num_columns, vocab_size)  # R and b
 
@@ -383,8 +479,11 @@ class NVDM(NeuralTopicModel):
 
 #: Per-model defaults the estimator falls back on (learning rate, Adam betas, layer sizes).
 MODEL_DEFAULTS: dict[str, dict] = {
-    "prodlda": {"lr": 2e-3, "adam_betas": (0.99, 0.999), "hidden_sizes": (100, 100), "dropout": 0.2},
-    "nvdm": {"lr": 5e-4, "adam_betas": (0.9, 0.999), "hidden_sizes": (500,), "dropout": 0.0},
+    "prodlda": {
+        "lr": 2e-3, "adam_betas": (0.99, 0.999), "hidden_sizes": (100, 100), "dropout": 0.2,
+        "posterior_norm": "none", "word_shift": False, "init": "default", "encoder_input": "counts", "decoder_norm": True,
+    },
+    "nvdm": {"lr": 5e-4, "adam_betas": (0.9, 0.999), "hidden_sizes": (500,), "dropout": 0.0, "encoder_input": "counts"},
 }
 
 
@@ -397,14 +496,22 @@ def build_model(
     dropout: float | None = None,
     prior_concentration: float = 1.0,
     temperature: float = 0.66,
+    encoder_input: str = "counts",
+    architecture: dict | None = None,
 ) -> NeuralTopicModel:
-    """Construct a model by name ('prodlda' or 'nvdm')."""
+    """Construct a model by name ('prodlda' or 'nvdm').
+
+    ``architecture`` holds ProdLDA's ``posterior_norm``, ``word_shift`` and ``init`` (NVDM has
+    none of them); left out, each takes the value in ``MODEL_DEFAULTS``.
+    """
     if kind not in MODEL_DEFAULTS:
         raise ValueError(f"model={kind!r} is unknown: choose one of {', '.join(MODEL_DEFAULTS)}")
     defaults = MODEL_DEFAULTS[kind]
     hidden_sizes = tuple(hidden_sizes) if hidden_sizes is not None else defaults["hidden_sizes"]
     dropout = defaults["dropout"] if dropout is None else dropout
     if kind == "prodlda":
+        options = {name: defaults[name] for name in ("posterior_norm", "word_shift", "init", "decoder_norm")}
+        options.update(architecture or {})
         return ProdLDA(
             vocab_size,
             groups,
@@ -412,6 +519,9 @@ def build_model(
             dropout=dropout,
             prior_concentration=prior_concentration,
             temperature=temperature,
+            encoder_input=encoder_input,
+            **options,
         )
-    return NVDM(vocab_size, groups, hidden_sizes=hidden_sizes, dropout=dropout, temperature=temperature)
-
+    return NVDM(
+        vocab_size, groups, hidden_sizes=hidden_sizes, dropout=dropout, temperature=temperature, encoder_input=encoder_input
+    )

@@ -251,6 +251,15 @@ def _check_parameters_finite(model: torch.nn.Module, epoch: int, step: int) -> N
             )
 
 
+#: Learning-rate schedules: the factor on the learning rate at the share t in [0, 1) of training done.
+#: "cosine" decays to 0 over the run (Loshchilov & Hutter, 2017): late steps make Adam's noise
+#: small, so that topics the objective switches off settle at the prior instead of hovering.
+LR_SCHEDULES = {
+    "constant": lambda t: 1.0,
+    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
+}
+
+
 def train(
     model: torch.nn.Module,
     batches: BagOfWordsBatches | ImageBatches,
@@ -263,6 +272,7 @@ def train(
     dataset_size: int | None = None,
     process_group: ProcessGroup | None = None,
     autocast_dtype: torch.dtype | None = None,
+    lr_schedule: str = "constant",
 ) -> Iterator[TrainingProgress]:
     """Maximize the HFVAE objective, yielding after every step.
 
@@ -284,9 +294,17 @@ def train(
     precision. The objective never does: the posteriors' parameters, the samples and the
     log-likelihood are cast to float32 first, so the B x B pairwise log-densities, their
     log-sum-exps and their gradients are computed in float32 (objective.md, "Numerics").
+
+    ``lr_schedule`` (see ``LR_SCHEDULES``) scales each parameter group's learning rate at every
+    step by a function of the share of training done, a pure function of the step, so that a
+    resumed run follows the same schedule.
     """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={lr_schedule!r} is unknown: choose one of {', '.join(LR_SCHEDULES)}")
     dataset_size = dataset_size or batches.num_items
     steps_per_epoch = len(batches)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
     device_type = batches.device.type
     # Whether the estimator's kernels are compiled is decided at the first step, when the size
     # of the latent code is known, from the whole run's length: a resumed run decides as the
@@ -321,6 +339,10 @@ def train(
             _check_finite(values, epoch, step)  # on the whole batch's terms: every rank stops alike
             optimizer.zero_grad(set_to_none=True)
             (terms.loss * loss_scale if loss_scale != 1.0 else terms.loss).backward()
+            if lr_schedule != "constant":
+                factor = LR_SCHEDULES[lr_schedule](((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch))
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
             optimizer.step()
             for name in TERM_NAMES:
                 sums[name] += values[name]
