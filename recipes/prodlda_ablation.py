@@ -13,7 +13,8 @@ ELBO bound, corpus-level and per document), and whether ``transform`` agrees wit
 ``vocabulary.txt``, one word per line (build them with ``TextVectorizer``). Every fit writes
 its model to ``OUT/models/NAME`` and its figures to ``OUT/runs/NAME.json``; a finished fit is
 not redone, so an interrupted sweep continues where it stopped. ``OUT/summary.json`` and the
-printed table collect them.
+printed table collect them. The recorded seed-0 sweep is recipes/results/prodlda_ablation-seed0.json
+(docs/analysis.md, "ProdLDA's architecture").
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ VARIANTS: dict[str, dict] = {
     "affine-freq": {"encoder_input": "frequencies", "posterior_norm": "affine", "word_shift": True, "init": "xavier", "dropout": 0.2},
     "shift-log1p": {"encoder_input": "log1p", "posterior_norm": "shift", "word_shift": True, "init": "xavier", "dropout": 0.2},
     "affine-log1p-noshift": {"encoder_input": "log1p", "posterior_norm": "affine", "word_shift": False, "init": "default", "dropout": 0.2},
+    "affine-log1p-cosine": {"encoder_input": "log1p", "posterior_norm": "affine", "word_shift": True, "init": "xavier", "dropout": 0.2, "lr_schedule": "cosine"},
+    "proportions-affine-cosine": {"encoder_input": "proportions", "posterior_norm": "affine", "word_shift": True, "init": "xavier", "dropout": 0.2, "lr_schedule": "cosine"},
+    "proportions-shift": {"encoder_input": "proportions", "posterior_norm": "shift", "word_shift": True, "init": "xavier", "dropout": 0.2},
     "nvdm-counts": {"model": "nvdm", "encoder_input": "counts"},
     "nvdm-log1p": {"model": "nvdm", "encoder_input": "log1p"},
 }

@@ -30,7 +30,7 @@ def test_fit_prints_topics_and_pairs_and_writes_report(tmp_path, planted_docs_fi
     report = json.loads((out / "report.json").read_text())
     information = report["information"]
     assert information["dataset_size"] == 400 and information["threshold"] is None
-    assert information["rule"].startswith("split at the largest ratio")
+    assert information["rule"].startswith("an estimate within two standard errors of 0 is pruned")
     assert set(information["per_topic"]) == {f"g{d}:{k}" for d in range(2) for k in range(3)}
     assert sorted(information["active_topics"] + information["pruned_topics"]) == sorted(information["per_topic"])
     if information["pruned_topics"]:  # every pruned topic lies below every active one

@@ -45,6 +45,12 @@ def quick(**kwargs):
         (dict(temperature=0.0), r"temperature=0.0 is invalid"),
         (dict(hidden_sizes=()), r"hidden_sizes=\(\) is invalid"),
         (dict(device="tpu"), r"device='tpu' is invalid"),
+        (dict(encoder_input="tfidf"), r"encoder_input='tfidf' is unknown"),
+        (dict(posterior_norm="layer"), r"posterior_norm='layer' is unknown"),
+        (dict(init="orthogonal"), r"init='orthogonal' is unknown"),
+        (dict(word_shift="yes"), r"word_shift='yes' is invalid"),
+        (dict(lr_schedule="step"), r"lr_schedule='step' is unknown"),
+        (dict(model="nvdm", posterior_norm="affine"), r"posterior_norm='affine' applies to ProdLDA only"),
     ],
 )
 def test_fit_validates_parameters(small, params, match):
@@ -192,3 +198,37 @@ def test_correlated_topics_only_pairs_topics_of_different_groups(small):
     assert (pairs.partial.diff().dropna() <= 1e-12).all()  # largest partial correlation first
     within = model.correlated_topics(100, across_groups=False)
     assert len(within) == active * (active - 1) // 2
+
+
+def test_a_model_saved_before_the_architecture_options_loads_as_it_was_trained(small, tmp_path):
+    # config.json of earlier versions has no encoder_input, posterior_norm, word_shift, init or
+    # lr_schedule: such a model was trained on raw counts with batch-norms without learned
+    # parameters and no decoder shift, and must come back so, whatever today's defaults are
+    counts, vocabulary, _ = small
+    legacy = quick(encoder_input="counts", posterior_norm="none", word_shift=False, init="default").fit(counts, vocabulary=vocabulary)
+    legacy.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    for name in ("encoder_input", "posterior_norm", "word_shift", "init", "lr_schedule"):
+        del config["params"][name]
+    del config["fitted"]["analysis"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = TopicModel.load(tmp_path / "old")
+    assert (loaded.encoder_input, loaded.posterior_norm, loaded.word_shift) == ("counts", "none", False)
+    np.testing.assert_allclose(loaded.transform(counts), legacy.transform(counts), atol=1e-6)
+    assert loaded.topics(5)["words"].tolist() == legacy.topics(5)["words"].tolist()
+    with pytest.raises(NotFittedError, match=r"no topic analysis: fit it to the end, or call analyse\(X\)"):
+        loaded.correlated_topics()
+    loaded.analysis_ = loaded.analyse(counts)
+    assert len(loaded.correlated_topics(3)) <= 3
+
+
+def test_a_saved_model_keeps_its_resolved_architecture_and_analysis(small, tmp_path):
+    counts, vocabulary, _ = small
+    model = quick().fit(counts, vocabulary=vocabulary)
+    model.save(tmp_path / "m")
+    params = json.loads((tmp_path / "m" / "config.json").read_text())["params"]
+    assert (params["encoder_input"], params["posterior_norm"], params["word_shift"], params["init"]) == ("log1p", "shift", True, "default")
+    loaded = TopicModel.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.analysis_.pruning.active, model.analysis_.pruning.active)
+    np.testing.assert_allclose(loaded.analysis_.correlations.partial, model.analysis_.correlations.partial)
+    assert loaded.correlated_topics(4).equals(model.correlated_topics(4))

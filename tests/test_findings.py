@@ -190,3 +190,25 @@ def test_label_alignment_against_explicit_counts():
     assert result.nmi == pytest.approx(normalized_mutual_info_score(labels, [0, 0, 1, 1, 0]))
     with pytest.raises(ValueError, match="theta has shape \\(5, 3\\) but 4 labels"):
         label_alignment(theta, labels[:4])
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: a fitted model on a planted corpus
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fit_learns_the_present_planted_topics_and_none_of_the_absent_ones(seed):
+    from topicvae import TopicModel
+    from topicvae.planted import match_topics, planted_corpus
+
+    # 8 planted topics, 2 of them used by no document; log-normal lengths from 5 to 1,000
+    # words with length-dependent filler words; 12 model topics in two groups
+    corpus = planted_corpus(2500, n_topics=8, absent=(3, 6), pairs=[(0, 4, 0.5), (1, 5, -0.5)], scale=3.0, seed=seed)
+    model = TopicModel("prodlda", "2x6", beta=0.1, gamma=4.0, epochs=60, seed=seed, device="cpu")
+    model.fit(corpus.counts, vocabulary=corpus.vocabulary)
+    matches = match_topics(model.topics(10)["words"].tolist())
+    learned = {m for m, active in zip(matches, model.analysis_.pruning.active) if m is not None and active}
+    assert learned == {0, 1, 2, 4, 5, 7}, matches
+    # the analysis covers every active topic, and its associations are symmetric
+    partial = model.analysis_.correlations.partial
+    np.testing.assert_allclose(partial, partial.T, atol=1e-10)

@@ -20,22 +20,27 @@ def load_recipe(name: str):
 def test_newsgroups_hfvae_vs_vae_recipe_fits_scores_and_tabulates(tmp_path, capsys):
     with gzip.open(ROOT / "corpora" / "20newsgroups-sample.txt.gz", "rt", encoding="utf-8") as handle:
         posts = handle.read().splitlines()
-    (tmp_path / "train.txt").write_text("\n".join(posts[:400]) + "\n", encoding="utf-8")
-    (tmp_path / "test.txt").write_text("\n".join(posts[1000:1150]) + "\n", encoding="utf-8")
+    labels = (ROOT / "corpora" / "20newsgroups-sample.labels.txt").read_text(encoding="utf-8").splitlines()
+    for name, part in (("train", slice(0, 400)), ("test", slice(1000, 1150))):
+        (tmp_path / f"{name}.txt").write_text("\n".join(posts[part]) + "\n", encoding="utf-8")
+        (tmp_path / f"{name}.labels.txt").write_text("\n".join(labels[part]) + "\n", encoding="utf-8")
     recipe = load_recipe("newsgroups_hfvae_vs_vae")
-    recipe.main(["--work", str(tmp_path), "--epochs", "1", "--seeds", "3"])
+    recipe.main(["--work", str(tmp_path), "--epochs", "1", "--seeds", "3", "--nvdm-seeds", "--fit", "--score"])
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [(run["model"], run["seed"]) for run in results["runs"]] == [("hfvae", 3), ("vae", 3)]
-    hfvae, vae = results["runs"]
+    assert [(run["run"], run["seed"]) for run in results["runs"]] == [("hfvae", 3), ("vae", 3), ("lda", 3)]
+    hfvae, vae, lda = results["runs"]
     assert len(hfvae["test"]["information"]["per_topic"]) == 50 and len(vae["test"]["information"]["per_topic"]) == 50
     assert set(hfvae["test"]["information"]["tc_within"]) == {"g0", "g1"} and set(vae["test"]["information"]["tc_within"]) == {"g0"}
-    assert hfvae["train_information"]["dataset_size"] <= 400
-    assert hfvae["strong_pairs"]["largest_across"] is not None and vae["strong_pairs"]["largest_across"] is None
+    assert set(hfvae["test"]["labels"]["per_topic"]["g0:0"]) == {"label", "share"}
+    assert 0 <= lda["purity"] <= 1 and len(lda["agreement"]["word_share"]) == 50
+    assert (tmp_path / "plots" / "hfvae-s3" / "mutual_information.png").stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "| HFVAE 2x25 (alpha 1, beta 0.1, gamma 4) | 3 |" in printed
-    assert "| VAE 50 (all weights 1) | 3 |" in printed
-    assert "Five strongest cross-group pairs of the HFVAE model, seed 3" in printed
-    assert printed.count("\n| 0.") + printed.count("\n| -0.") + printed.count("\n| 1.") == 5  # five pair rows
+    assert "\n| hfvae | 3 | " in printed and "\n| vae | 3 | " in printed and "\n| lda | 3 | " in printed
+    assert "HFVAE seed 3: the ten strongest associations across groups on the test posts" in printed
+    # a second call reuses the saved models instead of fitting again
+    (tmp_path / "models" / "vae-s3" / "seconds.txt").write_text("-1\n")
+    recipe.main(["--work", str(tmp_path), "--epochs", "1", "--seeds", "3", "--nvdm-seeds", "--fit"])
+    assert (tmp_path / "models" / "vae-s3" / "seconds.txt").read_text() == "-1\n"
 
 
 def test_image_experiments_recipe_runs_the_recipes_and_tabulates(tmp_path, tiny_mnist, capsys):

@@ -328,16 +328,16 @@ def prune_by_gap(information: np.ndarray, *, noise, factor: float = PRUNING_GAP_
         can be slightly negative.
     noise : float or numpy.ndarray [K]
         Each estimate's resolution in nats (``InformationReport.noise_level()``: twice its
-        Monte-Carlo standard error): values below it are raised to it, so that noise around 0
-        never makes a gap of its own.
+        Monte-Carlo standard error): a value at or below it cannot be told from 0.
     factor : float
         How many times larger the smallest active topic's information must be than the
         largest pruned topic's for the split to count as a gap (default one decade).
 
-    The values are sorted and compared on a log scale: the split is at the largest ratio
-    between consecutive values, and only when that ratio reaches ``factor``. A curve without
-    such a gap (a continuum) prunes nothing: a fixed threshold would cut it anywhere. Topics
-    that all sit at the noise floor are all pruned.
+    A topic whose estimate is within its noise of 0 carries no measurable information and is
+    pruned. The others are sorted and compared on a log scale, with the noise level as one
+    more step below the smallest: the split is at the largest ratio between consecutive
+    values, and only when that ratio reaches ``factor``. A curve without such a gap (a
+    continuum) prunes nothing beyond the noise: a fixed threshold would cut it anywhere.
     """
     values = np.asarray(information, dtype=np.float64)
     if values.ndim != 1 or values.size == 0:
@@ -347,24 +347,26 @@ def prune_by_gap(information: np.ndarray, *, noise, factor: float = PRUNING_GAP_
         raise ValueError("noise is invalid: give each estimate's resolution in nats, finite and > 0")
     if not (np.isfinite(factor) and factor > 1):
         raise ValueError(f"factor={factor!r} is invalid: give a ratio > 1")
-    floored = np.maximum(values, noise)
-    order = np.argsort(-floored, kind="stable")
-    ordered = floored[order]
     rule = (
-        f"split at the largest ratio between consecutive sorted I(x; z_k), if it reaches {factor:g}; "
-        "an estimate within two standard errors of 0 counts as noise"
+        f"an estimate within two standard errors of 0 is pruned; the rest split at the largest ratio between "
+        f"consecutive sorted I(x; z_k) (the noise level below the smallest), if it reaches {factor:g}"
     )
-    active = np.ones(values.size, dtype=bool)
-    if (values <= noise).all():  # every topic within noise of 0: nothing carries information
-        return Pruning(~active, None, 1.0, noise, rule)
-    ratios = ordered[:-1] / ordered[1:]
-    if ratios.size == 0:
-        return Pruning(active, None, 1.0, noise, rule)
+    significant = values > noise
+    if not significant.any():  # every topic within noise of 0: nothing carries information
+        return Pruning(significant, None, 1.0, noise, rule)
+    order = np.flatnonzero(significant)[np.argsort(-values[significant], kind="stable")]
+    ladder = values[order]
+    if not significant.all():  # the pruned-by-noise topics sit, as one step, at their largest noise level
+        ladder = np.append(ladder, noise[~significant].max())
+    if ladder.size < 2:
+        return Pruning(significant, None, 1.0, noise, rule)
+    ratios = ladder[:-1] / ladder[1:]
     cut = int(np.argmax(ratios))
     largest = float(ratios[cut])
     if largest < factor:
-        return Pruning(active, None, largest, noise, rule)
-    active[order[cut + 1 :]] = False
+        return Pruning(significant, None, largest, noise, rule)
+    active = np.zeros(values.size, dtype=bool)
+    active[order[: cut + 1]] = True
     return Pruning(active, largest, largest, noise, rule)
 
 

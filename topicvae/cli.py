@@ -175,11 +175,11 @@ def _print_information(information: dict, documents: str, variables: str = "topi
     if information.get("threshold") is not None:
         decided = f"I(x; z_k) >= {information['threshold']:g} nats"
     elif information.get("gap") is not None:
-        decided = f"above the gap in the sorted I(x; z_k) (a factor {information['gap']:.0f} between the smallest kept and the largest pruned)"
+        decided = f"above the gap in the sorted I(x; z_k) (a factor {information['gap']:.0f} between the smallest kept and the next)"
     else:
         decided = (
-            f"no gap in the sorted I(x; z_k) (largest step a factor {information['largest_ratio']:.1f}, "
-            "under 10): nothing is called pruned"
+            f"no gap in the sorted I(x; z_k) (largest step a factor {information['largest_ratio']:.1f}, under 10), so only "
+            "estimates within two standard errors of 0 count as pruned"
         )
     typer.echo(f"{len(active)} of {len(active) + len(pruned)} {variables} active: {decided}")
     if "note" in information:

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -478,7 +478,7 @@ class TopicModel:
         self.topic_correlation_ = self._marginal_correlation(data.matrices(), process_group)
         # The pruned topics and the associations between the active ones, on (a random subset of)
         # this process's training documents; under data parallelism every rank takes rank 0's.
-        analysis = self._analyse_counts(self._subset_of(data.matrices(), ANALYSIS_DOCUMENTS, self.seed), seed=self.seed)
+        analysis = self._analyse_counts(self._subset_of(data.matrices, ANALYSIS_DOCUMENTS, self.seed), seed=self.seed)
         self.analysis_ = TopicAnalysis.from_dict(gather_objects(analysis.to_dict(), process_group)[0])
 
     def _training_data(self, X, vocabulary: Sequence[str] | None, process_group: ProcessGroup | None) -> _TrainingData:
@@ -716,34 +716,38 @@ class TopicModel:
         return self._marginal_correlation([counts])
 
     @staticmethod
-    def _subset_of(matrices: Iterable[sp.csr_matrix], max_documents: int | None, seed: int) -> sp.csr_matrix:
-        """The documents with vocabulary words, or ``max_documents`` of them drawn at random with ``seed``."""
-        counts = sp.vstack([sp.csr_matrix(m) for m in matrices], format="csr")
-        counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
-        chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
-        return counts if chosen is None else counts[chosen]
+    def _subset_of(matrices: Callable[[], Iterable[sp.csr_matrix]], max_documents: int | None, seed: int) -> sp.csr_matrix:
+        """The documents with vocabulary words, or ``max_documents`` of them drawn at random with ``seed``.
+
+        ``matrices`` gives the count matrices afresh on each call (a corpus on disk, shard by
+        shard): one pass counts the documents, a second keeps the chosen ones, so that memory
+        holds the subset and one shard, never the corpus.
+        """
+        sizes = [int((np.asarray(m.sum(axis=1)).ravel() > 0).sum()) for m in matrices()]
+        chosen = subset_indices(sum(sizes), max_documents, seed, name="max_documents")
+        parts, start = [], 0
+        for matrix, size in zip(matrices(), sizes):
+            matrix = sp.csr_matrix(matrix)
+            matrix = matrix[np.asarray(matrix.sum(axis=1)).ravel() > 0]
+            if chosen is not None:
+                local = chosen[(chosen >= start) & (chosen < start + size)] - start
+                matrix = matrix[local]
+            parts.append(matrix)
+            start += size
+        return sp.vstack(parts, format="csr")
 
     def _analyse_counts(self, counts: sp.csr_matrix, *, seed: int, n_permutations: int = 200, level: float = 0.01) -> TopicAnalysis:
         if counts.shape[0] < 3:
             raise ValueError(f"{counts.shape[0]} documents have vocabulary words: the analysis needs at least 3")
         information = encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
         pruning = information.pruning()
-        # the variables are Gaussian topics (one column each) and Concrete groups (several
-        # columns): correlations are between active Gaussian topics
-        columns = self.groups_.gaussian_columns()
-        variable_of_column = {}
-        variable = 0
-        slices = self.groups_.column_slices()
-        for group in self.groups_:
-            if group.is_concrete:
-                variable += 1
-                continue
-            for column in range(slices[group.name].start, slices[group.name].stop):
-                variable_of_column[column] = variable
-                variable += 1
+        # the variables are Gaussian topics (one column each, labelled like it) and Concrete
+        # groups (several columns, one variable): associations are between active Gaussian topics
+        variable = {label: v for v, label in enumerate(self.groups_.variable_labels())}
+        labels = self.topic_labels()
+        active_columns = [c for c in self.groups_.gaussian_columns() if pruning.active[variable[labels[c]]]]
         means, variances = self._batched_moments(counts)
         code_means = torch.cat(means, dim=1).double().numpy()
-        active_columns = [c for c in columns if pruning.active[variable_of_column[c]]]
         log_length = np.log(np.asarray(counts.sum(axis=1), dtype=np.float64).ravel())
         correlations = topic_correlations(
             code_means, variances.double().numpy(), topics=active_columns, log_length=log_length,
@@ -767,18 +771,23 @@ class TopicModel:
         if isinstance(X, ShardedBagOfWords):
             if X.vocabulary != self.vocabulary_:
                 raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
-            counts = self._subset_of(X.matrices(), max_documents, seed)
+            counts = self._subset_of(X.matrices, max_documents, seed)
         else:
-            counts = self._counts(X, fit=False)
-            self._check_vocabulary_width(counts)
-            counts = self._subset_of([counts], max_documents, seed)
+            given = self._counts(X, fit=False)
+            self._check_vocabulary_width(given)
+            counts = self._subset_of(lambda: [given], max_documents, seed)
         return self._analyse_counts(counts, seed=seed, n_permutations=n_permutations, level=level)
 
-    def label_alignment(self, X, labels: Sequence) -> LabelAlignment:
+    def label_alignment(self, X, labels: Sequence, *, topics: Sequence[int] | None = None) -> LabelAlignment:
         """Each topic's dominant label, and purity and NMI of the documents' top topics (active topics).
 
         ``labels`` holds one label per document of X (documents without vocabulary words are
-        left out with their labels). See :func:`topicvae.analysis.label_alignment`.
+        left out with their labels). ProdLDA's documents are weighted by ``transform``'s topic
+        proportions; NVDM's code is not proportions, so its documents are weighted by the
+        softmax of the posterior means. A document's top topic is chosen among ``topics``
+        (code columns; default: the active Gaussian topics of ``analysis_``, or all Gaussian
+        topics when there is no analysis or none is active). See
+        :func:`topicvae.analysis.label_alignment`.
         """
         self._check_fitted()
         counts = self._counts(X, fit=False)
@@ -789,9 +798,13 @@ class TopicModel:
         keep = np.asarray(counts.sum(axis=1)).ravel() > 0
         counts = counts[keep]
         theta = self.transform(counts)
-        gaussian = self.groups_.gaussian_columns()
-        active = [c for c in self.analysis_.correlations.topics] if getattr(self, "analysis_", None) is not None else gaussian
-        return label_alignment(theta, [label for label, k in zip(labels, keep) if k], topics=active or gaussian)
+        if self.model == "nvdm":  # NVDM's code is not proportions: weight documents by the softmax of the means
+            columns = self.groups_.gaussian_columns()
+            theta[:, columns] = np.exp(theta[:, columns] - theta[:, columns].max(1, keepdims=True))
+            theta[:, columns] /= theta[:, columns].sum(1, keepdims=True)
+        if topics is None and getattr(self, "analysis_", None) is not None:
+            topics = self.analysis_.correlations.topics.tolist()
+        return label_alignment(theta, [label for label, k in zip(labels, keep) if k], topics=list(topics or self.groups_.gaussian_columns()))
 
     def correlated_topics(
         self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 10, analysis: TopicAnalysis | None = None

@@ -119,7 +119,7 @@ def evaluate(
         labels = list(labels)
         if len(labels) != len(docs):
             raise ValueError(f"--labels has {len(labels)} labels for {len(docs)} documents: give one label per document, in order")
-        alignment = model.label_alignment(docs, labels)
+        alignment = model.label_alignment(docs, labels, topics=correlations.topics.tolist())
         report["labels"] = {
             "purity": alignment.purity,
             "nmi": alignment.nmi,

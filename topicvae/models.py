@@ -334,7 +334,6 @@ class ProdLDA(NeuralTopicModel):
         posterior_norm: str = "none",
         word_shift: bool = False,
         init: str = "default",
-        decoder_norm: bool = True,
     ):
         super().__init__(vocab_size, groups, temperature=temperature, encoder_input=encoder_input)
         self.encoder = _mlp([vocab_size, *hidden_sizes], nn.Softplus)
@@ -345,7 +344,7 @@ class ProdLDA(NeuralTopicModel):
         )
         self.topic_dropout = nn.Dropout(dropout)
         self.topic_words = nn.Linear(groups.num_columns, vocab_size, bias=False)  # W
-        self.word_norm = nn.BatchNorm1d(vocab_size, affine=False) if decoder_norm else None
+        self.word_norm = nn.BatchNorm1d(vocab_size, affine=False)
         # The original's decoder batch-norm learns a shift per word (tf.contrib.layers.batch_norm
         # has center=True): a background log-frequency that every topic shares, so that W holds
         # only what the topics change.
@@ -387,9 +386,7 @@ class ProdLDA(NeuralTopicModel):
         return self._assemble(self._simplex_points(samples), self._proportions(gaussian_parts))
 
     def decode(self, code: Tensor) -> Tensor:
-        logits = self.topic_words(self.topic_dropout(code))
-        if self.word_norm is not None:
-            logits = self.word_norm(logits)
+        logits = self.word_norm(self.topic_words(self.topic_dropout(code)))
         if self.word_shift is not None:
             logits = logits + self.word_shift
         return F.log_softmax(logits, dim=-1)
@@ -401,7 +398,7 @@ class ProdLDA(NeuralTopicModel):
         # normalization.
         one_hot = torch.eye(self.groups.num_columns, device=self.prior_loc.device)
         logits = self.topic_words(one_hot)
-        normed = logits if self.word_norm is None else F.batch_norm(
+        normed = F.batch_norm(
             logits, self.word_norm.running_mean, self.word_norm.running_var, training=False, eps=self.word_norm.eps
         )
         if self.word_shift is not None:
@@ -481,7 +478,7 @@ class NVDM(NeuralTopicModel):
 MODEL_DEFAULTS: dict[str, dict] = {
     "prodlda": {
         "lr": 2e-3, "adam_betas": (0.99, 0.999), "hidden_sizes": (100, 100), "dropout": 0.2,
-        "posterior_norm": "none", "word_shift": False, "init": "default", "encoder_input": "counts", "decoder_norm": True,
+        "posterior_norm": "shift", "word_shift": True, "init": "default", "encoder_input": "log1p",
     },
     "nvdm": {"lr": 5e-4, "adam_betas": (0.9, 0.999), "hidden_sizes": (500,), "dropout": 0.0, "encoder_input": "counts"},
 }
@@ -510,7 +507,7 @@ def build_model(
     hidden_sizes = tuple(hidden_sizes) if hidden_sizes is not None else defaults["hidden_sizes"]
     dropout = defaults["dropout"] if dropout is None else dropout
     if kind == "prodlda":
-        options = {name: defaults[name] for name in ("posterior_norm", "word_shift", "init", "decoder_norm")}
+        options = {name: defaults[name] for name in ("posterior_norm", "word_shift", "init")}
         options.update(architecture or {})
         return ProdLDA(
             vocab_size,
