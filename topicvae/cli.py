@@ -201,7 +201,7 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         typer.echo("  none beyond the null")
     for row in associations.head(n_pairs).itertuples():
         typer.echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
-        typer.echo(f"  {'':15}  {row.topic_b:>8}  {' '.join(row.words_b)}")
+        typer.echo(f"  {'':14}  {row.topic_b:>8}  {' '.join(row.words_b)}")
     if not duplicates.empty:
         typer.echo(f"duplicates (one theme in both groups: at least {_duplicate_words()} of the top 10 words shared):")
         for row in duplicates.head(n_pairs).itertuples():

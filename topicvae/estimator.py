@@ -883,7 +883,7 @@ class TopicModel:
                 "n_empty_documents": self.n_empty_documents_,
                 "history": self.history_,
                 "topic_correlation": self.topic_correlation_.tolist(),
-                "analysis": self.analysis_.to_dict(),
+                "analysis": self.analysis_.to_dict() if getattr(self, "analysis_", None) is not None else None,
             },
         }
 
