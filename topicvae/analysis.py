@@ -62,9 +62,13 @@ class InformationReport:
             return np.full(self.per_variable.shape, 1e-6)
         return np.maximum(2.0 * self.per_variable_se, 1e-6)
 
-    def pruning(self, factor: float = None) -> "Pruning":
-        """The active and pruned variables by the gap rule (:func:`prune_by_gap`)."""
-        return prune_by_gap(self.per_variable, noise=self.noise_level(), factor=factor or PRUNING_GAP_FACTOR)
+    def pruning(self, threshold: float | None = None) -> Pruning:
+        """The active and pruned variables: by the gap rule (:func:`prune_by_gap`), or, with
+        ``threshold``, those whose I(x; z_de) reaches that many nats."""
+        by_gap = prune_by_gap(self.per_variable, noise=self.noise_level())
+        if threshold is None:
+            return by_gap
+        return Pruning(self.active(threshold), None, by_gap.largest_ratio, by_gap.noise, f"I(x; z_k) below {threshold:g} nats")
 
     def active(self, threshold: float) -> np.ndarray:
         """Boolean mask of the variables whose I(x; z_de) reaches ``threshold`` nats."""

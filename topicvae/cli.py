@@ -187,9 +187,11 @@ def _print_information(information: dict, documents: str, variables: str = "topi
 
 
 def _print_pairs(model, n_pairs: int, n_words: int) -> None:
+    from topicvae.estimator import DUPLICATE_SHARED_WORDS
+
     if len(model.groups_) < 2 or getattr(model, "analysis_", None) is None:
         return
-    pairs = model.correlated_topics(10**6, n_words=n_words)
+    pairs = model.correlated_topics(None, n_words=n_words)
     corr = model.analysis_.correlations
     associations = pairs[(pairs["kind"] == "association") & pairs["significant"]]
     duplicates = pairs[(pairs["kind"] == "duplicate")]
@@ -203,15 +205,9 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         typer.echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
         typer.echo(f"  {'':14}  {row.topic_b:>8}  {' '.join(row.words_b)}")
     if not duplicates.empty:
-        typer.echo(f"duplicates (one theme in both groups: at least {_duplicate_words()} of the top 10 words shared):")
+        typer.echo(f"duplicates (one theme in both groups: at least {DUPLICATE_SHARED_WORDS} of the top 10 words shared):")
         for row in duplicates.head(n_pairs).itertuples():
             typer.echo(f"  {row.topic_a:>8} ~ {row.topic_b:<8}  {' '.join(row.words_a[:6])}")
-
-
-def _duplicate_words() -> int:
-    from topicvae.estimator import DUPLICATE_SHARED_WORDS
-
-    return DUPLICATE_SHARED_WORDS
 
 
 #: What `fit --out DIR` writes beside the model: the results, the same for the same seed and
@@ -399,8 +395,9 @@ def fit(
         seconds = time.perf_counter() - started
         if process_group is not None and not process_group.is_main:
             return  # rank 0 analyses (on its share of the documents), prints and saves
-        if mi_documents != ANALYSIS_DOCUMENTS:  # fit analysed ANALYSIS_DOCUMENTS of them, drawn with the same seed
-            estimator.analysis_ = estimator.analyse(docs, max_documents=mi_documents, seed=seed)
+        if mi_documents != ANALYSIS_DOCUMENTS or mi_threshold is not None:
+            # fit analysed ANALYSIS_DOCUMENTS of them (drawn with the same seed) by the gap rule
+            estimator.analysis_ = estimator.analyse(docs, max_documents=mi_documents, seed=seed, mi_threshold=mi_threshold)
         information = information_summary(estimator, estimator.analysis_.information, mi_threshold)
     except KeyboardInterrupt as error:
         _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))

@@ -736,11 +736,13 @@ class TopicModel:
             start += size
         return sp.vstack(parts, format="csr")
 
-    def _analyse_counts(self, counts: sp.csr_matrix, *, seed: int, n_permutations: int = 200, level: float = 0.01) -> TopicAnalysis:
+    def _analyse_counts(
+        self, counts: sp.csr_matrix, *, seed: int, n_permutations: int = 200, level: float = 0.01, mi_threshold: float | None = None
+    ) -> TopicAnalysis:
         if counts.shape[0] < 3:
             raise ValueError(f"{counts.shape[0]} documents have vocabulary words: the analysis needs at least 3")
         information = encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
-        pruning = information.pruning()
+        pruning = information.pruning(mi_threshold)
         # the variables are Gaussian topics (one column each, labelled like it) and Concrete
         # groups (several columns, one variable): associations are between active Gaussian topics
         variable = {label: v for v, label in enumerate(self.groups_.variable_labels())}
@@ -755,11 +757,21 @@ class TopicModel:
         )
         return TopicAnalysis(information, pruning, correlations, self.groups_.variable_labels())
 
-    def analyse(self, X, *, max_documents: int | None = ANALYSIS_DOCUMENTS, seed: int = 0, n_permutations: int = 200, level: float = 0.01) -> TopicAnalysis:
+    def analyse(
+        self,
+        X,
+        *,
+        max_documents: int | None = ANALYSIS_DOCUMENTS,
+        seed: int = 0,
+        n_permutations: int = 200,
+        level: float = 0.01,
+        mi_threshold: float | None = None,
+    ) -> TopicAnalysis:
         """Which topics are active, and how active topics associate, over the documents X.
 
         The information per topic (:meth:`information`) decides the active topics by the gap
-        rule (:func:`topicvae.analysis.prune_by_gap`); between the active Gaussian topics,
+        rule (:func:`topicvae.analysis.prune_by_gap`), or, with ``mi_threshold``, as those
+        reaching that many nats; between the active Gaussian topics,
         :func:`topicvae.analysis.topic_correlations` gives their correlation under q(z) with
         log document length partialled out, their partial correlations (graphical lasso) and a
         permutation null at ``level``. ``max_documents`` (default 5,000; None for all) bounds the
@@ -776,7 +788,7 @@ class TopicModel:
             given = self._counts(X, fit=False)
             self._check_vocabulary_width(given)
             counts = self._subset_of(lambda: [given], max_documents, seed)
-        return self._analyse_counts(counts, seed=seed, n_permutations=n_permutations, level=level)
+        return self._analyse_counts(counts, seed=seed, n_permutations=n_permutations, level=level, mi_threshold=mi_threshold)
 
     def label_alignment(self, X, labels: Sequence, *, topics: Sequence[int] | None = None) -> LabelAlignment:
         """Each topic's dominant label, and purity and NMI of the documents' top topics (active topics).
@@ -807,9 +819,9 @@ class TopicModel:
         return label_alignment(theta, [label for label, k in zip(labels, keep) if k], topics=list(topics or self.groups_.gaussian_columns()))
 
     def correlated_topics(
-        self, n_pairs: int = 10, *, across_groups: bool = True, n_words: int = 10, analysis: TopicAnalysis | None = None
+        self, n_pairs: int | None = 10, *, across_groups: bool = True, n_words: int = 10, analysis: TopicAnalysis | None = None
     ) -> pd.DataFrame:
-        """The most strongly associated pairs of active topics, across groups unless asked otherwise.
+        """The ``n_pairs`` most strongly associated pairs of active topics (None: all), across groups unless asked otherwise.
 
         Pairs are ranked by their partial correlation under q(z) (the association left once
         document length and every other active topic are accounted for; docs/topics.md),
@@ -851,7 +863,7 @@ class TopicModel:
                     "words_b": top[j][:n_words],
                 })
         pairs.sort(key=lambda row: -row["partial"])
-        return pd.DataFrame(pairs[:n_pairs], columns=columns)
+        return pd.DataFrame(pairs if n_pairs is None else pairs[:n_pairs], columns=columns)
 
     # -----------------------------------------------------------------------------------
     # persistence: data, not pickles

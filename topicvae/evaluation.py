@@ -62,7 +62,7 @@ def evaluate(
     nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
     counts = counts[nonempty]
     elbo = model.document_elbo(counts, seed=seed)  # once, for both perplexity variants
-    analysis = model.analyse(counts, max_documents=max_documents, seed=seed)
+    analysis = model.analyse(counts, max_documents=max_documents, seed=seed, mi_threshold=mi_threshold)
     pairs_table = model.correlated_topics(n_pairs, across_groups=not within_groups, analysis=analysis)
     summary = information_summary(model, analysis.information, mi_threshold)
     correlations = analysis.correlations
@@ -187,11 +187,9 @@ def information_summary(model, information: InformationReport, mi_threshold: flo
     check_mi_threshold(mi_threshold)
     names = [group.name for group in model.groups_]
     labels = model.groups_.variable_labels()
-    if mi_threshold is None:
-        pruning = information.pruning()
-        active, rule, gap, largest = pruning.active, pruning.rule, pruning.gap, pruning.largest_ratio
-    else:
-        active, rule, gap, largest = information.active(mi_threshold), f"I(x; z_k) below {mi_threshold:g} nats", None, None
+    pruning = information.pruning(mi_threshold)
+    active, rule, gap = pruning.active, pruning.rule, pruning.gap
+    largest = pruning.largest_ratio if mi_threshold is None else None
     se = information.per_variable_se
     return {
         "dataset_size": information.dataset_size,
