@@ -212,3 +212,33 @@ def test_fit_learns_the_present_planted_topics_and_none_of_the_absent_ones(seed)
     # the analysis covers every active topic, and its associations are symmetric
     partial = model.analysis_.correlations.partial
     np.testing.assert_allclose(partial, partial.T, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_topics=1), "n_topics=1 is invalid"),
+        (dict(absent=(99,)), r"absent=\[99\] is invalid"),
+        (dict(n_topics=3, absent=(0, 1, 2)), "leave at least one present"),
+        (dict(pairs=[(0, 0, 0.5)]), r"pairs holds \(0, 0, 0.5\)"),
+        (dict(scale=-1.0), "scale=-1.0"),
+        (dict(pairs=[(0, 1, 0.9), (1, 2, 0.9), (0, 2, -0.9)]), "not positive definite"),
+    ],
+)
+def test_planted_corpus_refuses_bad_input(kwargs, message):
+    from topicvae.planted import planted_corpus
+
+    with pytest.raises(ValueError, match=message):
+        planted_corpus(10, **kwargs)
+
+
+def test_planted_corpus_has_the_planted_lengths_and_absent_topics():
+    from topicvae.planted import planted_corpus
+
+    corpus = planted_corpus(400, n_topics=5, absent=(2,), length_sigma=1.5, seed=3)
+    lengths = np.asarray(corpus.counts.sum(1)).ravel()
+    np.testing.assert_array_equal(lengths, corpus.lengths)
+    assert lengths.min() >= 5 and lengths.max() <= 1000 and lengths.max() > 10 * lengths.min()
+    assert (corpus.theta[:, 2] == 0).all()
+    own_words = corpus.counts[:, 2 * 20 : 3 * 20].sum() / corpus.counts.sum()
+    assert own_words < 0.05  # only the other topics' leak reaches an absent topic's words

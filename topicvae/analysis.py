@@ -68,7 +68,7 @@ class InformationReport:
         by_gap = prune_by_gap(self.per_variable, noise=self.noise_level())
         if threshold is None:
             return by_gap
-        return Pruning(self.active(threshold), None, by_gap.largest_ratio, by_gap.noise, f"I(x; z_k) below {threshold:g} nats")
+        return Pruning(self.active(threshold), None, by_gap.largest_ratio, by_gap.noise, f"I(x; z_k) below {threshold:g} nats", threshold)
 
     def active(self, threshold: float) -> np.ndarray:
         """Boolean mask of the variables whose I(x; z_de) reaches ``threshold`` nats."""
@@ -178,7 +178,7 @@ def plot_information(report: InformationReport, labels: Sequence[str], active, p
     axes.set_yscale("log")
     axes.set_xticks(range(len(values)), [labels[i] for i in order], rotation=90, fontsize=7)
     axes.set_ylabel("I(x; z_k) [nats]")
-    axes.set_title(f"Mutual information per {unit}, sorted: {int(active.sum())} kept (blue), {int((~active).sum())} pruned (N = {report.dataset_size})")
+    axes.set_title(f"I(x; z) per {unit}: {int(active.sum())} kept (blue), {int((~active).sum())} pruned, N = {report.dataset_size}", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -309,6 +309,8 @@ class Pruning:
         The Monte-Carlo resolution of each estimate, in nats, [K]: values below it count as 0.
     rule : str
         The rule, in words, for reports.
+    threshold : float or None
+        The fixed number of nats that decided instead of the gap rule, if one was given.
     """
 
     active: np.ndarray
@@ -316,6 +318,7 @@ class Pruning:
     largest_ratio: float
     noise: np.ndarray
     rule: str
+    threshold: float | None = None
 
     @property
     def n_active(self) -> int:
@@ -417,8 +420,13 @@ class TopicCorrelations:
     shrinkage: float
 
     def significant(self) -> np.ndarray:
-        """Boolean [A, A]: pairs whose |partial| exceeds the family-wise null threshold."""
-        mask = np.abs(self.partial) > self.threshold
+        """Boolean [A, A]: pairs whose |partial| exceeds the family-wise null threshold.
+
+        A threshold of 0 (every permutation gave all partial correlations 0, as the graphical
+        lasso does when the topics barely vary against their posterior noise) calibrates
+        nothing: then no pair is called significant.
+        """
+        mask = np.abs(self.partial) > self.threshold if self.threshold > 0 else np.zeros(self.partial.shape, dtype=bool)
         np.fill_diagonal(mask, False)
         return mask
 
@@ -672,7 +680,7 @@ class TopicAnalysis:
             },
             "pruning": {
                 "active": pruning.active.tolist(), "gap": pruning.gap, "largest_ratio": pruning.largest_ratio,
-                "noise": pruning.noise.tolist(), "rule": pruning.rule,
+                "noise": pruning.noise.tolist(), "rule": pruning.rule, "threshold": pruning.threshold,
             },
             "correlations": {
                 "topics": corr.topics.tolist(), "correlation": corr.correlation.tolist(), "partial": corr.partial.tolist(),
@@ -697,7 +705,7 @@ class TopicAnalysis:
             ),
             pruning=Pruning(
                 active=np.asarray(pruning["active"], dtype=bool), gap=pruning["gap"], largest_ratio=float(pruning["largest_ratio"]),
-                noise=array(pruning["noise"]), rule=str(pruning["rule"]),
+                noise=array(pruning["noise"]), rule=str(pruning["rule"]), threshold=pruning.get("threshold"),
             ),
             correlations=TopicCorrelations(
                 topics=np.asarray(corr["topics"], dtype=int), correlation=square(corr["correlation"]),

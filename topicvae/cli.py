@@ -140,7 +140,7 @@ def _print_topics(model, n_words: int, information: dict | None = None) -> None:
     if information is None and getattr(model, "analysis_", None) is not None:
         from topicvae.evaluation import information_summary
 
-        information = information_summary(model, model.analysis_.information)
+        information = information_summary(model, model.analysis_.information, pruning=model.analysis_.pruning)
     table = model.topics(n_words)
     per_topic = information["per_topic"] if information else {}
     pruned = set(information["pruned_topics"]) if information else set()
@@ -160,8 +160,10 @@ def _print_topics(model, n_words: int, information: dict | None = None) -> None:
     gaussian_pruned = [label for label in information["pruned_topics"] if ":" in label] if information else []
     if gaussian_pruned:
         typer.echo(f"\npruned topics ({len(gaussian_pruned)}; the encoder does not use them, so their words mean nothing):")
+        errors = information.get("per_topic_standard_error") or {}
         for label in sorted(gaussian_pruned, key=lambda label: -per_topic[label]):
-            typer.echo(f"  {label:>8}  MI {per_topic[label]:+.4f}")
+            noise = f" ± {2 * errors[label]:.4f} (two standard errors)" if label in errors else ""
+            typer.echo(f"  {label:>8}  MI {per_topic[label]:+.4f}{noise}")
 
 
 def _print_information(information: dict, documents: str, variables: str = "topics") -> None:
@@ -186,27 +188,38 @@ def _print_information(information: dict, documents: str, variables: str = "topi
         typer.echo(f"({information['note']})")
 
 
+def _shown_pairs(model, n_pairs: int, n_words: int):
+    """What `fit` and `topics` print and report.json holds: the significant associations across
+    groups (largest partial correlation first) and the duplicates, ``n_pairs`` of each; None
+    where there are no two Gaussian groups or no analysis."""
+    if len(model.groups_.gaussian) < 2 or getattr(model, "analysis_", None) is None:
+        return None
+    pairs = model.correlated_topics(None, n_words=n_words)
+    associations = pairs[(pairs["kind"] == "association") & pairs["significant"]].head(n_pairs)
+    duplicates = pairs[pairs["kind"] == "duplicate"].head(n_pairs)
+    return associations, duplicates
+
+
 def _print_pairs(model, n_pairs: int, n_words: int) -> None:
     from topicvae.estimator import DUPLICATE_SHARED_WORDS
 
-    if len(model.groups_) < 2 or getattr(model, "analysis_", None) is None:
+    shown = _shown_pairs(model, n_pairs, n_words)
+    if shown is None:
         return
-    pairs = model.correlated_topics(None, n_words=n_words)
+    associations, duplicates = shown
     corr = model.analysis_.correlations
-    associations = pairs[(pairs["kind"] == "association") & pairs["significant"]]
-    duplicates = pairs[(pairs["kind"] == "duplicate")]
     typer.echo(
         f"\nassociated topics across groups (partial correlation under q(z) between active topics, document length "
         f"removed; significant beyond a permutation null at {corr.level:g}, |partial| > {corr.threshold:.3f}):"
     )
     if associations.empty:
-        typer.echo("  none beyond the null")
-    for row in associations.head(n_pairs).itertuples():
+        typer.echo("  none beyond the null" + (" (the null is degenerate: every permuted partial correlation is 0)" if corr.threshold <= 0 else ""))
+    for row in associations.itertuples():
         typer.echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
         typer.echo(f"  {'':14}  {row.topic_b:>8}  {' '.join(row.words_b)}")
     if not duplicates.empty:
         typer.echo(f"duplicates (one theme in both groups: at least {DUPLICATE_SHARED_WORDS} of the top 10 words shared):")
-        for row in duplicates.head(n_pairs).itertuples():
+        for row in duplicates.itertuples():
             typer.echo(f"  {row.topic_a:>8} ~ {row.topic_b:<8}  {' '.join(row.words_a[:6])}")
 
 
@@ -228,8 +241,11 @@ def _run_facts(seconds: float | None, epochs_run: int, resumed_from: int, proces
 
 
 def _report(model, n_words: int, n_pairs: int, corpus: Path, information: dict) -> dict:
+    import pandas as pd
+
     topics = model.topics(n_words)
-    pairs = model.correlated_topics(n_pairs, n_words=n_words) if len(model.groups_) > 1 else None
+    shown = _shown_pairs(model, n_pairs, n_words)
+    pairs = None if shown is None else pd.concat([frame for frame in shown if not frame.empty] or [shown[0]])
     correlations = model.analysis_.correlations
     return {
         "corpus": str(corpus.resolve()),
@@ -340,8 +356,11 @@ def fit(
             progress = progress and process_group.is_main
 
         check_mi_threshold(mi_threshold)
-        if mi_documents < 2:
-            raise ValueError(f"--mi-documents {mi_documents} is invalid: give a whole number >= 2")
+        if mi_documents < 3:
+            raise ValueError(f"--mi-documents {mi_documents} is invalid: give a whole number >= 3")
+        if top_words < 1 or pairs < 0:
+            option, value = ("--top-words", top_words) if top_words < 1 else ("--pairs", pairs)
+            raise ValueError(f"{option} {value} is invalid: give a whole number >= {1 if option == '--top-words' else 0}")
         if out is not None and out.exists() and not out.is_dir():
             raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
         if out is None and (resume or checkpoint_every is not None):
@@ -398,7 +417,7 @@ def fit(
         if mi_documents != ANALYSIS_DOCUMENTS or mi_threshold is not None:
             # fit analysed ANALYSIS_DOCUMENTS of them (drawn with the same seed) by the gap rule
             estimator.analysis_ = estimator.analyse(docs, max_documents=mi_documents, seed=seed, mi_threshold=mi_threshold)
-        information = information_summary(estimator, estimator.analysis_.information, mi_threshold)
+        information = information_summary(estimator, estimator.analysis_.information, pruning=estimator.analysis_.pruning)
     except KeyboardInterrupt as error:
         _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
         return
@@ -636,9 +655,18 @@ def _read_labels(labels: str, corpus: Path, *, encoding: str, decode_errors: Dec
     """One label per document: the lines of a file, or a column of a .csv/.jsonl corpus."""
     path = Path(labels)
     if path.is_file():
-        return path.read_text(encoding=encoding, errors=decode_errors.value).splitlines()
+        lines = path.read_text(encoding=encoding, errors=decode_errors.value).splitlines()
+        while lines and not lines[-1].strip():  # trailing blank lines end the file, they label nothing
+            lines.pop()
+        return lines
     if corpus.suffix.lower() in (".csv", ".jsonl") or corpus.name.lower().endswith((".csv.gz", ".jsonl.gz")):
-        return list(_read_documents(corpus, text_column=labels, encoding=encoding, decode_errors=decode_errors))
+        try:
+            return list(_read_documents(corpus, text_column=labels, encoding=encoding, decode_errors=decode_errors))
+        except ValueError as error:  # the reader names --text-column, which is not what the user gave
+            raise ValueError(
+                f"--labels {labels} is neither a file nor a column or field of {corpus}: give a file with one label "
+                "per line, or the name of the column that holds the labels"
+            ) from error
     raise ValueError(
         f"--labels {labels} is not a file, and {corpus} has no columns: give a file with one label per line"
     )
@@ -669,8 +697,9 @@ def _print_evaluation(report: dict) -> None:
         kind = " duplicate" if pair["kind"] == "duplicate" else ""
         label_a = f"  [{pair['label_a']}]" if "label_a" in pair else ""
         label_b = f"  [{pair['label_b']}]" if "label_b" in pair else ""
-        typer.echo(f"  {flag}partial={pair['partial']:+.3f} null={pair['null_quantile']:.3f}{kind}  {pair['topic_a']:>8}  {' '.join(pair['words_a'])}{label_a}")
-        typer.echo(f"  {'':29}  {pair['topic_b']:>8}  {' '.join(pair['words_b'])}{label_b}")
+        lead = f"  {flag}partial={pair['partial']:+.3f} null={pair['null_quantile']:.3f}{kind}  "
+        typer.echo(f"{lead}{pair['topic_a']:>8}  {' '.join(pair['words_a'])}{label_a}")
+        typer.echo(f"{'':{len(lead)}}{pair['topic_b']:>8}  {' '.join(pair['words_b'])}{label_b}")
     if "labels" in report:
         aligned = report["labels"]
         typer.echo(f"\nlabels: purity {aligned['purity']:.3f}, NMI {aligned['nmi']:.3f} of the documents' top topics over {aligned['documents']} documents")

@@ -740,7 +740,10 @@ class TopicModel:
         self, counts: sp.csr_matrix, *, seed: int, n_permutations: int = 200, level: float = 0.01, mi_threshold: float | None = None
     ) -> TopicAnalysis:
         if counts.shape[0] < 3:
-            raise ValueError(f"{counts.shape[0]} documents have vocabulary words: the analysis needs at least 3")
+            raise ValueError(
+                f"the analysis got {counts.shape[0]} documents with vocabulary words: it needs at least 3 "
+                "(pass more documents, or a larger max_documents)"
+            )
         information = encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
         pruning = information.pruning(mi_threshold)
         # the variables are Gaussian topics (one column each, labelled like it) and Concrete

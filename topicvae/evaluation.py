@@ -176,20 +176,20 @@ NEGATIVE_NOTE = (
 )
 
 
-def information_summary(model, information: InformationReport, mi_threshold: float | None = None) -> dict:
+def information_summary(model, information: InformationReport, mi_threshold: float | None = None, *, pruning=None) -> dict:
     """The information quantities as a JSON-ready dict, with the variables kept and pruned.
 
     A variable is a Gaussian topic or a whole Concrete group (its categories share one
     variable, so they are kept or pruned together). Without ``mi_threshold`` the pruned
     variables are those below the gap of the sorted I(x; z_de) (:func:`topicvae.analysis.prune_by_gap`;
-    none when the curve has no gap); with it, those below that many nats.
+    none when the curve has no gap); with it, those below that many nats. ``pruning`` (a
+    :class:`~topicvae.analysis.Pruning` decided before, e.g. ``analysis_.pruning``) overrides both.
     """
     check_mi_threshold(mi_threshold)
     names = [group.name for group in model.groups_]
     labels = model.groups_.variable_labels()
-    pruning = information.pruning(mi_threshold)
+    pruning = pruning if pruning is not None else information.pruning(mi_threshold)
     active, rule, gap = pruning.active, pruning.rule, pruning.gap
-    largest = pruning.largest_ratio if mi_threshold is None else None
     se = information.per_variable_se
     return {
         "dataset_size": information.dataset_size,
@@ -200,9 +200,9 @@ def information_summary(model, information: InformationReport, mi_threshold: flo
         "per_topic": dict(zip(labels, information.per_variable.tolist())),
         "per_topic_standard_error": None if se is None else dict(zip(labels, se.tolist())),
         "rule": rule,
-        "threshold": mi_threshold,
+        "threshold": pruning.threshold,
         "gap": gap,
-        "largest_ratio": largest,
+        "largest_ratio": None if pruning.threshold is not None else pruning.largest_ratio,
         "active_topics": [labels[i] for i in np.flatnonzero(active)],
         "pruned_topics": [labels[i] for i in np.flatnonzero(~active)],
         "note": NEGATIVE_NOTE,

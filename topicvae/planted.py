@@ -89,9 +89,24 @@ def planted_corpus(
     leak : float
         The mass each topic puts on other topics' words, spread evenly.
     """
+    for name, value, least in (("n_documents", n_documents, 1), ("n_topics", n_topics, 2), ("words_per_topic", words_per_topic, 1), ("n_filler", n_filler, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name}={value!r} is invalid: give a whole number >= {least}")
+    if not (np.isfinite(scale) and scale > 0 and np.isfinite(length_sigma) and length_sigma >= 0):
+        raise ValueError(f"scale={scale!r} or length_sigma={length_sigma!r} is invalid: give scale > 0 and length_sigma >= 0")
+    if not (1 <= min_length <= max_length) or not (0 <= filler_share < 1) or not (0 <= leak < 1):
+        raise ValueError(
+            f"min_length={min_length!r}, max_length={max_length!r}, filler_share={filler_share!r} or leak={leak!r} is invalid: "
+            "give 1 <= min_length <= max_length, 0 <= filler_share < 1 and 0 <= leak < 1"
+        )
+    absent = sorted(set(int(k) for k in absent))
+    if any(not 0 <= k < n_topics for k in absent) or len(absent) >= n_topics:
+        raise ValueError(f"absent={absent!r} is invalid: name topics in 0..{n_topics - 1}, and leave at least one present")
     rng = np.random.default_rng(seed)
     correlation = np.eye(n_topics)
     for i, j, r in pairs:
+        if not (0 <= i < n_topics and 0 <= j < n_topics and i != j and -1 < r < 1):
+            raise ValueError(f"pairs holds ({i}, {j}, {r}): give two different topics in 0..{n_topics - 1} and -1 < r < 1")
         correlation[i, j] = correlation[j, i] = r
     if np.linalg.eigvalsh(correlation).min() <= 0:
         raise ValueError("pairs give a correlation matrix that is not positive definite: plant weaker or fewer pairs")
@@ -103,7 +118,7 @@ def planted_corpus(
         topic_words[k, k * words_per_topic : (k + 1) * words_per_topic] = (1 - leak) * weights
         others = [w for w in range(topical) if not (k * words_per_topic <= w < (k + 1) * words_per_topic)]
         topic_words[k, others] = leak / len(others)
-    filler = rng.dirichlet(np.full(n_filler, 1.0))
+    filler = rng.dirichlet(np.full(n_filler, 1.0)) if n_filler else np.zeros(0)
     eta = rng.multivariate_normal(np.zeros(n_topics), scale**2 * correlation, size=n_documents)
     if absent:
         eta[:, list(absent)] = -np.inf
@@ -112,7 +127,7 @@ def planted_corpus(
     lengths = np.clip(np.round(np.exp(rng.normal(length_mean, length_sigma, size=n_documents))), min_length, max_length).astype(int)
     rows = []
     for d in range(n_documents):
-        share = filler_share * np.log(lengths[d]) / np.log(max_length)
+        share = filler_share * np.log(lengths[d]) / np.log(max_length) if n_filler and max_length > 1 else 0.0
         words = np.zeros(vocab_size)
         words[:] = (1 - share) * theta[d] @ topic_words
         words[topical:] += share * filler
