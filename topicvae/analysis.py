@@ -1,4 +1,12 @@
-"""Analysis of a trained model: information quantities over a whole data set.
+"""Analysis of a trained model, as pure functions: posteriors, samples, means and variances in,
+numbers and matrices out (``TopicModel`` only calls them).
+
+* Information quantities over a whole data set (``information_report``), and which topics are
+  pruned (``prune_by_gap``: the gap rule, docs/analysis.md).
+* Associations between active topics (``topic_correlations``: partial correlations under q(z),
+  document length partialled out, a permutation null; docs/topics.md).
+* Whether ``transform`` agrees with the topics' words (``transform_agreement``), and how topics
+  line up with document labels (``label_alignment``).
 
 The training objective estimates q(z), q(z_d) and q(z_de) from each minibatch. Here the batch IS
 the evaluated data set (B = N), so the stratified estimator becomes the exact mixture

@@ -6,13 +6,15 @@ The training objective lives in :mod:`topicvae.objective`; a model only supplies
 likelihood, the posteriors, the priors and the samples it needs.
 
 ProdLDA (Srivastava & Sutton, 2017)
-    Encoder: two softplus layers (100 units each) and dropout, then linear maps to the mean and
-    log-variance of the Gaussian logits, each followed by batch-norm without learned scale.
+    Encoder: log(1 + counts), two softplus layers (100 units each) and dropout, then linear maps
+    to the mean and log-variance of the Gaussian logits, each followed by batch-norm with a
+    learned shift (the original's; ``posterior_norm`` chooses, see ``GroupedPosterior``).
     Prior: the Laplace approximation of a Dirichlet(a) on the topic proportions, a diagonal
     Gaussian on the logits with mean log a_k - mean(log a) and variance
     (1/a_k)(1 - 2/K) + (1/K^2) sum_j 1/a_j over the K Gaussian topics of all groups.
     Decoder: theta = softmax over all K Gaussian topics (dropout applied), then
-    p(w | theta) = softmax(BN(theta W)), with no bias ("product of experts").
+    p(w | theta) = softmax(BN(theta W) + b), with a learned per-word shift b ("product of
+    experts"). docs/analysis.md measures each choice against the alternatives.
 
 NVDM (Miao et al., 2016)
     Encoder: an MLP with ReLU units; Gaussian posterior; standard-normal prior.
