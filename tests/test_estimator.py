@@ -232,3 +232,11 @@ def test_a_saved_model_keeps_its_resolved_architecture_and_analysis(small, tmp_p
     np.testing.assert_array_equal(loaded.analysis_.pruning.active, model.analysis_.pruning.active)
     np.testing.assert_allclose(loaded.analysis_.correlations.partial, model.analysis_.correlations.partial)
     assert loaded.correlated_topics(4).equals(model.correlated_topics(4))
+
+
+def test_two_documents_are_refused_before_training_not_after():
+    # the analysis at the end of fit needs three documents: two must fail at once, not after
+    # every epoch has run and the model is lost
+    counts = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="only 2 of 3 documents have any word of the vocabulary"):
+        quick(epochs=50).fit(counts)

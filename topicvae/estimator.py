@@ -510,7 +510,7 @@ class TopicModel:
         nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
         self.n_empty_documents_ = int((~nonempty).sum())
         counts = counts[nonempty]  # an empty document carries no information about topics
-        if counts.shape[0] < 2:
+        if counts.shape[0] < 3:  # the analysis at the end of fit needs 3 (correlations after removing length)
             raise ValueError(
                 f"only {counts.shape[0]} of {n_docs} documents have any word of the vocabulary: "
                 "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)"
