@@ -493,6 +493,11 @@ class TopicModel:
                 )
             if vocabulary is not None:
                 raise ValueError("vocabulary is given by the sharded bag-of-words: do not pass vocabulary=")
+            if X.n_documents < 3:  # the analysis at the end of fit needs 3
+                raise ValueError(
+                    f"{X.directory} holds {X.n_documents} documents with vocabulary words: pass more documents "
+                    "or loosen the vocabulary filters (min_df, max_df, stop words)"
+                )
             self.vectorizer_ = X.vectorizer
             self.vocabulary_ = list(X.vocabulary)
             self.n_empty_documents_ = X.n_empty_documents
