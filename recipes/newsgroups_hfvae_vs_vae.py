@@ -52,7 +52,7 @@ def _corpus(work: Path, source: Path | None) -> None:
             subprocess.run(command, check=True)
 
 
-def fit_one(kind: str, seed: int, work: Path, epochs: int, device: str) -> str:
+def fit_one(kind: str, seed: int, work: Path, epochs: int, device: str, batch_size: int = 200) -> str:
     import torch
 
     if "FIT_THREADS" in os.environ:  # parallel fits (--jobs) share the cores: say how many each takes
@@ -61,7 +61,7 @@ def fit_one(kind: str, seed: int, work: Path, epochs: int, device: str) -> str:
     from topicvae.text import read_corpus
 
     options = {k: v for k, v in RUNS[kind].items() if k != "label"}
-    model = TopicModel(options.pop("model"), **options, epochs=epochs, seed=seed, device=device)
+    model = TopicModel(options.pop("model"), **options, epochs=epochs, batch_size=batch_size, seed=seed, device=device)
     started = time.perf_counter()
     model.fit(read_corpus(work / "train.txt"))
     seconds = time.perf_counter() - started
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--nvdm-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=200, help="documents per step (the sample that estimates q(z))")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--fit", action="store_true", help="fit (and save) the models not saved yet")
@@ -153,12 +154,12 @@ def main(argv: list[str] | None = None) -> None:
         todo = [(kind, seed) for kind, seed in jobs if not (args.work / "models" / f"{kind}-s{seed}" / "weights.pt").is_file()]
         if args.jobs == 1:
             for kind, seed in todo:
-                print("fitted", fit_one(kind, seed, args.work, args.epochs, args.device), flush=True)
+                print("fitted", fit_one(kind, seed, args.work, args.epochs, args.device, args.batch_size), flush=True)
         else:
             import multiprocessing
 
             with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(fit_one, kind, seed, args.work, args.epochs, args.device) for kind, seed in todo]
+                futures = [pool.submit(fit_one, kind, seed, args.work, args.epochs, args.device, args.batch_size) for kind, seed in todo]
                 for future in as_completed(futures):
                     print("fitted", future.result(), flush=True)
     if args.score:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {
             "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, torch threads {__import__('torch').get_num_threads()}",
-            "topicvae": __version__, "commit": _commit(), "epochs": args.epochs,
+            "topicvae": __version__, "commit": _commit(), "epochs": args.epochs, "batch_size": args.batch_size,
             "train_documents": len(train_docs), "test_documents": len(test_docs), "runs": runs,
         }
         (args.work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
