@@ -479,7 +479,9 @@ class TopicModel:
         # The pruned topics and the associations between the active ones, on (a random subset of)
         # this process's training documents; under data parallelism every rank takes rank 0's.
         analysis = self._analyse_counts(self._subset_of(data.matrices, ANALYSIS_DOCUMENTS, self.seed), seed=self.seed)
-        self.analysis_ = TopicAnalysis.from_dict(gather_objects(analysis.to_dict(), process_group)[0])
+        if process_group is not None:  # every rank takes rank 0's, sent as plain data
+            analysis = TopicAnalysis.from_dict(gather_objects(analysis.to_dict(), process_group)[0])
+        self.analysis_ = analysis
 
     def _training_data(self, X, vocabulary: Sequence[str] | None, process_group: ProcessGroup | None) -> _TrainingData:
         """The training documents as this process holds them, and the fitted vocabulary attributes."""
@@ -586,6 +588,21 @@ class TopicModel:
                 f"X has {counts.shape[1]} columns but the model's vocabulary has {len(self.vocabulary_)} words"
             )
 
+    def _chosen_documents(self, X, max_documents: int | None, seed: int) -> sp.csr_matrix:
+        """The documents of X with vocabulary words (this process's, for a sharded bag-of-words),
+        or ``max_documents`` of them drawn at random with ``seed``: what ``information`` and
+        ``analyse`` evaluate."""
+        if isinstance(X, ShardedBagOfWords):  # this process's documents, never more than the subset in memory
+            chosen = subset_indices(X.local_documents, max_documents, seed, name="max_documents")
+            counts = X.rows(chosen) if chosen is not None else sp.vstack(list(X.matrices()), format="csr")
+            self._check_vocabulary_width(counts)
+            return counts
+        counts = self._counts(X, fit=False)
+        self._check_vocabulary_width(counts)
+        counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
+        chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
+        return counts if chosen is None else counts[chosen]
+
     def information(self, X, *, seed: int = 0, max_documents: int | None = None) -> InformationReport:
         """I(x; z), I(x; z_d), I(x; z_de) and the total correlations over the documents X.
 
@@ -596,16 +613,7 @@ class TopicModel:
         (with ``seed``), and N is that number.
         """
         self._check_fitted()
-        if isinstance(X, ShardedBagOfWords):  # this process's documents, never more than the subset in memory
-            chosen = subset_indices(X.local_documents, max_documents, seed, name="max_documents")
-            counts = X.rows(chosen) if chosen is not None else sp.vstack(list(X.matrices()), format="csr")
-            self._check_vocabulary_width(counts)
-        else:
-            counts = self._counts(X, fit=False)
-            self._check_vocabulary_width(counts)
-            counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
-            chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
-            counts = counts if chosen is None else counts[chosen]
+        counts = self._chosen_documents(X, max_documents, seed)
         if counts.shape[0] < 2:
             raise ValueError(f"{counts.shape[0]} of the documents have vocabulary words: information needs at least 2")
         return encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
@@ -788,14 +796,9 @@ class TopicModel:
         ``analysis_``.
         """
         self._check_fitted()
-        if isinstance(X, ShardedBagOfWords):
-            if X.vocabulary != self.vocabulary_:
-                raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
-            counts = self._subset_of(X.matrices, max_documents, seed)
-        else:
-            given = self._counts(X, fit=False)
-            self._check_vocabulary_width(given)
-            counts = self._subset_of(lambda: [given], max_documents, seed)
+        if isinstance(X, ShardedBagOfWords) and X.vocabulary != self.vocabulary_:
+            raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
+        counts = self._chosen_documents(X, max_documents, seed)
         return self._analyse_counts(counts, seed=seed, n_permutations=n_permutations, level=level, mi_threshold=mi_threshold)
 
     def label_alignment(self, X, labels: Sequence, *, topics: Sequence[int] | None = None) -> LabelAlignment:
