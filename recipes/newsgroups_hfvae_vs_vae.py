@@ -92,6 +92,7 @@ def score_model(kind: str, seed: int, work: Path, train_docs, test_docs, test_la
     active_labels = set(report["information"]["active_topics"])
     columns = [k for k, label in enumerate(model.topic_labels()) if label in active_labels]
     train_counts = model.vectorizer_.transform(train_docs)
+    train_counts = train_counts[train_counts.getnnz(axis=1) > 0]  # no representation without a vocabulary word
     agreement = transform_agreement(model.transform(train_counts), train_counts, _top_ids(model.topic_word_scores(), 10))
     return {
         "run": kind, "label": RUNS[kind]["label"], "seed": seed,

@@ -252,7 +252,8 @@ def test_the_checkpoint_is_plain_data_that_loads_with_weights_only(tmp_path, cor
     assert_same_state(checkpoint["model"], model.model_.state_dict())
     assert set(checkpoint["optimizer"]["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
     assert checkpoint["rng"]["shuffle"].dtype == checkpoint["rng"]["torch"].dtype == torch.uint8
-    assert checkpoint["rng"]["numpy"]["keys"].shape == (624,) and len(checkpoint["rng"]["python"]["internal"]) == 625
+    # the run's own streams only: NumPy's and Python's global generators are the caller's, never the run's
+    assert set(checkpoint["rng"]) == {"shuffle", "torch"}
     assert checkpoint["config"]["groups"] == "g0=2,g1=2" and checkpoint["run"]["corpus"]["documents"] == 120
 
 
@@ -262,11 +263,11 @@ def test_a_checkpoint_that_is_damaged_pickled_or_newer_is_refused(tmp_path, corp
     path = tmp_path / CHECKPOINT_FILE
     if content == "a pickled object":
         torch.save({"format_version": 1, "payload": Path("pickled object")}, path)
-        match = r"is not a readable topicvae checkpoint and was not loaded \(UnpicklingError: it is damaged, or holds pickled"
+        match = r"checkpoint.pt holds pickled Python objects \(UnpicklingError\), which topicvae never loads"
     elif content == "a truncated file":
         tiny(epochs=1).fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path)
         path.write_bytes(path.read_bytes()[:1000])
-        match = r"is not a readable topicvae checkpoint and was not loaded"
+        match = r"checkpoint.pt is damaged or incomplete \(1000 bytes; RuntimeError: .*\): delete .* to start the run again$"
     else:
         torch.save({"format_version": 99}, path)
         match = r"has checkpoint format 99, this topicvae reads up to 1: resume it with the topicvae that wrote it"

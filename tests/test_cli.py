@@ -61,7 +61,7 @@ def test_fit_prints_topics_and_pairs_and_writes_report(tmp_path, planted_docs_fi
     transformed = runner.invoke(app, ["transform", str(out), str(corpus), "--out", str(table_path)])
     assert transformed.exit_code == 0, transformed.output
     table = pd.read_csv(table_path, index_col="document")
-    assert list(table.columns) == ["g0:0", "g0:1", "g0:2", "g1:0", "g1:1", "g1:2"]
+    assert list(table.columns) == ["g0:0", "g0:1", "g0:2", "g1:0", "g1:1", "g1:2", "vocabulary_words"]
     assert len(table) == 400
 
 
@@ -242,3 +242,76 @@ def test_commands_other_than_fit_refuse_a_torchrun_launch(tmp_path, monkeypatch)
     assert result.stderr.strip() == (
         "error: 'topicvae topics' runs in one process: only 'fit' trains data-parallel under torchrun; run it without torchrun"
     )
+
+
+# ------------------------------------------------------------------------------------------
+# a reader that stops reading (| head): a real pipe, closed by a real process
+# ------------------------------------------------------------------------------------------
+def _through_head(arguments: list[str], cwd) -> tuple[int, str, str]:
+    """Run ``python -m topicvae ARGS | head -1``; return topicvae's exit status, its stderr and head's output."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    producer = subprocess.Popen([sys.executable, "-m", "topicvae", *arguments], cwd=cwd, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.run(["head", "-1"], stdin=producer.stdout, capture_output=True, text=True, timeout=300)
+    producer.stdout.close()  # only head reads it now; once head exits, writes fail with EPIPE
+    stderr = producer.stderr.read().decode()
+    return producer.wait(timeout=300), stderr, head.stdout
+
+
+def test_a_closed_output_pipe_loses_nothing_and_says_nothing(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    status, stderr, first = _through_head(["fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST], tmp_path)
+    assert (status, stderr) == (0, ""), stderr
+    assert first.startswith("prodlda with groups g0=3,g1=3 on 400 documents")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.json", "run.json", "vocabulary.txt", "weights.pt"]
+    assert json.loads((out / "report.json").read_text())["n_documents"] == 400
+    status, stderr, first = _through_head(["topics", str(out), "--top-words", "3"], tmp_path)
+    assert (status, stderr) == (0, "") and first.startswith("prodlda with groups g0=3,g1=3, ")
+
+
+def test_transform_marks_documents_without_vocabulary_words(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST]).exit_code == 0
+    documents = corpus.read_text(encoding="utf-8").splitlines()
+    new = tmp_path / "new.txt"
+    new.write_text("\n".join([documents[0], "nothing here is known", "12:30 ;-)", documents[1]]) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["transform", str(out), str(new), "--out", str(tmp_path / "theta.csv")])
+    assert result.exit_code == 0, result.output
+    assert "note: 2 of 4 documents have no word of the model's vocabulary" in result.stderr
+    table = pd.read_csv(tmp_path / "theta.csv", index_col="document")
+    from topicvae import TopicModel
+
+    known = TopicModel.load(out).vectorizer_.transform(documents[:2]).sum(axis=1).A1.astype(int).tolist()
+    assert table["vocabulary_words"].tolist() == [known[0], 0, 0, known[1]] and min(known) > 0
+    topic_columns = table.drop(columns="vocabulary_words")
+    assert topic_columns.loc[[1, 2]].isna().all().all() and topic_columns.loc[[0, 3]].notna().all().all()
+    assert topic_columns.loc[[0, 3]].sum(axis=1).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_evaluate_scores_every_topic_the_reference_can_score(tmp_path, planted_docs_file):
+    corpus, topics = planted_docs_file
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST]).exit_code == 0
+    # a held-out reference that lacks every word of the first planted topic
+    absent = set(topics[0])
+    reference = tmp_path / "reference.txt"
+    reference.write_text(
+        "\n".join(" ".join(w for w in line.split() if w not in absent) for line in corpus.read_text().splitlines()) + "\n"
+    )
+    result = runner.invoke(app, ["evaluate", str(out), "--reference", str(reference), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for measure in ("npmi_document", "npmi_window", "c_v", "u_mass"):
+        entry = report["coherence"][measure]
+        named = {word for words in entry["absent_words"].values() for word in words}
+        assert named and named <= absent
+        scored = [value for value in entry["per_topic"] if value is not None]
+        assert len(scored) + len(entry["unscored_topics"]) == 6 and scored
+        assert entry["mean"] == pytest.approx(sum(scored) / len(scored))
+    assert report["perplexity"]["corpus_level"]["value"] > 0 and report["diversity"]["value"] > 0

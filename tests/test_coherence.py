@@ -83,9 +83,41 @@ def test_errors_name_what_is_wrong():
     counts, vocabulary = counts_of(DOCS)
     with pytest.raises(ValueError, match="not in the reference vocabulary: zebra"):
         document_npmi([["a", "zebra"]], counts, vocabulary)
-    with pytest.raises(ValueError, match="missing from the reference texts: zebra"):
-        gensim_coherence([["a", "zebra"]], [d.split() for d in DOCS])
     with pytest.raises(ValueError, match="measure='c_uci' is invalid"):
         gensim_coherence([["a", "b"]], [d.split() for d in DOCS], measure="c_uci")
     with pytest.raises(ValueError, match="at least 2 top words"):
         document_npmi([["a"]], counts, vocabulary)
+
+
+# ------------------------------------------------------------------------------------------
+# top words that never occur in the reference (gensim#2711, Palmetto#33): left out and named
+# ------------------------------------------------------------------------------------------
+HELD_OUT = ["a b c", "a b", "c a", "b c", "a"]  # d never occurs
+
+
+def test_an_absent_word_leaves_its_pairs_out_and_is_named_in_every_measure():
+    counts, vocabulary = counts_of(DOCS)  # the model's vocabulary: a b c d
+    held_out = CountVectorizer(token_pattern=r"\S+", vocabulary=vocabulary).fit_transform(HELD_OUT)
+    texts = [d.split() for d in HELD_OUT]
+    topics = [["a", "b", "d"], ["c", "d"], ["a", "c"]]
+    whole = document_npmi(topics, held_out, vocabulary, top_n=3)
+    # topic 0 is scored on its one pair of present words, exactly as the topic [a, b] is
+    np.testing.assert_allclose(whole.per_topic[0], document_npmi([["a", "b"]], held_out, vocabulary).per_topic[0], atol=1e-12)
+    assert np.isnan(whole.per_topic[1])  # one present word: no pair, no score (not -1, not 0)
+    assert whole.absent_words == [["d"], ["d"], []]
+    assert whole.scored.tolist() == [True, False, True]
+    assert whole.mean == pytest.approx(np.mean(whole.per_topic[[0, 2]]))
+    assert whole.mean_over([1]) is None and whole.mean_over([1, 2]) == pytest.approx(whole.per_topic[2])
+    for measure in ("c_npmi", "c_v", "u_mass"):
+        result = gensim_coherence(topics, texts, measure=measure, top_n=3)
+        alone = gensim_coherence([["a", "b"], ["a", "c"]], texts, measure=measure, top_n=3)
+        np.testing.assert_allclose(result.per_topic[[0, 2]], alone.per_topic, atol=1e-9)
+        assert np.isnan(result.per_topic[1]) and result.absent_words == [["d"], ["d"], []]
+
+
+def test_a_reference_without_any_top_word_scores_nothing_and_says_so():
+    counts, vocabulary = counts_of(DOCS)
+    held_out = CountVectorizer(token_pattern=r"\S+", vocabulary=vocabulary).fit_transform(["d", "d"])
+    result = document_npmi([["a", "b"]], held_out, vocabulary)
+    assert np.isnan(result.mean) and result.absent_words == [["a", "b"]]
+    assert np.isnan(gensim_coherence([["a", "b"]], [["d"], ["d"]]).mean)

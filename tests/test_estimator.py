@@ -172,7 +172,7 @@ def test_load_refuses_a_pickle_that_runs_code(tmp_path, small):
             return (open, (str(marker), "w"))
 
     torch.save({"x": Payload()}, path / "weights.pt")
-    with pytest.raises(ModelFileError, match="not a plain tensor file"):
+    with pytest.raises(ModelFileError, match=r"holds pickled Python objects \(UnpicklingError\), which topicvae never loads"):
         TopicModel.load(path)
     assert not marker.exists()
 
@@ -216,7 +216,7 @@ def test_a_model_saved_before_the_architecture_options_loads_as_it_was_trained(s
     assert (loaded.encoder_input, loaded.posterior_norm, loaded.word_shift) == ("counts", "none", False)
     np.testing.assert_allclose(loaded.transform(counts), legacy.transform(counts), atol=1e-6)
     assert loaded.topics(5)["words"].tolist() == legacy.topics(5)["words"].tolist()
-    with pytest.raises(NotFittedError, match=r"no topic analysis: fit it to the end, or call analyse\(X\)"):
+    with pytest.raises(NotFittedError, match=r"no topic analysis .*: pass analysis=model.analyse\(X\)"):
         loaded.correlated_topics()
     loaded.analysis_ = loaded.analyse(counts)
     assert len(loaded.correlated_topics(3)) <= 3
@@ -240,3 +240,48 @@ def test_two_documents_are_refused_before_training_not_after():
     counts = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [0.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="only 2 of 3 documents have any word of the vocabulary"):
         quick(epochs=50).fit(counts)
+
+
+# ------------------------------------------------------------------------------------------
+# the caller's random numbers and a fit stopped early (issue 15)
+# ------------------------------------------------------------------------------------------
+def test_the_callers_random_numbers_between_steps_change_nothing_and_are_left_alone(small):
+    import random
+
+    counts, vocabulary, _ = small
+    alone = quick().fit(counts, vocabulary=vocabulary)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    interleaved = quick()
+    draws = []
+    for _ in interleaved.fit_iter(counts, vocabulary=vocabulary):
+        # the caller's own code between steps (dropout and samples must not come from its stream)
+        draws.append((torch.rand(1).item(), np.random.random(), random.random()))
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    expected = [(torch.rand(1).item(), np.random.random(), random.random()) for _ in draws]
+    assert draws == expected  # the caller's streams went on as if no model were fitted
+    state, other = alone.model_.state_dict(), interleaved.model_.state_dict()
+    assert all(torch.equal(state[name], other[name]) for name in state)
+    assert alone.history_ == interleaved.history_
+
+
+def test_a_fit_stopped_early_is_usable_and_says_what_it_lacks(small, tmp_path):
+    counts, vocabulary, _ = small
+    model = quick(epochs=50).fit(counts, vocabulary=vocabulary)
+    assert model.analysis_ is not None
+    for progress in model.fit_iter(counts, vocabulary=vocabulary):
+        if progress.epoch == 2:
+            break
+    assert len(model.history_) == 1 and not model.model_.training
+    assert model.analysis_ is None and model.topic_correlation_ is None  # nothing left from the complete fit
+    with pytest.raises(NotFittedError, match=r"training stopped before its end, .*: pass the documents, topic_correlation\(X\)"):
+        model.topic_correlation()
+    assert model.topic_correlation(counts).shape == (6, 6)
+    loaded = TopicModel.load(model.save(tmp_path / "stopped"))
+    assert loaded.analysis_ is None and loaded.topic_correlation_ is None and loaded.history_ == model.history_
+    np.testing.assert_array_equal(loaded.transform(counts[:5]), model.transform(counts[:5]))
+    model.analysis_ = model.analyse(counts)  # the remedy the error names
+    assert list(model.correlated_topics(3).columns[:3]) == ["topic_a", "topic_b", "partial"]

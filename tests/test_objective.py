@@ -942,3 +942,54 @@ def test_large_batch_small_blocks_equals_single_block():
             assert float(many.log_q_group[b, d]) == pytest.approx(log_sum_exp(log_w + lq[:, vg == d].sum(1)), abs=1e-9)
         for v in (0, 24, 25, 49):
             assert float(many.log_q_variable[b, v]) == pytest.approx(log_sum_exp(log_w + lq[:, v]), abs=1e-9)
+
+
+# =============================================================================================
+# Distributions with an event shape: read variable by variable, or refused in one line
+# =============================================================================================
+def _with_event_shapes(inputs: TorchInputs, wrap_posterior, wrap_prior) -> TorchInputs:
+    """The same densities, the Gaussian groups' posteriors and priors wrapped as given."""
+    posteriors = [wrap_posterior(q) if isinstance(q, Normal) else q for q in inputs.posteriors]
+    priors = [wrap_prior(p, q) if isinstance(q, Normal) else p for p, q in zip(inputs.priors, inputs.posteriors)]
+    return TorchInputs(inputs.log_likelihood, posteriors, priors, inputs.samples, inputs.leaves)
+
+
+def _diagonal_mvn(distribution: Normal):
+    from torch.distributions import MultivariateNormal
+
+    return MultivariateNormal(distribution.loc, scale_tril=torch.diag_embed(distribution.scale))
+
+
+@pytest.mark.parametrize("wrapping", ["Independent posterior and prior", "diagonal MultivariateNormal prior", "both MultivariateNormal"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_event_shapes_give_the_terms_of_the_explicit_loops(seed, wrapping):
+    from torch.distributions import Independent
+
+    p = make_problem(seed, batch=7, n=40)
+    inputs = to_torch(p)
+    # priors broadcast against [B, E]; give them the posterior's shape so that they can be wrapped
+    expanded = lambda prior, q: Normal(prior.loc.expand_as(q.loc), prior.scale.expand_as(q.scale))  # noqa: E731
+    wrap = {
+        "Independent posterior and prior": (lambda q: Independent(q, 1), lambda prior, q: Independent(expanded(prior, q), 1)),
+        "diagonal MultivariateNormal prior": (lambda q: q, lambda prior, q: _diagonal_mvn(expanded(prior, q))),
+        "both MultivariateNormal": (_diagonal_mvn, lambda prior, q: _diagonal_mvn(expanded(prior, q))),
+    }[wrapping]
+    wrapped = _with_event_shapes(inputs, *wrap)
+    terms = hfvae_objective(wrapped.log_likelihood, wrapped.posteriors, wrapped.priors, wrapped.samples, p.n, ObjectiveWeights(**ARBITRARY))
+    ref = reference_terms(p, ARBITRARY)
+    for name in ("objective", "mutual_information", "tc_between", "tc_within", "dimwise_kl", "elbo"):
+        close(getattr(terms, name), ref[name])
+
+
+def test_distributions_whose_density_joins_the_variables_are_refused():
+    from torch.distributions import Dirichlet, MultivariateNormal
+
+    q = Normal(torch.zeros(5, 3), torch.ones(5, 3))
+    z = q.sample()
+    correlated = MultivariateNormal(torch.zeros(3), covariance_matrix=torch.eye(3) + 0.3)
+    with pytest.raises(ValueError, match=r"^the prior of group 0 is a MultivariateNormal with correlated dimensions"):
+        hfvae_objective(torch.zeros(5), [q], [correlated], [z], 10)
+    with pytest.raises(ValueError, match=r"^the posterior of group 0 is a Dirichlet with event shape \(3,\): the objective needs"):
+        hfvae_objective(torch.zeros(5), [Dirichlet(torch.ones(5, 3))], [Dirichlet(torch.ones(3))], [torch.full((5, 3), 1 / 3)], 10)
+    with pytest.raises(ValueError, match=r"^the prior of group 0 gives 1 log-densities per item but its posterior has 3 variables"):
+        hfvae_objective(torch.zeros(5), [q], [ExpRelaxedCategorical(torch.tensor(0.5), logits=torch.zeros(3))], [z], 10)

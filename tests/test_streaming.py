@@ -158,7 +158,12 @@ def test_a_failed_build_leaves_nothing_and_an_existing_directory_is_kept(tmp_pat
 
 
 def test_empty_vocabularies_get_the_in_memory_messages(tmp_path):
-    for documents, options in ((["the and of", "it is"], {}), (["alpha beta", "gamma delta"], dict(min_df=2))):
+    for documents, options in (
+        (["the and of", "it is"], {}),
+        (["alpha beta", "gamma delta"], dict(min_df=2)),
+        (["common apple", "common pear", "common plum", "rare kiwi"], dict(min_df=2, max_df=0.5)),
+        (["今天我们在厨房里用面粉和黄油烤了一个蛋糕", "望远镜里可以看到土星的光环和许多卫星"], dict(min_df=2)),
+    ):
         with pytest.raises(ValueError) as in_memory:
             TextVectorizer(**options).fit_transform(documents)
         with pytest.raises(ValueError) as streamed:

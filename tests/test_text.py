@@ -360,8 +360,40 @@ def test_empty_vocabulary_says_what_to_loosen():
     with pytest.raises(ValueError, match="every token is a stop word.*stop_words"):
         loose().fit(["the and of", "it is 42"])
     docs = ["apple banana", "cherry durian", "elderberry fig"]
-    with pytest.raises(ValueError, match="min_df=2 and max_df=1.0.*lower min_df"):
+    with pytest.raises(ValueError, match=r"no word occurs in min_df=2 documents or more: of the 6 distinct tokens of the 3 "
+                                         r"documents, the most widespread, 'apple', occurs in 1; lower min_df to 1 or less"):
         loose().set_params(min_df=2).fit(docs)
+
+
+def test_an_empty_vocabulary_names_the_filter_that_emptied_it_and_a_value_that_works():
+    docs = ["common apple", "common pear", "common plum", "common fig", "rare kiwi"]
+    # 'common' is in 4 of 5 documents, every other word in 1: min_df=2 leaves 'common', max_df=0.6 drops it
+    with pytest.raises(ValueError, match=r"every word in at least min_df=2 of the 5 documents also occurs in more than "
+                                         r"max_df=0.6 of them \('common' in 4\); raise max_df to 0.8 or more"):
+        loose().set_params(min_df=2, max_df=0.6).fit(docs)
+    assert loose().set_params(min_df=2, max_df=0.8).fit(docs).vocabulary_ == ["common"]  # the advice works
+    with pytest.raises(ValueError, match=r"\('common' in 4\); raise max_df to 4 or more"):
+        loose().set_params(min_df=2, max_df=3).fit(docs)
+
+
+@pytest.mark.parametrize("text", [
+    ["今天我们在厨房里用面粉和黄油烤了一个蛋糕", "望远镜里可以看到土星的光环和许多卫星", "今日は台所でパンを焼きました"],
+    ["ภาษาไทยเขียนโดยไม่เว้นวรรคระหว่างคำ", "ฉันชอบกินข้าวผัดกับไข่ดาวตอนเช้า", "แมวนอนหลับอยู่บนโซฟาสีแดง"],
+])
+def test_text_without_spaces_between_words_is_named_as_the_cause(text):
+    with pytest.raises(ValueError, match=r"because the tokens are whole phrases \(median [\d.]+ characters, e\.g\. '.+'\): "
+                                         r"the text has no spaces between words"):
+        loose().set_params(min_df=2).fit(text)
+
+
+def test_unsegmented_text_is_told_from_ordinary_words():
+    from topicvae.text import unsegmented_text
+
+    assert unsegmented_text(["internationalization", "apple", "pear", "counterrevolutionary", "fig"]) is None
+    assert unsegmented_text(["望远镜", "土星", "光环", "卫星", "蛋糕"]) is None  # segmented Chinese: short words
+    assert unsegmented_text(["望远镜里可以看到", "今日は台所で", "土星"]) is not None  # clauses
+    assert unsegmented_text(["x" * 14, "y" * 13, "z"]) is not None  # any script: whole phrases
+    assert unsegmented_text([]) is None
 
 
 def test_min_df_above_the_number_of_documents():

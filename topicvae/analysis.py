@@ -27,6 +27,7 @@ from torch.distributions import Distribution, Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.objective import log_marginals
+from topicvae.random_state import seeded
 
 __all__ = ["InformationReport", "information_report", "encoder_information", "concatenate_posteriors", "subset_indices"]
 
@@ -151,8 +152,7 @@ def encoder_information(encode: Callable[[torch.Tensor], list[Distribution]], ba
         if not per_batch:
             raise ValueError("the data set is empty: information needs at least 2 items")
         posteriors = [concatenate_posteriors([b[d] for b in per_batch]) for d in range(len(per_batch[0]))]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             samples = [q.sample() for q in posteriors]
     return information_report(posteriors, samples)
 

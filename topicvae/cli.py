@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,6 +27,31 @@ data_app = typer.Typer(help="Fetch or convert public corpora into one-document-p
 app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
+
+
+def _echo(message: str = "", *, err: bool = False) -> None:
+    """Print a line; once a reader closes stdout (``| head``, a pager quit early), stay quiet.
+
+    A closed pipe is not an error of the command: what it computed and wrote stays written.
+    The rest of its output goes to the null device and the command finishes its work (files
+    it has still to write included) with the exit status it would have had.
+    """
+    if err or not _state.get("stdout_closed"):
+        try:
+            typer.echo(message, err=err)
+        except BrokenPipeError:
+            if err:
+                return  # nowhere left to say anything
+            _state["stdout_closed"] = True
+            # Python flushes sys.stdout again at exit: point the descriptor at the null device
+            # so that the unwritten rest of the buffer goes nowhere instead of failing again
+            try:
+                descriptor = sys.stdout.fileno()
+            except (AttributeError, OSError, ValueError):  # not a file (captured output): nothing to flush at exit
+                return
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, descriptor)
+            os.close(devnull)
 
 #: Where `fit --out DIR` keeps its training checkpoint: DIR/checkpoint/checkpoint.pt.
 CHECKPOINT_DIR = "checkpoint"
@@ -68,7 +94,7 @@ def _read_documents(path: Path, *, text_column: str, encoding: str, decode_error
 
 def _note_replaced_bytes(count: int, path: Path) -> None:
     if count:
-        typer.echo(f"note: replaced {count} undecodable byte(s) of {path} with U+FFFD (--decode-errors replace)", err=True)
+        _echo(f"note: replaced {count} undecodable byte(s) of {path} with U+FFFD (--decode-errors replace)", err=True)
 
 
 class Precision(str, Enum):
@@ -92,7 +118,7 @@ def _fail(error: BaseException, note: str | None = None) -> None:
     if _state["debug"]:
         raise error
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    typer.echo(f"{_state.get('speaker', '')}error: {message}" + (f"; {note}" if note else ""), err=True)
+    _echo(f"{_state.get('speaker', '')}error: {message}" + (f"; {note}" if note else ""), err=True)
     raise typer.Exit(code=1)
 
 
@@ -104,8 +130,18 @@ def _interrupted(error: KeyboardInterrupt, note: str) -> None:
     """Ctrl-C: one line on stderr and exit code 130 instead of a traceback."""
     if _state["debug"]:
         raise error
-    typer.echo(f"\ninterrupted: {note}", err=True)
+    _echo(f"\ninterrupted: {note}", err=True)
     raise typer.Exit(code=INTERRUPTED_EXIT_CODE)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """topicvae's own warnings as one line on stderr, like its errors; others as Python shows them."""
+    from topicvae.estimator import DegenerateCorpusWarning, EmptyDocumentWarning
+
+    if issubclass(category, (DegenerateCorpusWarning, EmptyDocumentWarning)):
+        _echo(f"{_state.get('speaker', '')}warning: {message}", err=True)
+    else:
+        _state["showwarning"](message, category, filename, lineno, file, line)
 
 
 # OSError covers missing, unreadable and existing paths and failed downloads
@@ -119,6 +155,11 @@ def main(
 ) -> None:
     _state["debug"] = debug
     _state["speaker"] = ""
+    _state["stdout_closed"] = False
+    # topicvae's warnings as one line each while the command runs; Python's display again after
+    _state["showwarning"] = warnings.showwarning
+    warnings.showwarning = _show_warning
+    context.call_on_close(lambda: setattr(warnings, "showwarning", _state["showwarning"]))
     if context.invoked_subcommand != "fit" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
         # every process would run the whole command and write the same files
         _fail(ValueError(
@@ -153,22 +194,22 @@ def _print_topics(model, n_words: int, information: dict | None = None) -> None:
         if information is not None and not group.is_concrete:
             rows.sort(key=lambda item: -per_topic[item[0]])
             shown += f", {len(rows)} active"
-        typer.echo(f"\ngroup {group.name} ({shown})")
+        _echo(f"\ngroup {group.name} ({shown})")
         for label, row in rows:
             mi = "" if information is None or group.is_concrete else f"  MI {per_topic[label]:.3f}"
-            typer.echo(f"  {label:>8}{mi}  {' '.join(row['words'])}")
+            _echo(f"  {label:>8}{mi}  {' '.join(row['words'])}")
     gaussian_pruned = [label for label in information["pruned_topics"] if ":" in label] if information else []
     if gaussian_pruned:
-        typer.echo(f"\npruned topics ({len(gaussian_pruned)}; the encoder does not use them, so their words mean nothing):")
+        _echo(f"\npruned topics ({len(gaussian_pruned)}; the encoder does not use them, so their words mean nothing):")
         errors = information.get("per_topic_standard_error") or {}
         for label in sorted(gaussian_pruned, key=lambda label: -per_topic[label]):
             noise = f" ± {2 * errors[label]:.4f} (two standard errors)" if label in errors else ""
-            typer.echo(f"  {label:>8}  MI {per_topic[label]:+.4f}{noise}")
+            _echo(f"  {label:>8}  MI {per_topic[label]:+.4f}{noise}")
 
 
 def _print_information(information: dict, documents: str, variables: str = "topics") -> None:
     """I(x; z), the TCs and the topics kept and pruned, with the rule that decided."""
-    typer.echo(
+    _echo(
         f"\nI(x; z) = {information['mutual_information']:.3f} nats over {information['dataset_size']} {documents} "
         f"(at most log N = {math.log(information['dataset_size']):.2f}); TC between groups = {information['tc_between']:.3f}; "
         f"TC within groups: {', '.join(f'{k} {v:.3f}' for k, v in information['tc_within'].items())}"
@@ -183,9 +224,9 @@ def _print_information(information: dict, documents: str, variables: str = "topi
             f"no gap in the sorted I(x; z_k) (largest step a factor {information['largest_ratio']:.1f}, under 10), so only "
             "estimates within two standard errors of 0 count as pruned"
         )
-    typer.echo(f"{len(active)} of {len(active) + len(pruned)} {variables} active: {decided}")
+    _echo(f"{len(active)} of {len(active) + len(pruned)} {variables} active: {decided}")
     if "note" in information:
-        typer.echo(f"({information['note']})")
+        _echo(f"({information['note']})")
 
 
 def _shown_pairs(model, n_pairs: int, n_words: int):
@@ -208,24 +249,26 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         return
     associations, duplicates = shown
     corr = model.analysis_.correlations
-    typer.echo(
+    _echo(
         f"\nassociated topics across groups (partial correlation under q(z) between active topics, document length "
         f"removed; significant beyond a permutation null at {corr.level:g}, |partial| > {corr.threshold:.3f}):"
     )
     if associations.empty:
-        typer.echo("  none beyond the null" + (" (the null is degenerate: every permuted partial correlation is 0)" if corr.threshold <= 0 else ""))
+        _echo("  none beyond the null" + (" (the null is degenerate: every permuted partial correlation is 0)" if corr.threshold <= 0 else ""))
     for row in associations.itertuples():
-        typer.echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
-        typer.echo(f"  {'':14}  {row.topic_b:>8}  {' '.join(row.words_b)}")
+        _echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
+        _echo(f"  {'':14}  {row.topic_b:>8}  {' '.join(row.words_b)}")
     if not duplicates.empty:
-        typer.echo(f"duplicates (one theme in both groups: at least {DUPLICATE_SHARED_WORDS} of the top 10 words shared):")
+        _echo(f"duplicates (one theme in both groups: at least {DUPLICATE_SHARED_WORDS} of the top 10 words shared):")
         for row in duplicates.itertuples():
-            typer.echo(f"  {row.topic_a:>8} ~ {row.topic_b:<8}  {' '.join(row.words_a[:6])}")
+            _echo(f"  {row.topic_a:>8} ~ {row.topic_b:<8}  {' '.join(row.words_a[:6])}")
 
 
 #: What `fit --out DIR` writes beside the model: the results, the same for the same seed and
 #: inputs on CPU (REPORT_FILE), and the facts of this one process's run (RUN_FILE).
 REPORT_FILE, RUN_FILE = "report.json", "run.json"
+#: The last column of `transform`'s CSV: the document's tokens that are vocabulary words.
+VOCABULARY_WORDS_COLUMN = "vocabulary_words"
 
 
 def _run_facts(seconds: float | None, epochs_run: int, resumed_from: int, process_group=None) -> dict:
@@ -312,12 +355,13 @@ def fit(
     epochs: Annotated[int, typer.Option(help="Passes over the corpus.")] = 100,
     batch_size: Annotated[int, typer.Option(help="Documents per step (also the sample that estimates q(z)).")] = 200,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2e-3 ProdLDA, 5e-4 NVDM).")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds Python, NumPy and torch.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seeds the run's own random numbers (initial weights, batch order, dropout, samples).")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Directory for the saved model, report.json (results) and run.json (timings).")] = None,
     min_df: Annotated[float, typer.Option(help="Keep words in at least this many documents (>= 1) or this fraction (< 1).")] = 5,
     max_df: Annotated[float, typer.Option(help="Drop words in more than this fraction (<= 1) or number (> 1) of documents.")] = 0.5,
     max_features: Annotated[int, typer.Option(help="Vocabulary size: the most frequent remaining words.")] = 2000,
     stop_words: Annotated[str, typer.Option(help="'english' (scikit-learn + gensim lists), 'none', or a file of words.")] = "english",
+    token_pattern: Annotated[Optional[str], typer.Option(help="Regular expression of a word [default: words of 3 or more letters]; e.g. '(?u)\\b\\w+\\b' keeps the 1- and 2-letter words of segmented Chinese or Japanese.")] = None,
     strip_newsgroup: Annotated[bool, typer.Option(help="Strip newsgroup headers, quotes and signatures first.")] = False,
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
@@ -347,6 +391,7 @@ def fit(
         from topicvae.distributed import launched_with_torchrun, start_process_group
         from topicvae.estimator import ANALYSIS_DOCUMENTS, TopicModel, _resolve_device
         from topicvae.evaluation import check_mi_threshold, information_summary
+        from topicvae.persistence import CHECKPOINT_FILE, CONFIG_FILE
         from topicvae.text import TextVectorizer, load_vocabulary
 
         process_group = None
@@ -366,6 +411,11 @@ def fit(
         if out is None and (resume or checkpoint_every is not None):
             option = "--resume" if resume else "--checkpoint-every"
             raise ValueError(f"{option} needs --out DIR: checkpoints are kept in DIR/{CHECKPOINT_DIR}")
+        if resume and out is not None and (out / CONFIG_FILE).is_file() and not (checkpoint_dir / CHECKPOINT_FILE).is_file():
+            raise FileNotFoundError(
+                f"--resume: the run in {out} finished and saved its model there, so there is nothing to resume; "
+                f"read it with 'topicvae topics {out}', or fit without --resume to train again"
+            )
         if stop_words == "none":
             stops: object = None
         elif stop_words == "english":
@@ -378,6 +428,7 @@ def fit(
             max_features=max_features,
             stop_words=stops,
             strip_newsgroup=strip_newsgroup,
+            **({"token_pattern": token_pattern} if token_pattern is not None else {}),
         )
         if shard_dir is not None and not (stream or process_group):
             raise ValueError("--shard-dir needs --stream (or a torchrun launch): the bag-of-words is kept in memory otherwise")
@@ -436,13 +487,26 @@ def fit(
             shutil.rmtree(temporary_shards, ignore_errors=True)
 
     resumed_from = len(estimator.history_) - epochs_run
+    if out is not None:
+        # the results are on disk before a line is printed: a reader that stops reading
+        # (| head) or a failing terminal cannot cost the model
+        try:
+            estimator.save(out)
+            _write_json_atomically(_report(estimator, top_words, pairs, corpus, information), out / REPORT_FILE)
+            _write_json_atomically(_run_facts(seconds, epochs_run, resumed_from, process_group), out / RUN_FILE)
+        except KeyboardInterrupt as error:
+            _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
+        except _USER_ERRORS as error:
+            _fail(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
+        # the saved model supersedes the checkpoint, and a later fit into DIR must not find it
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     timing = f"{epochs_run} epochs in {seconds:.1f} s ({seconds / epochs_run:.2f} s per epoch)" if epochs_run else "nothing left to train"
     if process_group is not None:
-        typer.echo(
+        _echo(
             f"data-parallel over {process_group.world_size} processes ({process_group.backend}); "
             f"information measured on rank 0's share of the documents"
         )
-    typer.echo(
+    _echo(
         f"{estimator.model} with groups {estimator.groups_} on {estimator.n_documents_} documents "
         f"({estimator.n_empty_documents_} left empty by the vocabulary and skipped), {len(estimator.vocabulary_)} words; "
         f"{', '.join(f'{k}={v:g}' for k, v in estimator.weights_.as_dict().items())}; "
@@ -452,17 +516,7 @@ def fit(
     _print_information(information, "training documents")
     _print_pairs(estimator, pairs, top_words)
     if out is not None:
-        try:
-            estimator.save(out)
-            _write_json_atomically(_report(estimator, top_words, pairs, corpus, information), out / REPORT_FILE)
-            _write_json_atomically(_run_facts(seconds, epochs_run, resumed_from, process_group), out / RUN_FILE)
-        except KeyboardInterrupt as error:
-            _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
-        except _USER_ERRORS as error:
-            _fail(error)
-        # the saved model supersedes the checkpoint, and a later fit into DIR must not find it
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        typer.echo(f"\nsaved the model, {REPORT_FILE} and {RUN_FILE} to {out}")
+        _echo(f"\nsaved the model, {REPORT_FILE} and {RUN_FILE} to {out}")
 
 
 _RESUME_ADVICE = "rerun the same command with --resume to continue from it"
@@ -567,7 +621,7 @@ def topics(
         from topicvae.estimator import TopicModel
 
         estimator = TopicModel.load(model_dir)
-        typer.echo(f"{estimator.model} with groups {estimator.groups_}, {len(estimator.vocabulary_)} words")
+        _echo(f"{estimator.model} with groups {estimator.groups_}, {len(estimator.vocabulary_)} words")
         _print_topics(estimator, top_words)
         _print_pairs(estimator, pairs, top_words)
     except _USER_ERRORS as error:
@@ -578,21 +632,31 @@ def topics(
 def transform(
     model_dir: Annotated[Path, typer.Argument(help="A directory written by `topicvae fit --out`.")],
     corpus: Annotated[Path, typer.Argument(help="Documents to represent, in any format `fit` reads.")],
-    out: Annotated[Path, typer.Option(help="CSV file: one row per document, one column per topic.")],
+    out: Annotated[Path, typer.Option(help="CSV file: one row per document, one column per topic, and vocabulary_words (0: no word of the vocabulary, topic columns left empty).")],
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
     decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
 ) -> None:
     """Write each document's topic proportions (ProdLDA) or coordinates (NVDM) to a CSV file."""
     try:
+        import numpy as np
         import pandas as pd
 
-        from topicvae.estimator import TopicModel
+        from topicvae.estimator import EmptyDocumentWarning, TopicModel
 
         estimator = TopicModel.load(model_dir)
+        if estimator.vectorizer_ is None:
+            raise ValueError(f"{model_dir} was fitted on a count matrix, not on text: transform documents from Python with its vocabulary")
         docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
-        table = pd.DataFrame(estimator.transform(docs), columns=estimator.topic_labels())
+        counts = estimator.vectorizer_.transform(docs)
+        with warnings.catch_warnings():
+            # said below in the command's words, with the column that marks the rows
+            warnings.simplefilter("ignore", EmptyDocumentWarning)
+            table = pd.DataFrame(estimator.transform(counts), columns=estimator.topic_labels())
         table.index.name = "document"
+        # how many of the document's tokens the model knows: 0 marks a row left empty (NaN)
+        table[VOCABULARY_WORDS_COLUMN] = np.asarray(counts.sum(axis=1)).ravel().astype(np.int64)
+        empty = int((table[VOCABULARY_WORDS_COLUMN] == 0).sum())
         out.parent.mkdir(parents=True, exist_ok=True)
         temporary = out.with_name(f".{out.name}.tmp")
         table.to_csv(temporary)
@@ -600,7 +664,13 @@ def transform(
     except _USER_ERRORS as error:
         _fail(error)
         return
-    typer.echo(f"wrote {len(table)} documents x {table.shape[1]} topics to {out}")
+    _echo(f"wrote {len(table)} documents x {table.shape[1] - 1} topics to {out}")
+    if empty:
+        _echo(
+            f"note: {empty} of {len(table)} documents have no word of the model's vocabulary: their topic columns are "
+            f"left empty and their {VOCABULARY_WORDS_COLUMN} is 0",
+            err=True,
+        )
 
 
 @app.command()
@@ -627,10 +697,7 @@ def evaluate(
 
         model = TopicModel.load(model_dir)
         if corpus is None:
-            recorded = json.loads((model_dir / "report.json").read_text()).get("corpus") if (model_dir / "report.json").is_file() else None
-            if not recorded:
-                raise ValueError(f"{model_dir} records no training corpus: pass --corpus FILE")
-            corpus = Path(recorded)
+            corpus = _recorded_corpus(model_dir)
         docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         reference_docs = (
             _read_documents(reference, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
@@ -646,9 +713,29 @@ def evaluate(
         _fail(error)
         return
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        _echo(json.dumps(report, indent=2))
         return
     _print_evaluation(report)
+
+
+def _recorded_corpus(model_dir: Path) -> Path:
+    """The training corpus that `fit --out` recorded in report.json, or an error naming what is wrong with it."""
+    path = model_dir / REPORT_FILE
+    if not path.is_file():
+        raise ValueError(f"{model_dir} has no {REPORT_FILE} naming its training corpus: pass --corpus FILE")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged or incomplete (not valid JSON: {error}), so the training corpus it names is unknown: "
+            "pass --corpus FILE (the model itself is read from config.json and weights.pt)"
+        ) from None
+    recorded = report.get("corpus") if isinstance(report, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        raise ValueError(f"{path} names no training corpus (it is damaged or was edited): pass --corpus FILE")
+    if not Path(recorded).exists():
+        raise FileNotFoundError(f"the training corpus named in {path}, {recorded}, is not there any more: pass --corpus FILE")
+    return Path(recorded)
 
 
 def _read_labels(labels: str, corpus: Path, *, encoding: str, decode_errors: DecodeErrors) -> list[str]:
@@ -672,42 +759,61 @@ def _read_labels(labels: str, corpus: Path, *, encoding: str, decode_errors: Dec
     )
 
 
+def _score(value: float | None) -> str:
+    return "not scored" if value is None else f"{value:.3f}"
+
+
+def _unscored(entry: dict) -> str:
+    """How many topics a coherence mean leaves out, and why."""
+    missing = entry.get("unscored_topics") or []
+    if not missing:
+        return ""
+    total = len(entry["per_topic"])
+    return f" over {total - len(missing)} of {total} topics ({', '.join(missing)}: fewer than 2 top words occur in the reference)"
+
+
 def _print_evaluation(report: dict) -> None:
     coherence, information = report["coherence"], report["information"]
     doc, win = coherence["npmi_document"], coherence["npmi_window"]
-    typer.echo(f"corpus: {report['corpus']['name']} ({report['corpus']['documents_with_words']} documents with vocabulary words)")
-    typer.echo(f"NPMI, whole documents, top {doc['top_n']}, reference {doc['reference']}: {doc['mean']:.3f}")
-    typer.echo(f"NPMI, sliding window {win['window']}, top {win['top_n']}, reference {win['reference']}: {win['mean']:.3f}")
+    _echo(f"corpus: {report['corpus']['name']} ({report['corpus']['documents_with_words']} documents with vocabulary words)")
+    _echo(f"NPMI, whole documents, top {doc['top_n']}, reference {doc['reference']}: {_score(doc['mean'])}{_unscored(doc)}")
+    _echo(f"NPMI, sliding window {win['window']}, top {win['top_n']}, reference {win['reference']}: {_score(win['mean'])}{_unscored(win)}")
     for name, label in (("c_v", "C_V"), ("u_mass", "UMass")):
         entry = coherence[name]
-        typer.echo(f"{label} (gensim), {'window ' + str(entry['window']) if entry['window'] != 'whole document' else 'whole documents'}, top {entry['top_n']}: {entry['mean']:.3f}")
-    typer.echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
+        _echo(f"{label} (gensim), {'window ' + str(entry['window']) if entry['window'] != 'whole document' else 'whole documents'}, top {entry['top_n']}: {_score(entry['mean'])}{_unscored(entry)}")
+    absent = sorted({word for words in doc["absent_words"].values() for word in words})
+    if absent:
+        _echo(
+            f"  top words absent from the reference, left out of their topics' pairs: {' '.join(absent[:20])}"
+            + (f" ... ({len(absent)} words)" if len(absent) > 20 else "") + f" (in {len(doc['absent_words'])} topics)"
+        )
+    _echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
     for name, entry in report["perplexity"].items():
-        typer.echo(f"perplexity, {name.replace('_', '-')} = {entry['formula']}: {entry['value']:.1f}")
+        _echo(f"perplexity, {name.replace('_', '-')} = {entry['formula']}: {entry['value']:.1f}")
     for name, entry in (("NPMI, whole documents", doc), ("NPMI, window", win)):
         if entry.get("mean_active_topics") is not None:
-            typer.echo(f"{name}, active topics only: {entry['mean_active_topics']:.3f}")
+            _echo(f"{name}, active topics only: {entry['mean_active_topics']:.3f}")
     if report["diversity"].get("active_topics") is not None:
-        typer.echo(f"topic diversity (top 25), active topics only: {report['diversity']['active_topics']:.3f}")
+        _echo(f"topic diversity (top 25), active topics only: {report['diversity']['active_topics']:.3f}")
     _print_information(information, "evaluated documents")
     correlations = report["correlations"]
-    typer.echo(f"\nstrongest associations ({correlations['measure']}; null: {correlations['null']})")
+    _echo(f"\nstrongest associations ({correlations['measure']}; null: {correlations['null']})")
     for pair in correlations["strongest"]:
         flag = "*" if pair["significant"] else " "
         kind = " duplicate" if pair["kind"] == "duplicate" else ""
         label_a = f"  [{pair['label_a']}]" if "label_a" in pair else ""
         label_b = f"  [{pair['label_b']}]" if "label_b" in pair else ""
         lead = f"  {flag}partial={pair['partial']:+.3f} null={pair['null_quantile']:.3f}{kind}  "
-        typer.echo(f"{lead}{pair['topic_a']:>8}  {' '.join(pair['words_a'])}{label_a}")
-        typer.echo(f"{'':{len(lead)}}{pair['topic_b']:>8}  {' '.join(pair['words_b'])}{label_b}")
+        _echo(f"{lead}{pair['topic_a']:>8}  {' '.join(pair['words_a'])}{label_a}")
+        _echo(f"{'':{len(lead)}}{pair['topic_b']:>8}  {' '.join(pair['words_b'])}{label_b}")
     if "labels" in report:
         aligned = report["labels"]
-        typer.echo(f"\nlabels: purity {aligned['purity']:.3f}, NMI {aligned['nmi']:.3f} of the documents' top topics over {aligned['documents']} documents")
+        _echo(f"\nlabels: purity {aligned['purity']:.3f}, NMI {aligned['nmi']:.3f} of the documents' top topics over {aligned['documents']} documents")
         for topic, entry in aligned["per_topic"].items():
             if topic in information["active_topics"]:
-                typer.echo(f"  {topic:>8}  {entry['label']} ({entry['share']:.0%})")
+                _echo(f"  {topic:>8}  {entry['label']} ({entry['share']:.0%})")
     for path in report.get("plots", []):
-        typer.echo(f"wrote {path}")
+        _echo(f"wrote {path}")
 
 
 class ImageRecipe(str, Enum):
@@ -752,40 +858,40 @@ def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architect
 
 def _print_recipe(scores: dict) -> None:
     training, information = scores["training"], scores["information"]
-    typer.echo(
+    _echo(
         f"{scores['dataset']}: {training['objective']} {training['groups']} ({training['architecture']}), "
         f"{', '.join(f'{k}={v:g}' for k, v in training['weights'].items())}; {training['images']} images, "
         f"{training['epochs']} epochs in {training['seconds']:.1f} s"
     )
     _print_information(information, "test images", "latent variables")
     gaussian_pruned = information["pruned_gaussian_dimensions"]
-    typer.echo(f"pruned Gaussian dimensions ({len(gaussian_pruned)}): {' '.join(gaussian_pruned) or 'none'}")
-    typer.echo(f"reconstruction error: {scores['reconstruction_error']['mean_nats_per_image']:.1f} nats per image")
+    _echo(f"pruned Gaussian dimensions ({len(gaussian_pruned)}): {' '.join(gaussian_pruned) or 'none'}")
+    _echo(f"reconstruction error: {scores['reconstruction_error']['mean_nats_per_image']:.1f} nats per image")
     labels = scores.get("labels")
     if labels and "concrete_accuracy" in labels:
-        typer.echo(
+        _echo(
             f"Concrete group against the {labels['label_meaning']}: accuracy {labels['concrete_accuracy']:.3f}, "
             f"I(y; c) = {labels['concrete']:.3f} nats of H(y) = {labels['label_entropy']:.3f}; "
             f"gap I(y; c) - max_e I(y; z_e) = {labels['gap']:.3f} nats ({labels['normalized_gap']:.3f} of H(y))"
         )
     if "disentanglement" in scores:
         d = scores["disentanglement"]
-        typer.echo(
+        _echo(
             f"FactorVAE score {d['factor_vae']['score']:.3f}; DCI disentanglement {d['dci']['disentanglement']:.3f}, "
             f"completeness {d['dci']['completeness']:.3f}, informativeness {d['dci']['informativeness_test']:.3f} "
             f"({d['dci']['regressor']}); MIG {d['mig']['mig']:.3f} ({d['sample_counts']})"
         )
     if "generalization" in scores:
         g = scores["generalization"]
-        typer.echo(
+        _echo(
             f"never trained on {g['rule']} ({g['left_out_of_training']} training images or grid points left out): "
             f"reconstruction error {g['reconstruction_error_left_out']:.1f} nats on {g['left_out_images']} left-out images "
             f"against {g['reconstruction_error_seen']:.1f} on seen ones"
         )
         for name, entry in g.get("factors", {}).items():
-            typer.echo(f"  {name}: |r| with {entry['dimension']} {entry['abs_correlation_seen']:.2f} seen, {entry['abs_correlation_left_out']:.2f} left out")
+            _echo(f"  {name}: |r| with {entry['dimension']} {entry['abs_correlation_seen']:.2f} seen, {entry['abs_correlation_left_out']:.2f} left out")
     for path in scores.get("plots", []):
-        typer.echo(f"wrote {path}")
+        _echo(f"wrote {path}")
 
 
 _RECIPE_HELP = {
@@ -812,7 +918,7 @@ def recipe(
     train_size: Annotated[Optional[int], typer.Option(help="Training images (default: all of MNIST; 100,000 dSprites samples).")] = None,
     test_size: Annotated[Optional[int], typer.Option(help="Test images scored.")] = None,
     temperature: Annotated[float, typer.Option(help="Temperature of the Concrete groups.")] = 0.66,
-    seed: Annotated[int, typer.Option(help="Seeds Python, NumPy and torch, and the data sample.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seeds the run's own random numbers and the data sample.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Directory for the model, metrics.json and plots/.")] = None,
     data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
     exclude: Annotated[Optional[str], typer.Option(help=_RECIPE_HELP["exclude"])] = None,
@@ -869,14 +975,14 @@ def sweep(
                     progress=progress, out=run_dir, data_cache=images,
                 )
                 runs.append({"beta": b, "gamma": g, "seed": seed, "directory": run_dir.name, **headline(scores)})
-                typer.echo(f"beta={b:g} gamma={g:g} seed={seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(scores).items()))
+                _echo(f"beta={b:g} gamma={g:g} seed={seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(scores).items()))
         plots = plot_sweep(runs, out)
         write_json({"dataset": name.value, "gamma": "beta" if gamma is None else gamma, "runs": runs, "plots": plots}, out / "sweep.json")
     except _USER_ERRORS as error:
         _fail(error)
         return
     for path in plots:
-        typer.echo(f"wrote {path}")
+        _echo(f"wrote {path}")
 
 
 @data_app.command("20newsgroups")
@@ -902,7 +1008,7 @@ def data_20newsgroups(
         _fail(error)
         return
     skipped = len(dataset.texts) - len(kept)
-    typer.echo(f"wrote {len(kept)} posts of the {subset.value} split to {out} ({skipped} left empty by stripping were skipped)")
+    _echo(f"wrote {len(kept)} posts of the {subset.value} split to {out} ({skipped} left empty by stripping were skipped)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,10 @@ corpus. Every result here carries those choices with it (``CoherenceResult.setti
   binary document-term matrix): P(w) = D(w) / D, P(w_i, w_j) = D(w_i, w_j) / D and
   NPMI = log(P(w_i, w_j) / (P(w_i) P(w_j))) / -log P(w_i, w_j), with NPMI = -1 for a pair that
   never co-occurs (its limit), averaged over the N(N-1)/2 pairs of a topic's top N words.
+* A top word that never occurs in the reference has no statistics at all (NPMI is 0/0 for its
+  pairs; gensim raises a KeyError, Palmetto counts 0): its pairs are left out, the word is
+  named in ``CoherenceResult.absent_words``, and a topic with fewer than two words left is
+  not scored (NaN) rather than scored by a convention.
 * ``gensim_coherence`` delegates to gensim's ``CoherenceModel``: ``c_npmi`` with a boolean
   sliding window (10 by default), ``c_v`` (window 110) and ``u_mass`` (whole documents).
 """
@@ -25,15 +29,39 @@ __all__ = ["CoherenceResult", "document_npmi", "gensim_coherence", "topic_divers
 
 @dataclass(frozen=True)
 class CoherenceResult:
-    """Per-topic coherence, its mean, and the settings that produced it."""
+    """Per-topic coherence, its mean, and the settings that produced it.
+
+    ``absent_words`` lists, per topic, its top words that never occur in the reference corpus.
+    Their pairs have no co-occurrence statistics (NPMI is 0/0 there), so a topic is scored on
+    the pairs of its present words only, and a topic with fewer than two present words is not
+    scored (NaN in ``per_topic``). ``mean`` is over the scored topics.
+    """
 
     measure: str
     per_topic: np.ndarray
     settings: dict = field(default_factory=dict)
+    absent_words: list[list[str]] = field(default_factory=list)
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Boolean mask of the topics that have a score."""
+        return np.isfinite(self.per_topic)
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.per_topic)) if len(self.per_topic) else float("nan")
+        return float(np.mean(self.per_topic[self.scored])) if self.scored.any() else float("nan")
+
+    def mean_over(self, topics) -> float | None:
+        """The mean over the scored topics among ``topics`` (indices); None when none is scored."""
+        values = self.per_topic[np.asarray(list(topics), dtype=int)]
+        values = values[np.isfinite(values)]
+        return float(np.mean(values)) if len(values) else None
+
+
+def _present(words: Sequence[str], occurs) -> tuple[list[str], list[str]]:
+    """Split a topic's words into those the reference holds and those it never contains."""
+    present = [w for w in words if occurs(w)]
+    return present, [w for w in words if not occurs(w)]
 
 
 def _top_word_ids(topics: Sequence[Sequence[str]], vocabulary: Sequence[str], top_n: int) -> list[list[int]]:
@@ -79,8 +107,14 @@ def document_npmi(
     n_docs = present.shape[0]
     if n_docs == 0:
         raise ValueError("the reference corpus is empty: pass documents to count co-occurrences in")
-    scores = []
-    for ids in _top_word_ids(topics, vocabulary, top_n):
+    document_frequency = np.asarray(present.sum(axis=0)).ravel()
+    scores, absent_words = [], []
+    for topic_ids in _top_word_ids(topics, vocabulary, top_n):
+        ids = [i for i in topic_ids if document_frequency[i] > 0]
+        absent_words.append([vocabulary[i] for i in topic_ids if document_frequency[i] == 0])
+        if len(ids) < 2:
+            scores.append(np.nan)  # no pair of words the reference can speak about
+            continue
         columns = present[:, ids]
         joint = (columns.T @ columns).toarray() / n_docs  # P(w_i, w_j); the diagonal is P(w_i)
         single = np.diag(joint).copy()
@@ -97,8 +131,9 @@ def document_npmi(
         scores.append(float(np.mean(pairs)))
     return CoherenceResult(
         "npmi",
-        np.asarray(scores),
+        np.asarray(scores, dtype=np.float64),
         {"co-occurrence": "whole document", "top_n": top_n, "reference": reference_name, "documents": n_docs},
+        absent_words,
     )
 
 
@@ -116,6 +151,8 @@ def gensim_coherence(
     ``measure`` is ``"c_npmi"`` (sliding window, default 10), ``"c_v"`` (window 110) or
     ``"u_mass"`` (whole documents). ``reference_texts`` are token lists; pass the model's own
     tokenization restricted to its vocabulary so that the counts match the model's view.
+    Top words that never occur in the reference are left out of their topic (gensim raises a
+    KeyError on them; see :class:`CoherenceResult`) and named in ``absent_words``.
     """
     from gensim.corpora import Dictionary
     from gensim.models.coherencemodel import CoherenceModel
@@ -124,21 +161,26 @@ def gensim_coherence(
         raise ValueError(f"measure={measure!r} is invalid: use 'c_npmi', 'c_v' or 'u_mass'")
     topics = [list(words)[:top_n] for words in topics]
     dictionary = Dictionary(reference_texts)
-    unknown = sorted({w for words in topics for w in words if w not in dictionary.token2id})
-    if unknown:
-        raise ValueError(
-            f"top words missing from the reference texts: {', '.join(unknown[:5])}; "
-            "pass a reference corpus that contains the model's vocabulary"
+    split = [_present(words, lambda w: w in dictionary.token2id) for words in topics]
+    scoreable = [k for k, (present, _) in enumerate(split) if len(present) >= 2]
+    per_topic = np.full(len(topics), np.nan)
+    window = window_size if window_size is not None else {"c_npmi": 10, "c_v": 110}.get(measure)
+    if scoreable:
+        kwargs = {"corpus": [dictionary.doc2bow(t) for t in reference_texts]} if measure == "u_mass" else {"texts": reference_texts}
+        model = CoherenceModel(
+            topics=[split[k][0] for k in scoreable], dictionary=dictionary, coherence=measure, topn=top_n,
+            window_size=window_size, processes=1, **kwargs,
         )
-    kwargs = {"corpus": [dictionary.doc2bow(t) for t in reference_texts]} if measure == "u_mass" else {"texts": reference_texts}
-    model = CoherenceModel(
-        topics=topics, dictionary=dictionary, coherence=measure, topn=top_n, window_size=window_size, processes=1, **kwargs
-    )
-    window = model.window_size if measure != "u_mass" else "whole document"
+        per_topic[scoreable] = np.asarray(model.get_coherence_per_topic(), dtype=np.float64)
+        window = model.window_size
     return CoherenceResult(
         measure,
-        np.asarray(model.get_coherence_per_topic(), dtype=np.float64),
-        {"co-occurrence": "gensim", "window": window, "top_n": top_n, "reference": reference_name, "documents": len(reference_texts)},
+        per_topic,
+        {
+            "co-occurrence": "gensim", "window": window if measure != "u_mass" else "whole document", "top_n": top_n,
+            "reference": reference_name, "documents": len(reference_texts),
+        },
+        [absent for _, absent in split],
     )
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,19 @@ from topicvae.training import (
     LR_SCHEDULES,
     check_training_options,
     data_parallel_steps,
-    seed_everything,
     train,
 )
+from topicvae.random_state import RandomStreams, seeded
 
-__all__ = ["TopicModel", "ModelFileError", "FORMAT_VERSION"]
+__all__ = ["TopicModel", "ModelFileError", "EmptyDocumentWarning", "DegenerateCorpusWarning", "FORMAT_VERSION"]
+
+
+class EmptyDocumentWarning(UserWarning):
+    """Documents without any word of the model's vocabulary were given: they get no representation."""
+
+
+class DegenerateCorpusWarning(UserWarning):
+    """The bag-of-words fit trains on can hardly hold topics (too few words, or whole phrases as words)."""
 
 VOCABULARY_FILE = "vocabulary.txt"
 
@@ -408,6 +417,13 @@ class TopicModel:
         already. ``resume=True`` continues from that checkpoint and reaches the same model as
         an uninterrupted run; it is refused when the documents or options differ. Without
         ``resume``, an existing checkpoint is never overwritten: training is refused instead.
+
+        A caller may stop iterating at any step (its own stopping rule): the model is then
+        usable as it stands (``topics``, ``transform``, ``save``), but the analysis of the
+        training documents that ends a complete fit is not made: ``analysis_`` and
+        ``topic_correlation_`` are None until ``analysis_ = analyse(X)``. The run draws its
+        random numbers from its own streams (:class:`~topicvae.random_state.RandomStreams`):
+        the caller's global Python, NumPy and torch generators are left as they were.
         """
         groups, weights, lr = self._validate()
         check_checkpoint_options(checkpoint_dir, checkpoint_every, resume)
@@ -415,24 +431,30 @@ class TopicModel:
         device = _resolve_device(self.device, process_group)
         autocast_dtype = _autocast_dtype(self.precision, device)
         data = self._training_data(X, vocabulary, process_group)
+        if process_group is None or process_group.is_main:
+            self._warn_if_degenerate(groups, data.n_documents)
+        # what the last fit found about its own model goes with it: a fit stopped early has none
+        self.topic_correlation_, self.analysis_ = None, None
 
-        generator = seed_everything(self.seed)
-        self.groups_, self.weights_ = groups, weights
-        self.model_ = build_model(
-            self.model,
-            data.vocab_size,
-            groups,
-            hidden_sizes=self.hidden_sizes,
-            dropout=self.dropout,
-            prior_concentration=self.prior_concentration,
-            temperature=self.temperature,
-            **self._architecture(),
-        ).to(device)
+        streams = RandomStreams(self.seed, cuda=device.type == "cuda")
+        with streams.active():
+            self.groups_, self.weights_ = groups, weights
+            self.model_ = build_model(
+                self.model,
+                data.vocab_size,
+                groups,
+                hidden_sizes=self.hidden_sizes,
+                dropout=self.dropout,
+                prior_concentration=self.prior_concentration,
+                temperature=self.temperature,
+                **self._architecture(),
+            ).to(device)
         trained: torch.nn.Module = self.model_
         if process_group is not None:
             # Every rank built the same initial model from the seed (and DDP broadcasts rank 0's
             # anyway); from here on each rank draws its own shuffles, dropout masks and samples.
-            generator = seed_everything(int(np.random.SeedSequence([self.seed, process_group.rank]).generate_state(1)[0]))
+            rank_seed = int(np.random.SeedSequence([self.seed, process_group.rank]).generate_state(1)[0])
+            streams = RandomStreams(rank_seed, cuda=device.type == "cuda")
             trained = torch.nn.parallel.DistributedDataParallel(
                 self.model_, device_ids=[device.index] if device.type == "cuda" else None
             )
@@ -449,25 +471,28 @@ class TopicModel:
                 process_group=process_group,
             )
             start_epoch, self.history_ = checkpoints.start(
-                resume=resume, model=self.model_, optimizer=optimizer, generator=generator
+                resume=resume, model=self.model_, optimizer=optimizer, streams=streams
             )
         batches = data.batches(self.batch_size, device)
         steps = train(
-            trained, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=generator,
+            trained, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=streams.shuffle,
             start_epoch=start_epoch, dataset_size=data.n_documents, process_group=process_group,
             autocast_dtype=autocast_dtype, lr_schedule=self.lr_schedule,
         )
         try:
-            for progress in steps:
+            # the run's random numbers are drawn inside its steps only: between two steps the
+            # caller's generators are as the caller left them
+            for progress in streams.drawing(steps):
                 if progress.epoch_terms is not None:
                     self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
                     if checkpoints is not None:
                         checkpoints.epoch_done(
-                            progress.epoch, self.epochs, model=self.model_, optimizer=optimizer, generator=generator,
+                            progress.epoch, self.epochs, model=self.model_, optimizer=optimizer, streams=streams,
                             history=self.history_,
                         )
                 yield progress
         except BaseException:  # KeyboardInterrupt and GeneratorExit (an early close) included
+            self.model_.eval()  # a model stopped early is used as it stands, without dropout
             if checkpoints is not None:
                 try:
                     checkpoints.write_pending()
@@ -524,6 +549,43 @@ class TopicModel:
             )
         return _TrainingData.in_memory(counts, self.vocabulary_, process_group)
 
+    def _warn_if_degenerate(self, groups: GroupSpec, n_training_documents: int) -> None:
+        """Warn (DegenerateCorpusWarning) when the bag-of-words can hardly hold the topics asked for.
+
+        Training goes on (a small vocabulary can be what the user wants), but the topics printed
+        at the end would look like findings: the warning names the cause first.
+        """
+        from topicvae.text import unsegmented_text
+
+        words = self.vocabulary_ if self.vectorizer_ is not None else []
+        phrases = unsegmented_text(words)
+        if phrases is not None:
+            warnings.warn(
+                f"the vocabulary's words are whole phrases ({phrases}): the text seems to have no spaces between words "
+                "(Chinese, Japanese, Thai...), so topics will list sentences; split the text into words separated by "
+                "spaces first (e.g. with jieba or MeCab)",
+                DegenerateCorpusWarning,
+                stacklevel=3,
+            )
+        n_topics = sum(group.size for group in groups.gaussian)
+        if len(self.vocabulary_) < max(n_topics, 2):
+            warnings.warn(
+                f"the vocabulary has {len(self.vocabulary_)} word{'s' if len(self.vocabulary_) != 1 else ''} for {n_topics} "
+                "topics: topics cannot differ; "
+                "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)",
+                DegenerateCorpusWarning,
+                stacklevel=3,
+            )
+        n_documents = self.n_empty_documents_ + n_training_documents
+        if n_documents and self.n_empty_documents_ > n_documents / 2:
+            warnings.warn(
+                f"{self.n_empty_documents_} of {n_documents} documents have no word of the vocabulary and are left out "
+                "of training: the vocabulary filters (min_df, max_df, max_features, stop words) or the token pattern "
+                "miss most of the corpus",
+                DegenerateCorpusWarning,
+                stacklevel=3,
+            )
+
     def _run_description(
         self, corpus: dict[str, Any], lr: float, device: torch.device, process_group: ProcessGroup | None
     ) -> dict[str, Any]:
@@ -569,18 +631,34 @@ class TopicModel:
         return means, variances
 
     def transform(self, X) -> np.ndarray:
-        """Document representations, one column per topic (group by group).
+        """Document representations, one column per topic (group by group), shape [N, K].
 
         ProdLDA: topic proportions theta = softmax of the posterior mean over all Gaussian topics
         (rows sum to 1 over the Gaussian columns). NVDM: the posterior mean of z. Concrete
         groups: the category probabilities.
+
+        A document without any word of the model's vocabulary has no representation: the
+        encoder would map every such document to one and the same point, which says nothing
+        about it. Its row is NaN, and an :class:`EmptyDocumentWarning` gives their number
+        (``np.isnan(theta).any(axis=1)`` finds them).
         """
         self._check_fitted()
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
         means, _ = self._batched_moments(counts)
         with torch.no_grad():
-            return self.model_.representation(means).numpy().astype(np.float64)
+            theta = self.model_.representation(means).numpy().astype(np.float64)
+        empty = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() == 0)
+        if len(empty):
+            theta[empty] = np.nan
+            shown = ", ".join(str(i) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")
+            warnings.warn(
+                f"{len(empty)} of {counts.shape[0]} documents have no word of the model's vocabulary (rows {shown}): "
+                "their rows are NaN, since the model can say nothing about them",
+                EmptyDocumentWarning,
+                stacklevel=2,
+            )
+        return theta
 
     def _check_vocabulary_width(self, counts: sp.csr_matrix) -> None:
         if counts.shape[1] != len(self.vocabulary_):
@@ -631,8 +709,7 @@ class TopicModel:
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
         elbos = []
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.no_grad(), seeded(seed):
             for bow in self._eval_batches(counts):
                 out = self.model_(bow)
                 kl = torch.zeros_like(out.log_likelihood)
@@ -688,10 +765,17 @@ class TopicModel:
 
         The documents come as a sequence of count matrices (a corpus on disk shard by shard);
         the moments are accumulated as sums in float64, and summed over the ranks in
-        data-parallel training, so every document of every rank counts once.
+        data-parallel training, so every document of every rank counts once. Documents without
+        vocabulary words are left out.
         """
         count, total, outer, variance = 0, 0.0, 0.0, 0.0
         for matrix in matrices:
+            # a document without vocabulary words has no posterior of its own (every such
+            # document maps to one point): it is left out, as information() leaves it out
+            matrix = sp.csr_matrix(matrix)
+            matrix = matrix[np.asarray(matrix.sum(axis=1)).ravel() > 0]
+            if matrix.shape[0] == 0:
+                continue
             means, variances = self._batched_moments(matrix)
             codes = torch.cat(means, dim=1).double()
             count += codes.shape[0]
@@ -706,6 +790,11 @@ class TopicModel:
             summed = summed.cpu()
             k = total.shape[0]
             count, total, outer, variance = int(summed[0]), summed[1 : 1 + k], summed[1 + k : 1 + k + k * k].view(k, k), summed[1 + k + k * k :]
+        if count < 2:
+            raise ValueError(
+                f"X holds {count} document{'s' if count != 1 else ''} with words of the model's vocabulary: a correlation "
+                "needs at least 2; pass more documents"
+            )
         mean = total / count
         # the unbiased sample covariance of the means (as numpy.cov), plus the mean posterior variance
         covariance = ((outer - count * torch.outer(mean, mean)) / max(count - 1, 1)).numpy()
@@ -719,6 +808,11 @@ class TopicModel:
         """Topic-by-topic correlation under q(z) on X (or the training corpus, computed at fit)."""
         self._check_fitted()
         if X is None:
+            if self.topic_correlation_ is None:
+                raise NotFittedError(
+                    "this TopicModel's training stopped before its end, so it has no correlation of its training "
+                    "documents: pass the documents, topic_correlation(X)"
+                )
             return self.topic_correlation_
         if isinstance(X, ShardedBagOfWords):  # shard by shard: the moments are sums
             if X.vocabulary != self.vocabulary_:
@@ -849,7 +943,10 @@ class TopicModel:
         analysis = analysis if analysis is not None else getattr(self, "analysis_", None)
         columns = ["topic_a", "topic_b", "partial", "correlation", "null_quantile", "significant", "shared_words", "kind", "words_a", "words_b"]
         if analysis is None:
-            raise NotFittedError("this TopicModel has no topic analysis: fit it to the end, or call analyse(X)")
+            raise NotFittedError(
+                "this TopicModel has no topic analysis (its training stopped before the end, or it was saved before "
+                "analyses existed): pass analysis=model.analyse(X), or set model.analysis_ = model.analyse(X)"
+            )
         corr = analysis.correlations
         labels = self.groups_.topic_labels()
         top = self.topics(max(n_words, 10))["words"].tolist()
@@ -905,7 +1002,7 @@ class TopicModel:
                 "n_documents": self.n_documents_,
                 "n_empty_documents": self.n_empty_documents_,
                 "history": self.history_,
-                "topic_correlation": self.topic_correlation_.tolist(),
+                "topic_correlation": None if self.topic_correlation_ is None else self.topic_correlation_.tolist(),
                 "analysis": self.analysis_.to_dict() if getattr(self, "analysis_", None) is not None else None,
             },
         }
@@ -941,7 +1038,10 @@ class TopicModel:
             estimator.n_documents_ = fitted["n_documents"]
             estimator.n_empty_documents_ = fitted["n_empty_documents"]
             estimator.history_ = fitted["history"]
-            estimator.topic_correlation_ = np.asarray(fitted["topic_correlation"], dtype=np.float64)
+            # None: saved from a fit stopped early (fit_iter), before the analysis that ends a fit
+            estimator.topic_correlation_ = (
+                None if fitted["topic_correlation"] is None else np.asarray(fitted["topic_correlation"], dtype=np.float64)
+            )
             # models saved before the analysis existed have none: correlated_topics() then asks for analyse(X)
             estimator.analysis_ = TopicAnalysis.from_dict(fitted["analysis"]) if fitted.get("analysis") else None
             model: NeuralTopicModel = build_model(

@@ -149,11 +149,16 @@ def _active_columns(summary: dict, model) -> list[int]:
 
 
 def _coherence_entry(result, summary: dict, model) -> dict:
-    columns = _active_columns(summary, model)
+    labels = model.topic_labels()
+    scored = result.scored
     return {
-        "mean": result.mean,
-        "mean_active_topics": float(np.mean(result.per_topic[columns])) if columns else None,
-        "per_topic": result.per_topic.tolist(),
+        "mean": result.mean if scored.any() else None,
+        "mean_active_topics": result.mean_over(_active_columns(summary, model)),
+        "per_topic": [float(v) if ok else None for v, ok in zip(result.per_topic, scored)],
+        # the reference never contains these top words: their pairs are left out, and topics
+        # with fewer than two words left are not scored (CoherenceResult)
+        "absent_words": {labels[k]: words for k, words in enumerate(result.absent_words) if words},
+        "unscored_topics": [labels[k] for k in np.flatnonzero(~scored)],
         **result.settings,
     }
 

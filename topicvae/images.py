@@ -17,7 +17,8 @@ from topicvae.groups import GroupSpec
 from topicvae.image_models import ARCHITECTURES, ImageVAE
 from topicvae.objective import ObjectiveWeights
 from topicvae.persistence import FORMAT_VERSION, interpreting_config, load_weights, read_config, write_model_directory
-from topicvae.training import ImageBatches, TrainingProgress, check_training_options, seed_everything, train
+from topicvae.random_state import RandomStreams
+from topicvae.training import ImageBatches, TrainingProgress, check_training_options, train
 
 __all__ = ["ImageModel"]
 
@@ -152,19 +153,24 @@ class ImageModel:
         images, scale = _image_tensor(X)
         if images.shape[0] < 2:
             raise ValueError(f"X holds {images.shape[0]} image: training needs at least 2")
-        generator = seed_everything(self.seed)
+        # the run's own random numbers (RandomStreams): the caller's generators are left alone
+        streams = RandomStreams(self.seed, cuda=device.type == "cuda")
         self.groups_, self.weights_ = groups, weights
         self.image_shape_ = tuple(int(s) for s in images.shape[1:])
-        self.model_ = self._build(self.image_shape_, groups).to(device)
+        with streams.active():
+            self.model_ = self._build(self.image_shape_, groups).to(device)
         self.n_images_ = int(images.shape[0])
         self.history_: list[dict[str, float]] = []
         batches = ImageBatches(images, min(self.batch_size, images.shape[0]), scale=scale, device=device)
         optimizer = torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=(0.9, 0.999))
-        for progress in train(self.model_, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=generator):
-            if progress.epoch_terms is not None:
-                self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
-            yield progress
-        self.model_.eval()
+        steps = train(self.model_, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=streams.shuffle)
+        try:
+            for progress in streams.drawing(steps):
+                if progress.epoch_terms is not None:
+                    self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
+                yield progress
+        finally:
+            self.model_.eval()
 
     # -----------------------------------------------------------------------------------
     # using a fitted model

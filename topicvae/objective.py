@@ -51,7 +51,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, OneHotCategorical, RelaxedOneHotCategorical
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from torch.utils.checkpoint import checkpoint
 
 Tensor = torch.Tensor
@@ -264,6 +265,46 @@ class LogMarginals:
 # ---------------------------------------------------------------------------------------------
 # The estimator of the inference marginals
 # ---------------------------------------------------------------------------------------------
+#: Families whose whole event is ONE variable of its group: a Concrete group is one relaxed
+#: categorical variable over its K categories (the paper's discrete groups), not K variables.
+ONE_VARIABLE_FAMILIES = (ExpRelaxedCategorical, RelaxedOneHotCategorical, OneHotCategorical)
+
+
+def _variablewise(distribution: Distribution, role: str, group: int) -> Distribution:
+    """The same density with one batch element per variable z_de (what every term needs).
+
+    ``Independent`` only reinterprets batch dimensions as an event, so its base distribution
+    is the same density with the variables as batch dimensions; a ``MultivariateNormal`` with
+    a diagonal covariance is the product of its dimensions' Normals. Any other event shape
+    joins several variables in one density that does not factorize over them, so the
+    dimension-wise terms (ii) and the TC within the group (i) are undefined: refused.
+    """
+    while isinstance(distribution, Independent):
+        distribution = distribution.base_dist
+    if isinstance(distribution, MultivariateNormal):
+        tril = distribution.scale_tril
+        diagonal = torch.diagonal(tril, dim1=-2, dim2=-1)
+        if torch.count_nonzero(tril - torch.diag_embed(diagonal)) == 0:
+            return Normal(distribution.loc, diagonal, validate_args=False)
+        raise ValueError(
+            f"{role} of group {group} is a MultivariateNormal with correlated dimensions: its density does not "
+            "factorize over the group's variables, so the TC within the group and the dimension-wise KL are undefined; "
+            "pass a factorized distribution (Normal with one batch element per variable, or Independent(Normal, 1))"
+        )
+    if distribution.event_shape and not isinstance(distribution, ONE_VARIABLE_FAMILIES):
+        raise ValueError(
+            f"{role} of group {group} is a {type(distribution).__name__} with event shape {tuple(distribution.event_shape)}: "
+            "the objective needs each variable's density, and this one joins them; pass a factorized distribution "
+            "(one batch element per variable; Independent(...) of one is unwrapped) or a relaxed one-hot categorical "
+            "for a group that is one discrete variable"
+        )
+    return distribution
+
+
+def _variablewise_all(distributions: Sequence[Distribution], role: str) -> list[Distribution]:
+    return [_variablewise(distribution, role, d) for d, distribution in enumerate(distributions)]
+
+
 def _per_variable(log_prob: Tensor, batch: int) -> Tensor:
     """[B] (one Concrete variable) or [B, E] (E Gaussian variables) -> [B, variables]."""
     return log_prob.reshape(batch, -1)
@@ -575,8 +616,9 @@ def log_marginals(
     """
     if len(posteriors) != len(samples) or not posteriors:
         raise ValueError(f"got {len(posteriors)} posteriors and {len(samples)} samples: give one of each per group")
+    posteriors = _variablewise_all(posteriors, "the posterior")
     local_items = samples[0].shape[0]
-    batch_posteriors = posteriors if batch_posteriors is None else batch_posteriors
+    batch_posteriors = posteriors if batch_posteriors is None else _variablewise_all(batch_posteriors, "the batch posterior")
     batch = _batch_items(batch_posteriors[0]) if len(batch_posteriors) == len(posteriors) else -1
     if batch < 0 or isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or not (
         0 <= batch_offset <= batch - local_items
@@ -679,6 +721,9 @@ def hfvae_objective(
     posteriors, priors : sequence of Distribution
         q(z_d | x) and p(z_d) per group. Posterior batch shapes are [B] or [B, E_d]; each prior
         broadcasts against its group's samples and factorizes over the same variables.
+        ``Independent`` wrappers and diagonal ``MultivariateNormal`` distributions are read
+        variable by variable (the same densities); other event shapes are refused with a
+        ValueError, except the one-hot relaxed categoricals of a group that is one variable.
     samples : sequence of Tensor
         Reparameterized samples z_d ~ q(z_d | x), one tensor per group.
     dataset_size : int
@@ -696,6 +741,7 @@ def hfvae_objective(
     weights = weights or ObjectiveWeights()
     if len(priors) != len(posteriors):
         raise ValueError(f"got {len(posteriors)} posteriors and {len(priors)} priors: give one of each per group")
+    posteriors, priors = _variablewise_all(posteriors, "the posterior"), _variablewise_all(priors, "the prior")
     batch = samples[0].shape[0] if samples else 0
     if log_likelihood.shape != (batch,):
         raise ValueError(
@@ -711,7 +757,15 @@ def hfvae_objective(
             posteriors, samples, dataset_size, block_elements=block_elements, memory_elements=memory_elements,
             fused=fused, compile=compile, batch_posteriors=batch_posteriors, batch_offset=batch_offset,
         )
-    log_prior = torch.cat([_per_variable(p.log_prob(z), batch) for p, z in zip(priors, samples)], dim=1)
+    log_prior_parts = [_per_variable(p.log_prob(z), batch) for p, z in zip(priors, samples)]
+    group_sizes = [math.prod(post.batch_shape[1:]) for post in posteriors]  # [B] -> 1 variable, [B, E] -> E
+    for d, (part, size) in enumerate(zip(log_prior_parts, group_sizes)):
+        if part.shape[1] != size:
+            raise ValueError(
+                f"the prior of group {d} gives {part.shape[1]} log-densities per item but its posterior has {size} "
+                "variables: pass a prior over the same variables (batch shape of one variable each)"
+            )
+    log_prior = torch.cat(log_prior_parts, dim=1)
     if marginals_reach_gradient:
         log_q_conditional = marginals.log_q_conditional.sum(1)  # log q(z|x), mean-field
     else:  # the marginals were estimated without gradients; log q(z|x) needs its own

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import warnings
@@ -40,10 +41,38 @@ FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
 #: The training checkpoint inside a checkpoint directory, and the version of its layout.
 CHECKPOINT_FILE, CHECKPOINT_FORMAT_VERSION = "checkpoint.pt", 1
+#: The remedy for a model directory that cannot be read: its files cannot be re-saved from it.
+_RESTORE = "restore the model directory from a copy, or fit the model again"
 
 
 class ModelFileError(ValueError):
     """A saved model directory that cannot be loaded."""
+
+
+#: What ``torch.load(..., weights_only=True)`` says when a file holds pickled objects it will not
+#: rebuild (code could run): the only case in which the file is whole but refused.
+_UNSAFE_PICKLE_MARKER = "Weights only load failed"
+
+
+def _unreadable_tensor_file(path: Path, error: BaseException, remedy: str) -> str:
+    """One line saying why ``torch.load(path, weights_only=True)`` failed, and what to do.
+
+    Three causes call for different remedies: an empty file and a damaged or cut one (an
+    interrupted copy or a full disk) can only be restored or rebuilt (``remedy``); a whole
+    file holding pickled objects was refused on purpose, since unpickling runs code.
+    """
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        return f"{path} is empty (0 bytes; an interrupted copy or a full disk): {remedy}"
+    reason = str(error).strip()
+    if isinstance(error, pickle.UnpicklingError) and _UNSAFE_PICKLE_MARKER in reason:
+        return (
+            f"{path} holds pickled Python objects (UnpicklingError), which topicvae never loads since unpickling can "
+            "run code: only use files from people you trust, written by topicvae (tensors only); " + remedy
+        )
+    # torch's messages run over several sentences of advice: the first one says what happened
+    detail = reason.splitlines()[0].split(". ")[0] if reason else type(error).__name__
+    return f"{path} is damaged or incomplete ({size} bytes; {type(error).__name__}: {detail}): {remedy}"
 
 
 def write_model_directory(target: str | os.PathLike, config: dict, model: nn.Module, text_files: Mapping[str, str] = {}) -> Path:
@@ -79,9 +108,11 @@ def read_config(directory: str | os.PathLike, *, estimator: str, required: tuple
     try:
         config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelFileError(f"{directory / CONFIG_FILE} is not valid JSON ({error}): re-save the model") from None
+        raise ModelFileError(
+            f"{directory / CONFIG_FILE} is damaged or incomplete (not valid JSON: {error}): {_RESTORE}"
+        ) from None
     if not isinstance(config, dict):
-        raise ModelFileError(f"{directory / CONFIG_FILE} does not hold a model configuration: re-save the model")
+        raise ModelFileError(f"{directory / CONFIG_FILE} does not hold a model configuration (it is damaged or was edited): {_RESTORE}")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
@@ -94,7 +125,7 @@ def read_config(directory: str | os.PathLike, *, estimator: str, required: tuple
         raise ModelFileError(f"{directory} holds a model saved by {written_by}, not {estimator}: load it with {written_by}.load")
     missing = [n for n in (*required, WEIGHTS_FILE) if not (directory / n).is_file()]
     if missing:
-        raise ModelFileError(f"{directory} is not a complete saved model: missing {', '.join(missing)}")
+        raise ModelFileError(f"{directory} is not a complete saved model: missing {', '.join(missing)}; {_RESTORE}")
     return config
 
 
@@ -114,7 +145,7 @@ def interpreting_config(directory: str | os.PathLike) -> Iterator[None]:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelFileError(
             f"{Path(directory) / CONFIG_FILE} does not describe a model this topicvae can rebuild "
-            f"({type(error).__name__}: {reason}): it is damaged or was edited; save the model again"
+            f"({type(error).__name__}: {reason}): it is damaged or was edited; {_RESTORE}"
         ) from None
 
 
@@ -130,24 +161,21 @@ def load_weights(directory: str | os.PathLike, model: nn.Module, *, described_by
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only refuses pickled code with an UnpicklingError
-        raise ModelFileError(
-            f"{path} is not a plain tensor file and was not loaded "
-            f"({type(error).__name__}); only load models from people you trust, re-save it with topicvae"
-        ) from None
+    except Exception as error:
+        raise ModelFileError(_unreadable_tensor_file(path, error, _RESTORE)) from None
     expected = model.state_dict()
     for name, tensor in state.items() if isinstance(state, dict) else ():
         if name in expected and isinstance(tensor, torch.Tensor) and tensor.shape != expected[name].shape:
             raise ModelFileError(
                 f"{path} holds {name} of shape {tuple(tensor.shape)}, but {described_by} describe shape "
-                f"{tuple(expected[name].shape)}: the files come from different models; save the model again"
+                f"{tuple(expected[name].shape)}: the files come from different models; {_RESTORE}"
             )
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
         first_line = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
         raise ModelFileError(
-            f"{path} does not match its config ({first_line}): the files come from different models"
+            f"{path} does not match its config ({first_line}): the files come from different models; {_RESTORE}"
         ) from None
 
 
@@ -166,11 +194,8 @@ def read_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"there is no checkpoint at {path}: nothing to resume, fit without resuming")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only refuses pickled code with an UnpicklingError
-        raise ModelFileError(
-            f"{path} is not a readable topicvae checkpoint and was not loaded ({type(error).__name__}: "
-            "it is damaged, or holds pickled objects): delete it to start again"
-        ) from None
+    except Exception as error:
+        raise ModelFileError(_unreadable_tensor_file(path, error, f"delete {path.parent} to start the run again")) from None
     version = checkpoint.get("format_version") if isinstance(checkpoint, dict) else None
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
         raise ModelFileError(

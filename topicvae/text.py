@@ -28,8 +28,9 @@ import io
 import json
 import logging
 import os
+import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import IO, Any
@@ -54,6 +55,7 @@ __all__ = [
     "strip_newsgroup_header",
     "strip_newsgroup_post",
     "strip_newsgroup_quoting",
+    "unsegmented_text",
     "write_corpus_lines",
 ]
 
@@ -642,7 +644,7 @@ class TextVectorizer(BaseEstimator):
         try:
             counts = counter.fit_transform(docs)
         except ValueError as exc:
-            raise self._empty_vocabulary_error(exc, len(docs)) from exc
+            raise self._empty_vocabulary_error(exc, len(docs), *self._token_document_frequencies(docs, stop_words)) from exc
         vocabulary = counter.get_feature_names_out().tolist()
         self._set_vocabulary(vocabulary)
         return self._finish(counts)
@@ -783,7 +785,7 @@ class TextVectorizer(BaseEstimator):
             raise ValueError("docs is empty; pass at least one document to fit.")
         self._check_document_frequency_bounds(n_documents)
         if not terms:
-            raise self._empty_vocabulary_error(ValueError("empty vocabulary"), n_documents)
+            raise self._empty_vocabulary_error(ValueError("empty vocabulary"), n_documents, terms, document_frequencies)
         order = sorted(range(len(terms)), key=terms.__getitem__)
         sorted_terms = [terms[i] for i in order]
         dfs = np.asarray(document_frequencies, dtype=np.int64)[order]
@@ -798,7 +800,7 @@ class TextVectorizer(BaseEstimator):
             mask = limited
         vocabulary = [term for term, keep in zip(sorted_terms, mask) if keep]
         if not vocabulary:
-            raise self._empty_vocabulary_error(ValueError("no terms remain"), n_documents)
+            raise self._empty_vocabulary_error(ValueError("no terms remain"), n_documents, terms, document_frequencies)
         self._set_vocabulary(vocabulary)
         return vocabulary
 
@@ -932,23 +934,96 @@ class TextVectorizer(BaseEstimator):
                 f"({min_count:g}); raise max_df or lower min_df."
             )
 
-    def _empty_vocabulary_error(self, exc: ValueError, n_documents: int) -> ValueError:
+    def _token_document_frequencies(self, docs: list[str], stop_words) -> tuple[list[str], np.ndarray]:
+        """Every token of ``docs`` (after stop words) and the number of documents it occurs in.
+
+        Only on the way to an error: what the filters had to choose from says why they kept nothing.
+        """
+        counter = CountVectorizer(stop_words=stop_words, token_pattern=self.token_pattern, lowercase=self.lowercase, binary=True)
+        try:
+            presence = counter.fit_transform(docs)
+        except ValueError:  # no token at all
+            return [], np.zeros(0, dtype=np.int64)
+        return counter.get_feature_names_out().tolist(), np.asarray(presence.sum(axis=0)).ravel()
+
+    def _empty_vocabulary_error(
+        self, exc: ValueError, n_documents: int, terms: Sequence[str] = (), document_frequencies=()
+    ) -> ValueError:
+        """The error for a fit that kept no word, naming the cause the tokens show and a remedy that works.
+
+        ``terms`` and ``document_frequencies`` are every token the documents hold (after stop
+        words) and how many documents each occurs in.
+        """
         # CountVectorizer raises these two plain ValueErrors; anything else is re-raised.
         message = str(exc)
-        if "empty vocabulary" in message:
+        if "empty vocabulary" not in message and "no terms remain" not in message:
+            return exc
+        terms = list(terms)
+        frequencies = np.asarray(document_frequencies, dtype=np.int64)
+        if not terms:
             return ValueError(
                 f"no word to count in the {n_documents} documents: every token is a stop "
                 "word or does not match token_pattern (or the documents are empty). "
                 "Loosen stop_words (e.g. None) or token_pattern, and check that the right "
                 "text column was read."
             )
-        if "no terms remain" in message:
+        unsegmented = unsegmented_text(terms)
+        if unsegmented is not None:
             return ValueError(
-                f"no word passes the document-frequency filters min_df={self.min_df!r} "
-                f"and max_df={self.max_df!r} on {n_documents} documents; lower min_df or "
-                "raise max_df."
+                f"no word recurs across the {n_documents} documents because the tokens are whole phrases "
+                f"({unsegmented}): the text has no spaces between words (Chinese, Japanese, Thai...), and "
+                "no document-frequency filter can fix that. Split the text into words separated by spaces "
+                "first (e.g. with jieba or MeCab), and pass a token_pattern that keeps short words, such as "
+                r"'(?u)\b\w+\b' (the default keeps words of 3 or more letters)."
             )
-        return exc
+        low = _document_count(self.min_df, n_documents)
+        high = _document_count(self.max_df, n_documents)
+        widest = int(frequencies.argmax())
+        if frequencies[widest] < low:
+            return ValueError(
+                f"no word occurs in min_df={self.min_df!r} documents or more: of the {len(terms)} distinct "
+                f"tokens of the {n_documents} documents, the most widespread, {terms[widest]!r}, occurs in "
+                f"{frequencies[widest]}; lower min_df to {max(1, int(frequencies[widest]))} or less, or pass more documents."
+            )
+        passing = np.flatnonzero(frequencies >= low)
+        passing = passing[np.argsort(frequencies[passing], kind="stable")]
+        needed = int(frequencies[passing[0]])  # the least widespread of them
+        shown = ", ".join(f"{terms[i]!r} in {frequencies[i]}" for i in passing[:3]) + (", ..." if len(passing) > 3 else "")
+        if _is_integer(self.max_df):
+            remedy = f"raise max_df to {needed} or more"
+        else:
+            remedy = f"raise max_df to {math.ceil(needed / n_documents * 100) / 100:g} or more"
+        return ValueError(
+            f"every word in at least min_df={self.min_df!r} of the {n_documents} documents also occurs in more "
+            f"than max_df={self.max_df!r} of them ({shown}); {remedy} (1.0 keeps every word), or lower min_df."
+        )
+
+
+#: Characters of scripts written without spaces between words: CJK ideographs, Japanese kana,
+#: Thai, Lao, Khmer, Myanmar (Korean is written with spaces).
+_UNSPACED_SCRIPTS = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f]"
+)
+
+
+def unsegmented_text(words: Sequence[str]) -> str | None:
+    """A description of why ``words`` look like whole phrases rather than words, or None.
+
+    Tokens are cut at spaces and punctuation, so text written without spaces between words
+    (Chinese, Japanese, Thai...) turns every clause into one "word" that never recurs. The
+    sign: the median token is long, at least 12 characters in any script, or 5 when most
+    tokens are in a script written without spaces (where most words have 1 to 3 characters).
+    """
+    if not words:
+        return None
+    lengths = np.array([len(word) for word in words])
+    median = float(np.median(lengths))
+    unspaced = np.mean([bool(_UNSPACED_SCRIPTS.search(word)) for word in words])
+    if median >= 12 or (unspaced > 0.5 and median >= 5):
+        example = max(words, key=len)
+        example = example if len(example) <= 24 else example[:24] + "..."
+        return f"median {median:g} characters, e.g. {example!r}"
+    return None
 
 
 def load_vocabulary(path: str | os.PathLike[str]) -> list[str]:

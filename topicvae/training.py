@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import shutil
 from contextlib import nullcontext
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,9 +19,10 @@ from topicvae.distributed import ProcessGroup, gather_batch, gather_objects, wei
 from topicvae.models import ModelOutput, posterior_parameters, posterior_with_parameters
 from topicvae.objective import ObjectiveWeights, hfvae_objective, worth_compiling
 from topicvae.persistence import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
+from topicvae.random_state import RandomStreams
 
 __all__ = [
-    "check_training_options", "check_checkpoint_options", "seed_everything", "rng_states", "restore_rng_states",
+    "check_training_options", "check_checkpoint_options",
     "BagOfWordsBatches", "ImageBatches", "TrainingProgress", "TrainingCheckpoints", "train",
 ]
 
@@ -31,58 +31,6 @@ __all__ = [
 DENSE_LIMIT_BYTES = 512 * 2**20
 
 TERM_NAMES = ("loss", "reconstruction", "mutual_information", "tc_between", "tc_within", "dimwise_kl", "elbo")
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python's, NumPy's and torch's global generators; return a torch generator for shuffling."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def rng_states(generator: torch.Generator) -> dict[str, Any]:
-    """Every random-number state training draws from, as tensors and plain numbers (no pickled objects).
-
-    ``generator`` orders the batches; torch's global generator draws dropout masks and the
-    samples z ~ q(z | x); NumPy's and Python's are kept too so that user code resumed with the
-    run sees the same numbers.
-    """
-    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
-    version, internal, gauss_next = random.getstate()
-    states: dict[str, Any] = {
-        "shuffle": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "algorithm": str(algorithm),
-            "keys": torch.from_numpy(keys.astype(np.int64)),  # torch has no uint32 tensors to save
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_initialized():  # a run on the GPU samples there; asking otherwise would start CUDA
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: Mapping[str, Any], generator: torch.Generator) -> None:
-    """Put back the states :func:`rng_states` returned."""
-    generator.set_state(states["shuffle"])
-    torch.set_rng_state(states["torch"])
-    numpy_state = states["numpy"]
-    np.random.set_state((
-        numpy_state["algorithm"],
-        numpy_state["keys"].numpy().astype(np.uint32),
-        numpy_state["position"],
-        numpy_state["has_gauss"],
-        numpy_state["cached_gaussian"],
-    ))
-    python_state = states["python"]
-    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"]))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class _ShuffledBatches:
@@ -283,6 +231,9 @@ def train(
     Nothing draws random numbers between the yield of an epoch's last step and the next
     epoch's shuffle, so the state seen at that yield is the epoch boundary. ``dataset_size``
     is N in the stratified estimator of q(z); it defaults to the number of items in ``batches``.
+    ``generator`` orders the batches; dropout masks and samples come from torch's global
+    generator, so a caller that keeps its own random numbers apart advances this generator
+    inside :meth:`RandomStreams.active <topicvae.random_state.RandomStreams.active>`.
 
     Data-parallel training (``process_group``): ``model`` is wrapped in DistributedDataParallel,
     ``batches`` holds this rank's items and takes as many steps per epoch as every other
@@ -427,7 +378,7 @@ class TrainingCheckpoints:
         return self.process_group is None or self.process_group.is_main
 
     def start(
-        self, *, resume: bool, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+        self, *, resume: bool, model: torch.nn.Module, optimizer: torch.optim.Optimizer, streams: RandomStreams
     ) -> tuple[int, list[dict[str, float]]]:
         """A fresh start (0, []) or, with ``resume``, the checkpoint's epoch and history, its state restored.
 
@@ -456,7 +407,7 @@ class TrainingCheckpoints:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         rank = 0 if self.process_group is None else self.process_group.rank
-        restore_rng_states(checkpoint["rng"] if rank == 0 else checkpoint["rng_of_other_ranks"][rank - 1], generator)
+        streams.set_state(checkpoint["rng"] if rank == 0 else checkpoint["rng_of_other_ranks"][rank - 1])
         self._written_epoch = int(checkpoint["epoch"])
         return self._written_epoch, list(checkpoint["history"])
 
@@ -486,13 +437,13 @@ class TrainingCheckpoints:
         *,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        generator: torch.Generator,
+        streams: RandomStreams,
         history: list[dict[str, float]],
     ) -> None:
         """Copy the state at the end of ``epoch``; write it when it is due."""
         rng_of_other_ranks = []
         if self.process_group is not None:
-            rng_of_other_ranks = gather_objects(rng_states(generator), self.process_group)[1:]
+            rng_of_other_ranks = gather_objects(streams.state(), self.process_group)[1:]
             if not self._writes:
                 return
         self._pending = {
@@ -503,7 +454,7 @@ class TrainingCheckpoints:
             "history": [dict(row) for row in history],
             "model": _snapshot(model.state_dict()),
             "optimizer": _snapshot(optimizer.state_dict()),
-            "rng": rng_states(generator),
+            "rng": streams.state(),
             **({"rng_of_other_ranks": rng_of_other_ranks} if self.process_group is not None else {}),
         }
         if epoch % self.every == 0 or epoch == epochs:
