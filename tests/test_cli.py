@@ -315,3 +315,77 @@ def test_evaluate_scores_every_topic_the_reference_can_score(tmp_path, planted_d
         assert len(scored) + len(entry["unscored_topics"]) == 6 and scored
         assert entry["mean"] == pytest.approx(sum(scored) / len(scored))
     assert report["perplexity"]["corpus_level"]["value"] > 0 and report["diversity"]["value"] > 0
+
+
+def test_a_closed_stderr_stops_the_progress_bar_not_the_fit(tmp_path, planted_docs_file):
+    """`fit ... 2>&1 | head -c 5`: the bar's reader goes away; the model is saved all the same."""
+    import os
+    import subprocess
+    import sys
+
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    options = [option for option in FAST if option != "--no-progress"]
+    fit = subprocess.Popen(
+        [sys.executable, "-m", "topicvae", "fit", str(corpus), "--groups", "2x3", "--out", str(out), *options],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    head = subprocess.run(["head", "-c", "5"], stdin=fit.stdout, capture_output=True, timeout=300)
+    fit.stdout.close()
+    assert fit.wait(timeout=300) == 0 and len(head.stdout) == 5
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.json", "run.json", "vocabulary.txt", "weights.pt"]
+
+
+def test_transform_writes_to_stdout_pipes_and_refuses_a_directory(tmp_path, planted_docs_file, monkeypatch):
+    import os
+
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST]).exit_code == 0
+    to_stdout = runner.invoke(app, ["transform", str(out), str(corpus), "--out", "-"])
+    assert to_stdout.exit_code == 0, to_stdout.output
+    lines = to_stdout.stdout.splitlines()
+    assert lines[0] == "document,g0:0,g0:1,g0:2,g1:0,g1:1,g1:2,vocabulary_words" and len(lines) == 401
+    assert "wrote 400 documents x 6 topics to stdout" in to_stdout.stderr
+    monkeypatch.chdir(tmp_path)
+    assert not (tmp_path / "-").exists()
+    (tmp_path / "adir").mkdir()
+    refused = runner.invoke(app, ["transform", str(out), str(corpus), "--out", "adir"])
+    assert refused.exit_code == 1 and "error: --out adir is a directory: give the path of the CSV file to write" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "planted.txt", "run"]  # no temporary file left
+    # a named pipe stays a pipe: the table goes through it, not over it
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    import threading
+
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    through = runner.invoke(app, ["transform", str(out), str(corpus), "--out", str(fifo)])
+    reader.join(timeout=60)
+    assert through.exit_code == 0 and fifo.is_fifo() and len(received[0].splitlines()) == 401
+
+
+def test_damaged_vocabulary_and_stop_word_files_are_named(tmp_path, planted_docs_file):
+    corpus, _ = planted_docs_file
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["fit", str(corpus), "--groups", "2x3", "--out", str(out), *FAST]).exit_code == 0
+    vocabulary = out / "vocabulary.txt"
+    words = vocabulary.read_bytes()
+    for content, message in ((b"", "is empty (an interrupted copy or a full disk)"), (b"\xff\xfeword\n", "is damaged (not UTF-8 text")):
+        vocabulary.write_bytes(content)
+        result = runner.invoke(app, ["topics", str(out)])
+        assert result.exit_code == 1 and f"run/vocabulary.txt {message}" in result.stderr, result.stderr
+    vocabulary.write_bytes(words)
+    for size in (1, 2):  # the first bytes of a zip archive: damaged, not "pickled objects"
+        weights = out / "weights.pt"
+        weights.write_bytes(b"PK"[:size])
+        result = runner.invoke(app, ["topics", str(out)])
+        assert f"weights.pt is damaged or incomplete ({size} byte" in result.stderr and "pickled" not in result.stderr
+    result = runner.invoke(app, ["fit", str(corpus), *FAST, "--stop-words", str(tmp_path / "nofile.txt")])
+    assert result.exit_code == 1 and "nofile.txt is no file: give 'english', 'none', or a file of stop words" in result.stderr
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoint").mkdir(parents=True)
+    (unfinished / "checkpoint" / "checkpoint.pt").write_bytes(b"")
+    result = runner.invoke(app, ["topics", str(unfinished)])
+    assert result.exit_code == 1 and "holds the checkpoint of an unfinished run, not a saved model" in result.stderr

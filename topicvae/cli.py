@@ -30,28 +30,40 @@ _state = {"debug": False}
 
 
 def _echo(message: str = "", *, err: bool = False) -> None:
-    """Print a line; once a reader closes stdout (``| head``, a pager quit early), stay quiet.
+    """Print a line; once a reader closes the stream (``| head``, a pager quit early), stay quiet.
 
     A closed pipe is not an error of the command: what it computed and wrote stays written.
     The rest of its output goes to the null device and the command finishes its work (files
-    it has still to write included) with the exit status it would have had.
+    it has still to write included) with the exit status it would have had. Any other failure
+    to write (a full disk) is an error, said on stderr.
     """
-    if err or not _state.get("stdout_closed"):
-        try:
-            typer.echo(message, err=err)
-        except BrokenPipeError:
-            if err:
-                return  # nowhere left to say anything
-            _state["stdout_closed"] = True
-            # Python flushes sys.stdout again at exit: point the descriptor at the null device
-            # so that the unwritten rest of the buffer goes nowhere instead of failing again
-            try:
-                descriptor = sys.stdout.fileno()
-            except (AttributeError, OSError, ValueError):  # not a file (captured output): nothing to flush at exit
-                return
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, descriptor)
-            os.close(devnull)
+    stream = "stderr" if err else "stdout"
+    if _state.get(f"{stream}_closed"):
+        return
+    try:
+        typer.echo(message, err=err)
+    except BrokenPipeError:
+        _silence(stream)
+    except OSError as error:
+        if err:
+            raise
+        _silence("stdout")
+        _fail(OSError(f"could not write the output ({error.strerror or error}); files the command writes are complete"))
+
+
+def _silence(stream: str) -> None:
+    """Send the rest of ``stream`` ("stdout" or "stderr") to the null device: its reader has gone."""
+    _state[f"{stream}_closed"] = True
+    # Python flushes the stream again at exit: point its descriptor at the null device so that
+    # the unwritten rest of the buffer goes nowhere instead of failing again
+    try:
+        descriptor = getattr(sys, stream).fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (captured output): nothing to flush at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+
 
 #: Where `fit --out DIR` keeps its training checkpoint: DIR/checkpoint/checkpoint.pt.
 CHECKPOINT_DIR = "checkpoint"
@@ -115,6 +127,8 @@ def _fail(error: BaseException, note: str | None = None) -> None:
     In data-parallel runs the other ranks' lines start with their rank: an error may be theirs alone
     (a file one host cannot read), and torchrun does not show their output otherwise.
     """
+    if isinstance(error, typer.Exit):  # a RuntimeError to click: an exit already decided (and said), not an error
+        raise error
     if _state["debug"]:
         raise error
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -155,7 +169,7 @@ def main(
 ) -> None:
     _state["debug"] = debug
     _state["speaker"] = ""
-    _state["stdout_closed"] = False
+    _state["stdout_closed"] = _state["stderr_closed"] = False
     # topicvae's warnings as one line each while the command runs; Python's display again after
     _state["showwarning"] = warnings.showwarning
     warnings.showwarning = _show_warning
@@ -420,6 +434,10 @@ def fit(
             stops: object = None
         elif stop_words == "english":
             stops = "english"
+        elif not Path(stop_words).is_file():
+            raise FileNotFoundError(
+                f"--stop-words {stop_words} is no file: give 'english', 'none', or a file of stop words, one per line"
+            )
         else:
             stops = load_vocabulary(stop_words)
         vectorizer = TextVectorizer(
@@ -580,34 +598,66 @@ def _count_or_fraction(value: float, *, low_is_fraction: bool) -> int | float:
 
 
 def _run_with_progress(steps, *, enabled: bool) -> int:
-    """Drive a fit_iter generator with a progress bar; returns the number of epochs it completed."""
+    """Drive a fit_iter generator with a progress bar; returns the number of epochs it completed.
+
+    The bar writes to stderr: if its reader goes away (``2>&1 | head``), the bar stops and
+    training goes on.
+    """
     from tqdm import tqdm
 
-    bar, epochs_done = None, 0
+    bar, epochs_done, reader_gone = None, 0, False
+
+    def drawn(action) -> None:
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            action()
+        except BrokenPipeError:
+            reader_gone = True
+            _silence("stderr")
+
     try:
         for progress in steps:
             if bar is None:
-                bar = tqdm(
-                    total=progress.epochs * progress.steps_per_epoch,
-                    initial=(progress.epoch - 1) * progress.steps_per_epoch,  # a resumed run starts part way
-                    disable=not enabled,
-                    file=sys.stderr,
-                    unit="step",
-                    dynamic_ncols=True,
-                )
-            bar.update(1)
+                def start(progress=progress) -> None:
+                    nonlocal bar
+                    bar = tqdm(
+                        total=progress.epochs * progress.steps_per_epoch,
+                        initial=(progress.epoch - 1) * progress.steps_per_epoch,  # a resumed run starts part way
+                        disable=not enabled,
+                        file=sys.stderr,
+                        unit="step",
+                        dynamic_ncols=True,
+                    )
+
+                drawn(start)
+            drawn(lambda: bar.update(1))
             epochs_done += progress.epoch_done
             if progress.step == progress.steps_per_epoch or progress.step % 10 == 0:
                 terms = progress.epoch_terms or progress.terms
-                bar.set_description(f"epoch {progress.epoch}/{progress.epochs}", refresh=False)
-                bar.set_postfix({short: f"{terms[name]:.3g}" for name, short in _BAR_TERMS.items()}, refresh=False)
+                drawn(lambda: bar.set_description(f"epoch {progress.epoch}/{progress.epochs}", refresh=False))
+                drawn(lambda: bar.set_postfix({short: f"{terms[name]:.3g}" for name, short in _BAR_TERMS.items()}, refresh=False))
     finally:
         # Closing the generator now (not whenever it is collected) lets fit_iter write the last
         # completed epoch's checkpoint when Ctrl-C arrives while this loop, not training, runs.
         steps.close()
         if bar is not None:
-            bar.close()
+            drawn(bar.close)
     return epochs_done
+
+
+def _load_model(model_dir: Path):
+    """The saved model in ``model_dir``; a directory that holds only an unfinished run's checkpoint says so."""
+    from topicvae.estimator import TopicModel
+    from topicvae.persistence import CHECKPOINT_FILE, CONFIG_FILE
+
+    if not (model_dir / CONFIG_FILE).exists() and (model_dir / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
+        raise FileNotFoundError(
+            f"{model_dir} holds the checkpoint of an unfinished run, not a saved model: finish it with the same "
+            f"'topicvae fit ... --out {model_dir}' command and --resume"
+        )
+    return TopicModel.load(model_dir)
 
 
 @app.command()
@@ -618,9 +668,7 @@ def topics(
 ) -> None:
     """Print the topics and the most correlated topic pairs of a saved model."""
     try:
-        from topicvae.estimator import TopicModel
-
-        estimator = TopicModel.load(model_dir)
+        estimator = _load_model(model_dir)
         _echo(f"{estimator.model} with groups {estimator.groups_}, {len(estimator.vocabulary_)} words")
         _print_topics(estimator, top_words)
         _print_pairs(estimator, pairs, top_words)
@@ -632,7 +680,7 @@ def topics(
 def transform(
     model_dir: Annotated[Path, typer.Argument(help="A directory written by `topicvae fit --out`.")],
     corpus: Annotated[Path, typer.Argument(help="Documents to represent, in any format `fit` reads.")],
-    out: Annotated[Path, typer.Option(help="CSV file: one row per document, one column per topic, and vocabulary_words (0: no word of the vocabulary, topic columns left empty).")],
+    out: Annotated[Path, typer.Option(help="CSV file (- for stdout): one row per document, one column per topic, and vocabulary_words (0: no word of the vocabulary, topic columns left empty).")],
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
     decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
@@ -642,9 +690,12 @@ def transform(
         import numpy as np
         import pandas as pd
 
-        from topicvae.estimator import EmptyDocumentWarning, TopicModel
+        from topicvae.estimator import EmptyDocumentWarning
 
-        estimator = TopicModel.load(model_dir)
+        to_stdout = str(out) == "-"
+        if out.is_dir():
+            raise IsADirectoryError(f"--out {out} is a directory: give the path of the CSV file to write, or - for stdout")
+        estimator = _load_model(model_dir)
         if estimator.vectorizer_ is None:
             raise ValueError(f"{model_dir} was fitted on a count matrix, not on text: transform documents from Python with its vocabulary")
         docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
@@ -657,20 +708,38 @@ def transform(
         # how many of the document's tokens the model knows: 0 marks a row left empty (NaN)
         table[VOCABULARY_WORDS_COLUMN] = np.asarray(counts.sum(axis=1)).ravel().astype(np.int64)
         empty = int((table[VOCABULARY_WORDS_COLUMN] == 0).sum())
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = out.with_name(f".{out.name}.tmp")
-        table.to_csv(temporary)
-        temporary.replace(out)
+        if not to_stdout:
+            _write_table(table, out)
     except _USER_ERRORS as error:
         _fail(error)
         return
-    _echo(f"wrote {len(table)} documents x {table.shape[1] - 1} topics to {out}")
+    if to_stdout:  # the table is the output; what was written goes to stderr
+        _echo(table.to_csv().rstrip("\n"))
+    _echo(f"wrote {len(table)} documents x {table.shape[1] - 1} topics to {'stdout' if to_stdout else out}", err=to_stdout)
     if empty:
         _echo(
             f"note: {empty} of {len(table)} documents have no word of the model's vocabulary: their topic columns are "
             f"left empty and their {VOCABULARY_WORDS_COLUMN} is 0",
             err=True,
         )
+
+
+def _write_table(table, out: Path) -> None:
+    """The CSV whole or not at all (a temporary file renamed); a pipe or device is written to directly.
+
+    Renaming over a named pipe, a terminal or ``/dev/stdout`` would replace it with a file.
+    """
+    from topicvae.atomic import write_file_atomically
+
+    if out.exists() and not out.is_file():
+        try:
+            with open(out, "w", encoding="utf-8", newline="") as handle:
+                table.to_csv(handle)
+        except BrokenPipeError:  # the pipe's reader took what it wanted and went (| head)
+            pass
+        return
+    text = table.to_csv()
+    write_file_atomically(out, lambda handle: handle.write(text.encode("utf-8")))
 
 
 @app.command()
@@ -692,10 +761,9 @@ def evaluate(
 ) -> None:
     """Coherence, diversity, perplexity, mutual information (with pruned topics) and correlations."""
     try:
-        from topicvae.estimator import TopicModel
         from topicvae.evaluation import evaluate as evaluate_model
 
-        model = TopicModel.load(model_dir)
+        model = _load_model(model_dir)
         if corpus is None:
             corpus = _recorded_corpus(model_dir)
         docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
@@ -785,7 +853,7 @@ def _print_evaluation(report: dict) -> None:
     if absent:
         _echo(
             f"  top words absent from the reference, left out of their topics' pairs: {' '.join(absent[:20])}"
-            + (f" ... ({len(absent)} words)" if len(absent) > 20 else "") + f" (in {len(doc['absent_words'])} topics)"
+            + (f" ... ({len(absent)} words)" if len(absent) > 20 else "") + f" (in {len(doc['absent_words'])} topic{'s' if len(doc['absent_words']) != 1 else ''})"
         )
     _echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
     for name, entry in report["perplexity"].items():

@@ -32,9 +32,9 @@ from topicvae.distributed import ProcessGroup, current_process_group, gather_obj
 from topicvae.groups import GroupSpec
 from topicvae.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights
-from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
+from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.streaming import ShardBatches, ShardedBagOfWords
-from topicvae.text import TextVectorizer
+from topicvae.text import DegenerateCorpusWarning, TextVectorizer
 from topicvae.training import (
     BagOfWordsBatches,
     TrainingCheckpoints,
@@ -54,8 +54,6 @@ class EmptyDocumentWarning(UserWarning):
     """Documents without any word of the model's vocabulary were given: they get no representation."""
 
 
-class DegenerateCorpusWarning(UserWarning):
-    """The bag-of-words fit trains on can hardly hold topics (too few words, or whole phrases as words)."""
 
 VOCABULARY_FILE = "vocabulary.txt"
 
@@ -185,6 +183,20 @@ def perplexity_from_elbo(elbo: np.ndarray, lengths: np.ndarray, *, per_document:
     if per_document:
         return float(np.exp(np.mean(-elbo[keep] / lengths[keep])))
     return float(np.exp(-elbo[keep].sum() / lengths[keep].sum()))
+
+
+def _read_saved_vocabulary(path: Path) -> list[str]:
+    """The words of a saved model's vocabulary.txt, one per line; a damaged file is named as such."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ModelFileError(
+            f"{path} is damaged (not UTF-8 text: {error.reason} at byte {error.start}): {RESTORE_ADVICE}"
+        ) from None
+    words = text.split("\n")[:-1]
+    if not words:
+        raise ModelFileError(f"{path} is empty (an interrupted copy or a full disk): {RESTORE_ADVICE}")
+    return words
 
 
 class TopicModel:
@@ -561,7 +573,7 @@ class TopicModel:
         phrases = unsegmented_text(words)
         if phrases is not None:
             warnings.warn(
-                f"the vocabulary's words are whole phrases ({phrases}): the text seems to have no spaces between words "
+                f"the vocabulary holds whole phrases as words ({phrases}): the text seems to have no spaces between words "
                 "(Chinese, Japanese, Thai...), so topics will list sentences; split the text into words separated by "
                 "spaces first (e.g. with jieba or MeCab)",
                 DegenerateCorpusWarning,
@@ -572,7 +584,7 @@ class TopicModel:
             warnings.warn(
                 f"the vocabulary has {len(self.vocabulary_)} word{'s' if len(self.vocabulary_) != 1 else ''} for {n_topics} "
                 "topics: topics cannot differ; "
-                "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)",
+                "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words) or the token pattern",
                 DegenerateCorpusWarning,
                 stacklevel=3,
             )
@@ -1021,7 +1033,7 @@ class TopicModel:
         """Load a model written by :meth:`save`; never unpickles objects."""
         directory = Path(path)
         config = read_config(directory, estimator="TopicModel", required=(VOCABULARY_FILE,))
-        vocabulary = (directory / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+        vocabulary = _read_saved_vocabulary(directory / VOCABULARY_FILE)
         with interpreting_config(directory):
             params = {**LEGACY_ARCHITECTURE.get(config["params"].get("model"), {}), **config["params"]}
             vectorizer = (

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 import shutil
 import tempfile
 import warnings
@@ -32,7 +33,7 @@ from torch import nn
 from topicvae.atomic import write_file_atomically
 
 __all__ = [
-    "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT_VERSION", "ModelFileError",
+    "FORMAT_VERSION", "RESTORE_ADVICE", "CONFIG_FILE", "WEIGHTS_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT_VERSION", "ModelFileError",
     "write_model_directory", "read_config", "interpreting_config", "load_weights", "write_file_atomically", "write_checkpoint", "read_checkpoint",
 ]
 
@@ -42,7 +43,7 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
 #: The training checkpoint inside a checkpoint directory, and the version of its layout.
 CHECKPOINT_FILE, CHECKPOINT_FORMAT_VERSION = "checkpoint.pt", 1
 #: The remedy for a model directory that cannot be read: its files cannot be re-saved from it.
-_RESTORE = "restore the model directory from a copy, or fit the model again"
+RESTORE_ADVICE = "restore the model directory from a copy, or fit the model again"
 
 
 class ModelFileError(ValueError):
@@ -65,14 +66,20 @@ def _unreadable_tensor_file(path: Path, error: BaseException, remedy: str) -> st
     if size == 0:
         return f"{path} is empty (0 bytes; an interrupted copy or a full disk): {remedy}"
     reason = str(error).strip()
-    if isinstance(error, pickle.UnpicklingError) and _UNSAFE_PICKLE_MARKER in reason:
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    # whole: a zip archive (torch.save's format) or a plain pickle (its protocol byte first); a
+    # file cut to its first bytes ("P", "PK") is neither, whatever the unpickler said about it
+    whole = zipfile.is_zipfile(path) or head[:1] == b"\x80"
+    if whole and isinstance(error, pickle.UnpicklingError) and _UNSAFE_PICKLE_MARKER in reason:
         return (
             f"{path} holds pickled Python objects (UnpicklingError), which topicvae never loads since unpickling can "
             "run code: only use files from people you trust, written by topicvae (tensors only); " + remedy
         )
     # torch's messages run over several sentences of advice: the first one says what happened
     detail = reason.splitlines()[0].split(". ")[0] if reason else type(error).__name__
-    return f"{path} is damaged or incomplete ({size} bytes; {type(error).__name__}: {detail}): {remedy}"
+    detail = f"{type(error).__name__}: {detail}" if whole else "not a whole torch file"
+    return f"{path} is damaged or incomplete ({size} byte{'s' if size != 1 else ''}; {detail}): {remedy}"
 
 
 def write_model_directory(target: str | os.PathLike, config: dict, model: nn.Module, text_files: Mapping[str, str] = {}) -> Path:
@@ -109,10 +116,10 @@ def read_config(directory: str | os.PathLike, *, estimator: str, required: tuple
         config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFileError(
-            f"{directory / CONFIG_FILE} is damaged or incomplete (not valid JSON: {error}): {_RESTORE}"
+            f"{directory / CONFIG_FILE} is damaged or incomplete (not valid JSON: {error}): {RESTORE_ADVICE}"
         ) from None
     if not isinstance(config, dict):
-        raise ModelFileError(f"{directory / CONFIG_FILE} does not hold a model configuration (it is damaged or was edited): {_RESTORE}")
+        raise ModelFileError(f"{directory / CONFIG_FILE} does not hold a model configuration (it is damaged or was edited): {RESTORE_ADVICE}")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
@@ -125,7 +132,7 @@ def read_config(directory: str | os.PathLike, *, estimator: str, required: tuple
         raise ModelFileError(f"{directory} holds a model saved by {written_by}, not {estimator}: load it with {written_by}.load")
     missing = [n for n in (*required, WEIGHTS_FILE) if not (directory / n).is_file()]
     if missing:
-        raise ModelFileError(f"{directory} is not a complete saved model: missing {', '.join(missing)}; {_RESTORE}")
+        raise ModelFileError(f"{directory} is not a complete saved model: missing {', '.join(missing)}; {RESTORE_ADVICE}")
     return config
 
 
@@ -145,7 +152,7 @@ def interpreting_config(directory: str | os.PathLike) -> Iterator[None]:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ModelFileError(
             f"{Path(directory) / CONFIG_FILE} does not describe a model this topicvae can rebuild "
-            f"({type(error).__name__}: {reason}): it is damaged or was edited; {_RESTORE}"
+            f"({type(error).__name__}: {reason}): it is damaged or was edited; {RESTORE_ADVICE}"
         ) from None
 
 
@@ -162,20 +169,20 @@ def load_weights(directory: str | os.PathLike, model: nn.Module, *, described_by
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ModelFileError(_unreadable_tensor_file(path, error, _RESTORE)) from None
+        raise ModelFileError(_unreadable_tensor_file(path, error, RESTORE_ADVICE)) from None
     expected = model.state_dict()
     for name, tensor in state.items() if isinstance(state, dict) else ():
         if name in expected and isinstance(tensor, torch.Tensor) and tensor.shape != expected[name].shape:
             raise ModelFileError(
                 f"{path} holds {name} of shape {tuple(tensor.shape)}, but {described_by} describe shape "
-                f"{tuple(expected[name].shape)}: the files come from different models; {_RESTORE}"
+                f"{tuple(expected[name].shape)}: the files come from different models; {RESTORE_ADVICE}"
             )
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
         first_line = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
         raise ModelFileError(
-            f"{path} does not match its config ({first_line}): the files come from different models; {_RESTORE}"
+            f"{path} does not match its config ({first_line}): the files come from different models; {RESTORE_ADVICE}"
         ) from None
 
 

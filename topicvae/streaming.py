@@ -43,7 +43,7 @@ import torch
 
 from topicvae.atomic import write_json_atomically
 from topicvae.distributed import ProcessGroup, gather_objects
-from topicvae.text import TextVectorizer, load_vocabulary
+from topicvae.text import PATTERN_CHECK_DOCUMENTS, TextVectorizer, load_vocabulary
 
 __all__ = ["ShardedBagOfWords", "ShardBatches", "build_bag_of_words", "file_source", "MANIFEST_FILE"]
 
@@ -194,9 +194,10 @@ def build_bag_of_words(
     staging.mkdir(parents=True)
     try:
         tally = _TokenTally()
-        chunks, documents_read = _count_documents(documents, analyze, tally, staging, rank, world_size, progress)
+        sample: list[str] = []  # the first documents, to check the token pattern against the text
+        chunks, documents_read = _count_documents(documents, analyze, tally, staging, rank, world_size, progress, sample)
         terms, dfs, tfs, all_read = _merged_tallies(tally.terms(), *tally.frequencies(), documents_read, process_group)
-        vocabulary = vectorizer.set_vocabulary_from_frequencies(terms, dfs, tfs, all_read)
+        vocabulary = vectorizer.set_vocabulary_from_frequencies(terms, dfs, tfs, all_read, sample=sample)
         final_id = {word: index for index, word in enumerate(vocabulary)}
         # provisional id -> final id, -1 for tokens left out of the vocabulary
         remap = np.fromiter((final_id.get(t, -1) for t in tally.terms()), dtype=np.int64, count=len(tally.ids))
@@ -229,8 +230,11 @@ def build_bag_of_words(
     return ShardedBagOfWords(directory)
 
 
-def _count_documents(documents, analyze, tally: _TokenTally, staging: Path, rank: int, world_size: int, progress):
-    """The streaming pass: provisional counts to chunk files; returns them and the documents read."""
+def _count_documents(documents, analyze, tally: _TokenTally, staging: Path, rank: int, world_size: int, progress, sample: list[str]):
+    """The streaming pass: provisional counts to chunk files; returns them and the documents read.
+
+    The first documents (``PATTERN_CHECK_DOCUMENTS``) are also appended to ``sample``.
+    """
     chunks: list[Path] = []
     lengths: list[int] = []
     ids: list[int] = []
@@ -259,6 +263,8 @@ def _count_documents(documents, analyze, tally: _TokenTally, staging: Path, rank
             raise ValueError(
                 f"document {index} is a {type(document).__name__}, not a string; every document must be text"
             )
+        if len(sample) < PATTERN_CHECK_DOCUMENTS:
+            sample.append(document)
         per_document = Counter(analyze(document))
         ids.extend(token_ids.setdefault(token, len(token_ids)) for token in per_document)
         counts.extend(per_document.values())

@@ -28,8 +28,10 @@ import io
 import json
 import logging
 import os
+import itertools
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
@@ -56,6 +58,8 @@ __all__ = [
     "strip_newsgroup_post",
     "strip_newsgroup_quoting",
     "unsegmented_text",
+    "words_missed_by_pattern",
+    "DegenerateCorpusWarning",
     "write_corpus_lines",
 ]
 
@@ -641,13 +645,22 @@ class TextVectorizer(BaseEstimator):
             lowercase=self.lowercase,
             dtype=np.float32,
         )
+        missed = words_missed_by_pattern(docs, self.token_pattern, lowercase=self.lowercase)
         try:
             counts = counter.fit_transform(docs)
         except ValueError as exc:
-            raise self._empty_vocabulary_error(exc, len(docs), *self._token_document_frequencies(docs, stop_words)) from exc
+            raise self._empty_vocabulary_error(
+                exc, len(docs), *self._token_document_frequencies(docs, stop_words), missed=missed
+            ) from exc
         vocabulary = counter.get_feature_names_out().tolist()
         self._set_vocabulary(vocabulary)
+        self._warn_if_pattern_misses_words(missed)
         return self._finish(counts)
+
+    def _warn_if_pattern_misses_words(self, missed: tuple[float, list[str]]) -> None:
+        share, examples = missed
+        if share > PATTERN_MISS_LIMIT:
+            warnings.warn(_pattern_misses_words(share, examples, self.token_pattern), DegenerateCorpusWarning, stacklevel=3)
 
     def transform(self, docs: Iterable[str]) -> sp.csr_matrix:
         """Count the vocabulary words in ``docs``.
@@ -768,6 +781,8 @@ class TextVectorizer(BaseEstimator):
         document_frequencies: np.ndarray,
         term_frequencies: np.ndarray,
         n_documents: int,
+        *,
+        sample: Sequence[str] = (),
     ) -> list[str]:
         """Choose the vocabulary ``fit`` would choose from these counts, and become fitted with it.
 
@@ -784,8 +799,9 @@ class TextVectorizer(BaseEstimator):
         if n_documents < 1:
             raise ValueError("docs is empty; pass at least one document to fit.")
         self._check_document_frequency_bounds(n_documents)
+        missed = words_missed_by_pattern(sample, self.token_pattern, lowercase=self.lowercase)
         if not terms:
-            raise self._empty_vocabulary_error(ValueError("empty vocabulary"), n_documents, terms, document_frequencies)
+            raise self._empty_vocabulary_error(ValueError("empty vocabulary"), n_documents, terms, document_frequencies, missed=missed)
         order = sorted(range(len(terms)), key=terms.__getitem__)
         sorted_terms = [terms[i] for i in order]
         dfs = np.asarray(document_frequencies, dtype=np.int64)[order]
@@ -800,8 +816,9 @@ class TextVectorizer(BaseEstimator):
             mask = limited
         vocabulary = [term for term, keep in zip(sorted_terms, mask) if keep]
         if not vocabulary:
-            raise self._empty_vocabulary_error(ValueError("no terms remain"), n_documents, terms, document_frequencies)
+            raise self._empty_vocabulary_error(ValueError("no terms remain"), n_documents, terms, document_frequencies, missed=missed)
         self._set_vocabulary(vocabulary)
+        self._warn_if_pattern_misses_words(missed)
         return vocabulary
 
     # -- internals ----------------------------------------------------------
@@ -907,6 +924,11 @@ class TextVectorizer(BaseEstimator):
                 f"token_pattern={self.token_pattern!r} is not a valid regular expression "
                 f"({exc})."
             ) from None
+        if re.compile(self.token_pattern).fullmatch("") is not None:
+            raise ValueError(
+                f"token_pattern={self.token_pattern!r} matches the empty string: give a pattern of one word, "
+                r"such as '(?u)\b\w+\b'."
+            )
         if groups > 1:
             raise ValueError(
                 f"token_pattern={self.token_pattern!r} has {groups} capturing groups; use at "
@@ -947,7 +969,8 @@ class TextVectorizer(BaseEstimator):
         return counter.get_feature_names_out().tolist(), np.asarray(presence.sum(axis=0)).ravel()
 
     def _empty_vocabulary_error(
-        self, exc: ValueError, n_documents: int, terms: Sequence[str] = (), document_frequencies=()
+        self, exc: ValueError, n_documents: int, terms: Sequence[str] = (), document_frequencies=(), *,
+        missed: tuple[float, list[str]] = (0.0, []),
     ) -> ValueError:
         """The error for a fit that kept no word, naming the cause the tokens show and a remedy that works.
 
@@ -960,6 +983,10 @@ class TextVectorizer(BaseEstimator):
             return exc
         terms = list(terms)
         frequencies = np.asarray(document_frequencies, dtype=np.int64)
+        # almost no word matched at all: the pattern, not the stop words or the filters (English
+        # stop-word-only text leaves its 1- and 2-letter words unmatched too, but not 90% of them)
+        if missed[0] > 0.9 and unsegmented_text(terms) is None:
+            return ValueError(f"no word to count in the {n_documents} documents: " + _pattern_misses_words(*missed, self.token_pattern) + ".")
         if not terms:
             return ValueError(
                 f"no word to count in the {n_documents} documents: every token is a stop "
@@ -977,7 +1004,6 @@ class TextVectorizer(BaseEstimator):
                 r"'(?u)\b\w+\b' (the default keeps words of 3 or more letters)."
             )
         low = _document_count(self.min_df, n_documents)
-        high = _document_count(self.max_df, n_documents)
         widest = int(frequencies.argmax())
         if frequencies[widest] < low:
             return ValueError(
@@ -999,6 +1025,49 @@ class TextVectorizer(BaseEstimator):
         )
 
 
+class DegenerateCorpusWarning(UserWarning):
+    """The bag-of-words a fit trains on can hardly hold topics (too few words, whole phrases as words, words lost by the token pattern)."""
+
+
+#: The token pattern is checked on the first this many documents of a corpus.
+PATTERN_CHECK_DOCUMENTS = 1000
+#: Above this share of missed words, the token pattern does not fit the text.
+PATTERN_MISS_LIMIT = 0.6
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def words_missed_by_pattern(docs: Iterable[str], token_pattern: str, *, lowercase: bool = True) -> tuple[float, list[str]]:
+    """The share of space-separated words in which ``token_pattern`` finds no token, and a few of them.
+
+    Only words holding a letter count (numbers and punctuation are meant to be dropped). In
+    English about a third are missed by the default pattern (words of 1 or 2 letters); text whose
+    words are mostly short (segmented Chinese) or hold characters the pattern does not match
+    (the vowel signs of Indic scripts) loses most of them.
+    """
+    pattern = re.compile(token_pattern)
+    total = missed = 0
+    examples: list[str] = []
+    for document in itertools.islice(docs, PATTERN_CHECK_DOCUMENTS):
+        for word in document.split():
+            if not _LETTER.search(word):
+                continue
+            total += 1
+            if pattern.search(word.lower() if lowercase else word) is None:
+                missed += 1
+                if len(examples) < 5 and word not in examples:
+                    examples.append(word)
+    return (missed / total if total else 0.0), examples
+
+
+def _pattern_misses_words(share: float, examples: Sequence[str], token_pattern: str) -> str:
+    return (
+        f"token_pattern={token_pattern!r} finds no word in {share:.0%} of the space-separated words "
+        f"(e.g. {', '.join(repr(w) for w in examples)}): they are shorter than it allows, or hold characters it does "
+        r"not match (such as the vowel signs of Indic scripts); pass a token_pattern that keeps them, e.g. '(?u)\b\w+\b' "
+        r"for words of any length or '\S+' for any run of non-space characters"
+    )
+
+
 #: Characters of scripts written without spaces between words: CJK ideographs, Japanese kana,
 #: Thai, Lao, Khmer, Myanmar (Korean is written with spaces).
 _UNSPACED_SCRIPTS = re.compile(
@@ -1011,19 +1080,25 @@ def unsegmented_text(words: Sequence[str]) -> str | None:
 
     Tokens are cut at spaces and punctuation, so text written without spaces between words
     (Chinese, Japanese, Thai...) turns every clause into one "word" that never recurs. The
-    sign: the median token is long, at least 12 characters in any script, or 5 when most
-    tokens are in a script written without spaces (where most words have 1 to 3 characters).
+    signs: the median token is long (12 characters or more, in any script), or the tokens in
+    scripts written without spaces, at least 3 of them and 5% of all, have a median of 5
+    characters or more (their words have 1 to 3), as in a corpus that mixes such text with
+    another language.
     """
     if not words:
         return None
-    lengths = np.array([len(word) for word in words])
-    median = float(np.median(lengths))
-    unspaced = np.mean([bool(_UNSPACED_SCRIPTS.search(word)) for word in words])
-    if median >= 12 or (unspaced > 0.5 and median >= 5):
-        example = max(words, key=len)
-        example = example if len(example) <= 24 else example[:24] + "..."
-        return f"median {median:g} characters, e.g. {example!r}"
-    return None
+    median = float(np.median([len(word) for word in words]))
+    unspaced = [word for word in words if _UNSPACED_SCRIPTS.search(word)]
+    unspaced_median = float(np.median([len(word) for word in unspaced])) if unspaced else 0.0
+    if median >= 12:
+        described = f"median {median:g} characters"
+    elif len(unspaced) >= max(3, 0.05 * len(words)) and unspaced_median >= 5:
+        described = f"{len(unspaced)} in Chinese, Japanese or Thai script, median {unspaced_median:g} characters"
+    else:
+        return None
+    example = max(unspaced or words, key=len)
+    example = example if len(example) <= 24 else example[:24] + "..."
+    return f"{described}, e.g. {example!r}"
 
 
 def load_vocabulary(path: str | os.PathLike[str]) -> list[str]:

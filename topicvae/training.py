@@ -18,7 +18,7 @@ import torch
 from topicvae.distributed import ProcessGroup, gather_batch, gather_objects, weighted_mean_over_ranks
 from topicvae.models import ModelOutput, posterior_parameters, posterior_with_parameters
 from topicvae.objective import ObjectiveWeights, hfvae_objective, worth_compiling
-from topicvae.persistence import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
+from topicvae.persistence import CHECKPOINT_FILE, ModelFileError, read_checkpoint, write_checkpoint
 from topicvae.random_state import RandomStreams
 
 __all__ = [
@@ -414,6 +414,13 @@ class TrainingCheckpoints:
     def _checkpoint_to_resume(self, resume: bool) -> dict[str, Any] | None:
         if not resume:
             if self.path.exists():
+                try:
+                    read_checkpoint(self.directory)
+                except ModelFileError as error:  # resuming it cannot work: say so, not "resume it"
+                    raise FileExistsError(
+                        f"{self.path} holds an unreadable checkpoint of an earlier run ({error}); delete {self.directory} "
+                        "to start again"
+                    ) from None
                 raise FileExistsError(
                     f"{self.path} holds the checkpoint of an earlier run: resume it (--resume, or resume=True) "
                     f"or delete {self.directory} to start again"
