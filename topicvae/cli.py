@@ -367,7 +367,7 @@ def fit(
     gamma: Annotated[Optional[float], typer.Option(help="Weight of the TC within groups (hfvae default 4).")] = None,
     delta: Annotated[Optional[float], typer.Option(help="Weight of the dimension-wise KL (default 1).")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the corpus.")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Documents per step (also the sample that estimates q(z)).")] = 200,
+    batch_size: Annotated[Optional[int], typer.Option(help="Documents per step (also the sample that estimates q(z)) [default: 64 ProdLDA, 200 NVDM].")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2e-3 ProdLDA, 5e-4 NVDM).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the run's own random numbers (initial weights, batch order, dropout, samples).")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Directory for the saved model, report.json (results) and run.json (timings).")] = None,
