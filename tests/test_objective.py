@@ -993,3 +993,123 @@ def test_distributions_whose_density_joins_the_variables_are_refused():
         hfvae_objective(torch.zeros(5), [Dirichlet(torch.ones(5, 3))], [Dirichlet(torch.ones(3))], [torch.full((5, 3), 1 / 3)], 10)
     with pytest.raises(ValueError, match=r"^the prior of group 0 gives 1 log-densities per item but its posterior has 3 variables"):
         hfvae_objective(torch.zeros(5), [q], [ExpRelaxedCategorical(torch.tensor(0.5), logits=torch.zeros(3))], [z], 10)
+
+
+# =============================================================================================
+# A Gaussian group conditioned on the Concrete sample, q(z | x, c), against explicit loops
+# =============================================================================================
+def _conditioned_problem(seed: int, batch: int = 6, width: int = 2, classes: int = 3, temperature: float = 0.5):
+    rng = np.random.default_rng(seed)
+    heads = {
+        "loc_base": rng.normal(size=(batch, width)), "loc_weight": 2 * rng.normal(size=(batch, width, classes)),
+        "log_scale_base": rng.uniform(-1, 0.3, size=(batch, width)), "log_scale_weight": 0.5 * rng.normal(size=(batch, width, classes)),
+    }
+    logits = rng.normal(size=(batch, classes))
+    # a Concrete sample per item, in log space (logsumexp = 0), and the style drawn at it
+    gumbel = -np.log(-np.log(rng.uniform(size=(batch, classes))))
+    y = (logits + gumbel) / temperature
+    log_c = y - np.logaddexp.reduce(y, axis=1, keepdims=True)
+    c = np.exp(log_c)
+    loc = heads["loc_base"] + np.einsum("nek,nk->ne", heads["loc_weight"], c)
+    scale = np.exp(heads["log_scale_base"] + np.einsum("nek,nk->ne", heads["log_scale_weight"], c))
+    style = loc + scale * rng.normal(size=(batch, width))
+    return heads, logits, log_c, style, temperature
+
+
+def _conditioned_reference(heads, logits, log_c, style, temperature, n, weights) -> dict:
+    """Every term by loops in float64: the joint at the row's own class sample under every column's encoder."""
+    batch, width = style.shape
+
+    def log_style(b, column, at_c):
+        c = np.exp(at_c)
+        loc = heads["loc_base"][column] + heads["loc_weight"][column] @ c
+        scale = np.exp(heads["log_scale_base"][column] + heads["log_scale_weight"][column] @ c)
+        return norm.logpdf(style[b], loc, scale)  # [width]
+
+    def log_w(b, column):
+        return -math.log(n) if b == column else math.log((n - 1) / (n * (batch - 1)))
+
+    def lse(values):
+        values = np.asarray(values)
+        return values.max() + math.log(np.exp(values - values.max()).sum())
+
+    cond, joint, group_c, group_s, variables = [], [], [], [], []
+    for b in range(batch):
+        log_q_c = [concrete_log_density(log_c[b], logits[col], temperature) for col in range(batch)]
+        cond.append(log_q_c[b] + log_style(b, b, log_c[b]).sum())
+        joint.append(lse([log_w(b, col) + log_q_c[col] + log_style(b, col, log_c[b]).sum() for col in range(batch)]))
+        group_c.append(lse([log_w(b, col) + log_q_c[col] for col in range(batch)]))
+        own = [log_style(b, col, log_c[col]) for col in range(batch)]  # each column at its own sample
+        group_s.append(lse([log_w(b, col) + own[col].sum() for col in range(batch)]))
+        variables.append([lse([log_w(b, col) + own[col][e] for col in range(batch)]) for e in range(width)])
+    cond, joint, group_c, group_s, variables = map(np.asarray, (cond, joint, group_c, group_s, variables))
+    log_prior_s = norm.logpdf(style).sum(1)
+    log_prior_c = np.array([concrete_log_density(log_c[b], np.zeros(logits.shape[1]), temperature) for b in range(batch)])
+    mi = np.mean(cond - joint)
+    tc_between = np.mean(joint - group_c - group_s)
+    tc_within = np.array([0.0, np.mean(group_s - variables.sum(1))])  # groups in order: the Concrete one, then the style
+    dimwise = np.concatenate([[np.mean(group_c - log_prior_c)], (variables - norm.logpdf(style)).mean(0)])
+    elbo = np.mean(-cond + log_prior_s + log_prior_c)
+    w = weights
+    objective = -w["alpha"] * mi - w["beta"] * tc_between - w["gamma"] * tc_within.sum() - w["delta"] * dimwise.sum()
+    return dict(mutual_information=mi, tc_between=tc_between, tc_within=tc_within, dimwise_kl=dimwise, elbo=elbo, objective=objective)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_style_group_conditioned_on_the_class_gives_the_terms_of_the_explicit_loops(seed):
+    from topicvae.objective import ClassConditioning
+
+    heads, logits, log_c, style, temperature = _conditioned_problem(seed)
+    n = 40
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    conditioning = ClassConditioning(1, 0, *(t(heads[k]) for k in ("loc_base", "loc_weight", "log_scale_base", "log_scale_weight")))
+    concrete = ExpRelaxedCategorical(t(temperature), logits=t(logits))
+    posteriors = [concrete, conditioning.own(t(log_c))]
+    priors = [ExpRelaxedCategorical(t(temperature), logits=torch.zeros(3, dtype=torch.float64)), Normal(t(0.0), t(1.0))]
+    terms = hfvae_objective(
+        torch.zeros(len(style), dtype=torch.float64), posteriors, priors, [t(log_c), t(style)], n,
+        ObjectiveWeights(**ARBITRARY), conditionings=[conditioning],
+    )
+    ref = _conditioned_reference(heads, logits, log_c, style, temperature, n, ARBITRARY)
+    for name in ("mutual_information", "tc_between", "tc_within", "dimwise_kl", "elbo", "objective"):
+        close(getattr(terms, name), ref[name], atol=1e-9)
+    # the joint differs from the one of the posteriors taken as independent: the test can fail
+    plain = hfvae_objective(torch.zeros(len(style), dtype=torch.float64), posteriors, priors, [t(log_c), t(style)], n,
+                            ObjectiveWeights(**ARBITRARY))
+    assert abs(float(plain.mutual_information) - ref["mutual_information"]) > 1e-3
+    assert float(terms.mutual_information) <= math.log(n) + 1e-12
+
+
+def test_a_conditioning_that_does_not_fit_its_groups_is_refused():
+    from topicvae.objective import ClassConditioning
+
+    heads, logits, log_c, style, temperature = _conditioned_problem(0)
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    bad = ClassConditioning(1, 0, t(heads["loc_base"][:, :1]), t(heads["loc_weight"]), t(heads["log_scale_base"]), t(heads["log_scale_weight"]))
+    posteriors = [ExpRelaxedCategorical(t(temperature), logits=t(logits)), Normal(t(style), t(np.ones_like(style)))]
+    priors = [ExpRelaxedCategorical(t(temperature), logits=torch.zeros(3, dtype=torch.float64)), Normal(t(0.0), t(1.0))]
+    with pytest.raises(ValueError, match=r"has heads of shape \(6, 1\) and \(6, 2, 3\): give \(6, 2\) and \(6, 2, 3\)"):
+        hfvae_objective(torch.zeros(6, dtype=torch.float64), posteriors, priors, [t(log_c), t(style)], 40, conditionings=[bad])
+    swapped = ClassConditioning(0, 1, *(t(heads[k]) for k in ("loc_base", "loc_weight", "log_scale_base", "log_scale_weight")))
+    with pytest.raises(ValueError, match=r"group 0 is conditioned on group 1: the first must be a Normal group"):
+        hfvae_objective(torch.zeros(6, dtype=torch.float64), posteriors, priors, [t(log_c), t(style)], 40, conditionings=[swapped])
+
+
+def test_the_conditioned_joint_is_the_same_in_blocks_and_its_gradient_reaches_every_head():
+    from topicvae.objective import ClassConditioning
+
+    heads, logits, log_c, style, temperature = _conditioned_problem(3)
+    leaves = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in heads.items()}
+    conditioning = ClassConditioning(1, 0, leaves["loc_base"], leaves["loc_weight"], leaves["log_scale_base"], leaves["log_scale_weight"])
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    log_c_t = t(log_c)
+    posteriors = [ExpRelaxedCategorical(t(temperature), logits=t(logits)), conditioning.own(log_c_t)]
+    priors = [ExpRelaxedCategorical(t(temperature), logits=torch.zeros(3, dtype=torch.float64)), Normal(t(0.0), t(1.0))]
+    args = (torch.zeros(6, dtype=torch.float64), posteriors, priors, [log_c_t, t(style)], 40, ObjectiveWeights(**ARBITRARY))
+    whole = hfvae_objective(*args, conditionings=[conditioning])
+    blocked = hfvae_objective(*args, conditionings=[conditioning], block_elements=7, memory_elements=10)  # 2 rows a block, recomputed
+    close(blocked.objective, float(whole.objective.detach()), atol=1e-12)
+    gradients = torch.autograd.grad(blocked.objective, list(leaves.values()), retain_graph=True)  # the posteriors are shared
+    reference = torch.autograd.grad(whole.objective, list(leaves.values()))
+    for got, expected in zip(gradients, reference):
+        assert torch.allclose(got, expected, atol=1e-10) and got.abs().sum() > 0

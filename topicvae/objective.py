@@ -64,6 +64,7 @@ __all__ = [
     "LogMarginals",
     "hfvae_objective",
     "log_marginals",
+    "ClassConditioning",
     "weighted_objective",
     "worth_compiling",
     "PRESETS",
@@ -263,6 +264,62 @@ class LogMarginals:
 
 
 # ---------------------------------------------------------------------------------------------
+# A Gaussian group conditioned on a Concrete group's sample: q(z_d | x, c)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassConditioning:
+    """q(z_d | x, c) for a Gaussian group d whose mean and log-scale are affine in a Concrete sample c.
+
+    The authors' MNIST model conditions the style code on the class, q(z, c | x) =
+    q(c | x) q(z | x, c). With heads affine in the relaxed one-hot c (a point of the simplex,
+    ``exp`` of the ExpRelaxedCategorical sample),
+
+        loc(x_n, c)       = loc_base[n] + loc_weight[n] @ c
+        log_scale(x_n, c) = log_scale_base[n] + log_scale_weight[n] @ c,
+
+    the density of item b's style under item b''s encoder, at item b's own class sample,
+    q(z^b | x^b', c^b), is in closed form for every pair from the B x E x K weights. The
+    joint marginal log q(z^b, c^b) = log mean_n q(c^b | x_n) q(z^b | x_n, c^b) needs exactly
+    these cross densities. The group's and its variables' marginals, q(z^b) = mean_n
+    E_{c ~ q(c | x_n)} q(z^b | x_n, c), are estimated with each column's own sample c^b'
+    (one draw of the inner expectation per n), which is the posterior passed for the group:
+    Normal(loc(x_n, c_n), scale(x_n, c_n)). Terms (2), (A) and the conditional log q(z|x) use
+    the joint; (i) and (ii) the group's and variables' marginals.
+
+    Attributes
+    ----------
+    group, on : int
+        Indices of the conditioned Gaussian group and of the Concrete group it is conditioned on.
+    loc_base, log_scale_base : Tensor
+        [B, E]: the heads at c = 0, one row per item of the batch (the columns b').
+    loc_weight, log_scale_weight : Tensor
+        [B, E, K]: how each head moves with c.
+    """
+
+    group: int
+    on: int
+    loc_base: Tensor
+    loc_weight: Tensor
+    log_scale_base: Tensor
+    log_scale_weight: Tensor
+
+    def cross_log_density(self, z_rows: Tensor, log_c_rows: Tensor) -> Tensor:
+        """sum_e log q(z^b_e | x^b', c^b) for the rows b (samples z [R, E], log c [R, K]) and all columns b': [R, B]."""
+        c = log_c_rows.exp()
+        loc = self.loc_base.unsqueeze(0) + torch.einsum("nek,rk->rne", self.loc_weight, c)
+        log_scale = self.log_scale_base.unsqueeze(0) + torch.einsum("nek,rk->rne", self.log_scale_weight, c)
+        standardized = (z_rows.unsqueeze(1) - loc) * torch.exp(-log_scale)
+        return (-0.5 * standardized.square() - log_scale - _HALF_LOG_2PI).sum(-1)
+
+    def own(self, log_c: Tensor) -> Normal:
+        """Normal(loc(x_n, c_n), scale(x_n, c_n)) at each item's own sample: the group's posterior."""
+        c = log_c.exp()
+        loc = self.loc_base + torch.einsum("nek,nk->ne", self.loc_weight, c)
+        log_scale = self.log_scale_base + torch.einsum("nek,nk->ne", self.log_scale_weight, c)
+        return Normal(loc, log_scale.exp(), validate_args=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # The estimator of the inference marginals
 # ---------------------------------------------------------------------------------------------
 #: Families whose whole event is ONE variable of its group: a Concrete group is one relaxed
@@ -349,13 +406,25 @@ def _marginal_block(
     dataset_size: int,
     batch: int,
     batch_offset: int,
+    conditionings: Sequence[ClassConditioning] = (),
 ) -> tuple[Tensor, Tensor, Tensor]:
     """log q^ of the variables, groups and joint code for the items ``rows``."""
     pairwise = _pairwise_log_density(rows, batch_posteriors, samples, batch)
     # Sample row b is item batch_offset + b of the batch: that column holds its own posterior.
     diagonal = slice(rows.start + batch_offset, rows.stop + batch_offset)
     log_w = _stratified_log_weights(diagonal, batch, dataset_size, pairwise)
-    return _stratified_log_sum_exps(pairwise, _group_sums(pairwise, group_sizes), log_w)
+    grouped = _group_sums(pairwise, group_sizes)
+    variable, group, joint = _stratified_log_sum_exps(pairwise, grouped, log_w)
+    if conditionings:
+        # the joint takes each conditioned group's density at the row's own class sample c^b
+        # under every column's encoder, in place of the column's own-sample posterior
+        joint_terms = grouped.clone()
+        for conditioning in conditionings:
+            joint_terms[..., conditioning.group] = conditioning.cross_log_density(
+                samples[conditioning.group][rows], samples[conditioning.on][rows]
+            )
+        joint = torch.logsumexp(joint_terms.sum(-1) + log_w, dim=1)
+    return variable, group, joint
 
 
 def _group_sums(pairwise: Tensor, group_sizes: Sequence[int]) -> Tensor:
@@ -579,6 +648,7 @@ def log_marginals(
     compile: bool = False,
     batch_posteriors: Sequence[Distribution] | None = None,
     batch_offset: int = 0,
+    conditionings: Sequence[ClassConditioning] = (),
 ) -> LogMarginals:
     """Stratified estimates of log q(z), log q(z_d), log q(z_de) at the batch's own samples.
 
@@ -613,6 +683,9 @@ def log_marginals(
         Run the fused Gaussian kernels through ``torch.compile`` (see :func:`worth_compiling`
         for when training does). Compiled and eager kernels agree to rounding; where
         compiling fails, a warning says so once and the eager kernels run.
+    conditionings : sequence of ClassConditioning
+        Gaussian groups conditioned on a Concrete group's sample, q(z_d | x, c) (one process
+        only: their heads are the whole batch's). See :class:`ClassConditioning`.
     """
     if len(posteriors) != len(samples) or not posteriors:
         raise ValueError(f"got {len(posteriors)} posteriors and {len(samples)} samples: give one of each per group")
@@ -640,7 +713,8 @@ def log_marginals(
     )
 
     rows_per_block = max(1, block_elements // max(1, batch * num_variables))
-    if fused and _all_gaussian(posteriors, samples) and _all_gaussian(batch_posteriors, None):
+    _check_conditionings(conditionings, batch_posteriors, samples, batch)
+    if fused and not conditionings and _all_gaussian(posteriors, samples) and _all_gaussian(batch_posteriors, None):
         log_q_variable, log_q_group, log_q_joint = _GaussianLogMarginals.apply(
             torch.cat(list(samples), dim=1),
             torch.cat([post.loc for post in batch_posteriors], dim=1),
@@ -653,7 +727,8 @@ def log_marginals(
         )
     else:
         log_q_variable, log_q_group, log_q_joint = _generic_log_marginals(
-            batch_posteriors, samples, group_sizes, dataset_size, rows_per_block, memory_elements, batch, batch_offset
+            batch_posteriors, samples, group_sizes, dataset_size, rows_per_block, memory_elements, batch, batch_offset,
+            conditionings,
         )
     return LogMarginals(
         log_q_conditional=torch.cat(conditional, dim=1),
@@ -662,6 +737,27 @@ def log_marginals(
         log_q_joint=log_q_joint,
         group_index=group_index,
     )
+
+
+def _check_conditionings(
+    conditionings: Sequence[ClassConditioning], posteriors: Sequence[Distribution], samples: Sequence[Tensor], batch: int
+) -> None:
+    """Each conditioning names a Gaussian group and a Concrete group, with heads for the whole batch."""
+    for conditioning in conditionings:
+        d, on = conditioning.group, conditioning.on
+        if not (0 <= d < len(posteriors) and 0 <= on < len(posteriors)) or d == on:
+            raise ValueError(f"a conditioning names groups {d} and {on}: give two different groups of the {len(posteriors)}")
+        if not isinstance(posteriors[d], Normal) or not isinstance(posteriors[on], (ExpRelaxedCategorical, RelaxedOneHotCategorical)):
+            raise ValueError(
+                f"group {d} is conditioned on group {on}: the first must be a Normal group and the second a Concrete group "
+                "(ExpRelaxedCategorical)"
+            )
+        width, classes = samples[d].shape[-1], samples[on].shape[-1]
+        if conditioning.loc_weight.shape != (batch, width, classes) or conditioning.loc_base.shape != (batch, width):
+            raise ValueError(
+                f"the conditioning of group {d} on group {on} has heads of shape {tuple(conditioning.loc_base.shape)} and "
+                f"{tuple(conditioning.loc_weight.shape)}: give ({batch}, {width}) and ({batch}, {width}, {classes})"
+            )
 
 
 def _generic_log_marginals(
@@ -673,6 +769,7 @@ def _generic_log_marginals(
     memory_elements: int,
     batch: int,
     batch_offset: int,
+    conditionings: Sequence[ClassConditioning] = (),
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Autograd over blocks of rows, for any posterior family."""
     local_items = samples[0].shape[0]
@@ -684,7 +781,7 @@ def _generic_log_marginals(
     blocks = []
     for start in range(0, local_items, rows_per_block):
         rows = slice(start, min(local_items, start + rows_per_block))
-        args = (rows, batch_posteriors, samples, group_sizes, dataset_size, batch, batch_offset)
+        args = (rows, batch_posteriors, samples, group_sizes, dataset_size, batch, batch_offset, tuple(conditionings))
         if recompute:
             # Keep only this block's [rows, variables] outputs for backward; the block's
             # [rows, B, variables] intermediates are recomputed there.
@@ -711,6 +808,7 @@ def hfvae_objective(
     compile: bool = False,
     batch_posteriors: Sequence[Distribution] | None = None,
     batch_offset: int = 0,
+    conditionings: Sequence[ClassConditioning] = (),
 ) -> LossTerms:
     """The HFVAE objective and its named terms on one minibatch.
 
@@ -737,6 +835,12 @@ def hfvae_objective(
         start among them (see :func:`log_marginals`). The terms are then means over this
         process's items; the whole batch's terms are their means weighted by each process's
         number of items.
+    conditionings : sequence of ClassConditioning
+        Gaussian groups whose posterior is conditioned on a Concrete group's sample,
+        q(z_d | x, c); ``posteriors[d]`` is then that posterior at each item's own sample.
+        Mean-field no longer holds across the two groups, so log q(z | x) is the sum of
+        q(c | x) and q(z_d | x, c), as for any posterior, and the joint marginal takes the
+        cross densities of :class:`ClassConditioning`.
     """
     weights = weights or ObjectiveWeights()
     if len(priors) != len(posteriors):
@@ -756,6 +860,7 @@ def hfvae_objective(
         marginals = log_marginals(
             posteriors, samples, dataset_size, block_elements=block_elements, memory_elements=memory_elements,
             fused=fused, compile=compile, batch_posteriors=batch_posteriors, batch_offset=batch_offset,
+            conditionings=conditionings,
         )
     log_prior_parts = [_per_variable(p.log_prob(z), batch) for p, z in zip(priors, samples)]
     group_sizes = [math.prod(post.batch_shape[1:]) for post in posteriors]  # [B] -> 1 variable, [B, E] -> E
