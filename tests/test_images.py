@@ -176,3 +176,41 @@ def test_classes_needs_a_concrete_group():
     model = ImageModel("2", epochs=1, batch_size=20, hidden_sizes=(8,)).fit(images)
     with pytest.raises(ValueError, match="have no Concrete group"):
         model.classes(images)
+
+
+# ------------------------------------------------------------------------------------------
+# the style conditioned on the class sample, q(c | x) q(z | x, c) (issue 16)
+# ------------------------------------------------------------------------------------------
+def test_a_class_conditioned_style_is_drawn_at_the_class_sample_and_trains():
+    from topicvae.objective import ClassConditioning
+
+    torch.manual_seed(0)
+    net = ImageVAE((1, 8, 8), GroupSpec.parse("3,2,4c"), hidden_sizes=(16,), class_conditioned=True)
+    images = torch.rand(5, 1, 8, 8).round()
+    out = net(images)
+    assert [type(c) for c in out.conditionings] == [ClassConditioning, ClassConditioning]
+    assert [(c.group, c.on) for c in out.conditionings] == [(0, 2), (1, 2)]
+    # each style posterior is its conditioning at the item's own class sample
+    for conditioning in out.conditionings:
+        own = conditioning.own(out.samples[2])
+        assert torch.equal(own.loc, out.posteriors[conditioning.group].loc)
+    terms = hfvae_objective(out.log_likelihood, out.posteriors, out.priors, out.samples, 50, conditionings=out.conditionings)
+    assert torch.isfinite(terms.objective) and float(terms.mutual_information.detach()) <= math.log(50) + 1e-6
+    terms.loss.backward()
+    assert all(p.grad is not None for name, p in net.named_parameters() if name.startswith("posterior."))
+
+
+def test_a_class_conditioned_model_saves_loads_and_reports_information(tmp_path):
+    images, _ = planted_images(200, 0)
+    model = ImageModel("2,4c", epochs=2, batch_size=50, hidden_sizes=(16,), class_conditioned=True, seed=0).fit(images)
+    model.save(tmp_path / "model")
+    loaded = ImageModel.load(tmp_path / "model")
+    assert loaded.class_conditioned is True
+    np.testing.assert_array_equal(loaded.transform(images), model.transform(images))
+    report = model.information(images, seed=1)
+    assert report.per_variable.shape == (3,) and report.mutual_information <= math.log(200) + 1e-6
+    assert report.mutual_information == model.information(images, seed=1).mutual_information  # seeded draws
+    with pytest.raises(ValueError, match=r"class_conditioned=True needs one Concrete group and Gaussian groups, not g0=4"):
+        ImageModel("4", class_conditioned=True, epochs=1).fit(images)
+    with pytest.raises(ValueError, match=r"class_conditioned='yes' is invalid: give True or False"):
+        ImageModel("2,4c", class_conditioned="yes", epochs=1).fit(images)

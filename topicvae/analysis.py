@@ -17,6 +17,7 @@ pruning analysis (a topic whose I(x; z_de) is near zero is not used by the encod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,10 @@ import torch
 from torch.distributions import Distribution, Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from topicvae.objective import log_marginals
+from topicvae.objective import ClassConditioning, log_marginals
 from topicvae.random_state import seeded
 
-__all__ = ["InformationReport", "information_report", "encoder_information", "concatenate_posteriors", "subset_indices"]
+__all__ = ["InformationReport", "information_report", "encoder_information", "sampled_information", "concatenate_posteriors", "subset_indices"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ class InformationReport:
         return self.per_variable >= threshold
 
 
-def information_report(posteriors: Sequence[Distribution], samples: Sequence[torch.Tensor]) -> InformationReport:
+def information_report(
+    posteriors: Sequence[Distribution], samples: Sequence[torch.Tensor], conditionings: Sequence[ClassConditioning] = ()
+) -> InformationReport:
     """Information quantities of a data set from its posteriors and one sample per item.
 
     Parameters
@@ -93,12 +96,15 @@ def information_report(posteriors: Sequence[Distribution], samples: Sequence[tor
         q(z_d | x_n) for every item n of the data set (batch shape [N] or [N, E_d]).
     samples : sequence of Tensor
         z_d^n ~ q(z_d | x_n), one per item.
+    conditionings : sequence of ClassConditioning
+        Gaussian groups conditioned on a Concrete group's sample (their heads for every item);
+        ``posteriors`` then hold those groups at each item's own sample.
     """
     dataset_size = int(samples[0].shape[0])
     if dataset_size < 2:
         raise ValueError(f"the data set has {dataset_size} item: information needs at least 2")
     with torch.no_grad():
-        marginals = log_marginals(posteriors, samples, dataset_size)
+        marginals = log_marginals(posteriors, samples, dataset_size, conditionings=conditionings)
         conditional = marginals.log_q_conditional
         per_item = conditional - marginals.log_q_variable
         per_variable = per_item.mean(0)
@@ -155,6 +161,36 @@ def encoder_information(encode: Callable[[torch.Tensor], list[Distribution]], ba
         with seeded(seed):
             samples = [q.sample() for q in posteriors]
     return information_report(posteriors, samples)
+
+
+def sampled_information(
+    draw: Callable[[torch.Tensor], tuple[list[Distribution], list[torch.Tensor], Sequence[ClassConditioning]]],
+    batches: Iterable[torch.Tensor],
+    *,
+    seed: int,
+) -> InformationReport:
+    """:func:`information_report` of an encoder that samples as it encodes, over a data set in batches.
+
+    ``draw(batch)`` returns the posteriors, one sample per item and the conditionings, as a
+    model whose style is conditioned on its class sample makes them (the style's posterior
+    depends on the sample). The draws are made with ``seed`` without touching the global
+    random state; dropout and batch-norm must be in eval mode.
+    """
+    with torch.no_grad(), seeded(seed):
+        per_batch = [draw(batch) for batch in batches]
+    if not per_batch:
+        raise ValueError("the data set is empty: information needs at least 2 items")
+    groups = range(len(per_batch[0][0]))
+    posteriors = [concatenate_posteriors([part[0][d] for part in per_batch]) for d in groups]
+    samples = [torch.cat([part[1][d] for part in per_batch]) for d in groups]
+    conditionings = [
+        dataclasses.replace(first, **{
+            name: torch.cat([getattr(part[2][i], name) for part in per_batch])
+            for name in ("loc_base", "loc_weight", "log_scale_base", "log_scale_weight")
+        })
+        for i, first in enumerate(per_batch[0][2])
+    ]
+    return information_report(posteriors, samples, conditionings)
 
 
 def plot_information(report: InformationReport, labels: Sequence[str], active, path, *, unit: str = "topic") -> None:

@@ -896,13 +896,15 @@ class Architecture(str, Enum):
 
 
 def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architecture, epochs, batch_size, lr, train_size,
-                test_size, temperature, seed, data, exclude, mi_threshold, full_metrics, device, progress, out, data_cache=None):
+                test_size, temperature, seed, data, exclude, mi_threshold, full_metrics, device, progress, out, data_cache=None,
+                class_conditioned=False):
     """Load, train, score and (with ``out``) save one recipe run; returns the scores."""
     from topicvae.recipes import load_recipe_data, recipe_model, score_image_model, write_image_plots, write_json
 
     model = recipe_model(
         name, objective=objective, groups=groups, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr,
         temperature=temperature, seed=seed, device=device, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
+        class_conditioned=class_conditioned,
     )
     model._validate()  # a bad weight or option fails before the data are loaded
     images = data_cache if data_cache is not None else load_recipe_data(
@@ -915,6 +917,7 @@ def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architect
     scores["training"] = {
         "images": int(len(images.train)), "epochs": model.epochs, "batch_size": model.batch_size, "seconds": seconds,
         "groups": str(model.groups_), "architecture": model.architecture, "objective": model.objective,
+        "class_conditioned": model.class_conditioned,
         "weights": model.weights_.as_dict(), "seed": seed, "history": model.history_,
     }
     if out is not None:
@@ -986,6 +989,7 @@ def recipe(
     train_size: Annotated[Optional[int], typer.Option(help="Training images (default: all of MNIST; 100,000 dSprites samples).")] = None,
     test_size: Annotated[Optional[int], typer.Option(help="Test images scored.")] = None,
     temperature: Annotated[float, typer.Option(help="Temperature of the Concrete groups.")] = 0.66,
+    class_conditioned: Annotated[bool, typer.Option("--class-conditioned", help="Encode the style given the class sample, q(c | x) q(z | x, c), as the authors' MNIST model does.")] = False,
     seed: Annotated[int, typer.Option(help="Seeds the run's own random numbers and the data sample.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Directory for the model, metrics.json and plots/.")] = None,
     data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
@@ -1004,6 +1008,7 @@ def recipe(
             architecture=architecture.value if architecture else None, epochs=epochs, batch_size=batch_size, lr=lr,
             train_size=train_size, test_size=test_size, temperature=temperature, seed=seed, data=data, exclude=exclude,
             mi_threshold=mi_threshold, full_metrics=full_metrics, device=device, progress=progress, out=out,
+            class_conditioned=class_conditioned,
         )
     except _USER_ERRORS as error:
         _fail(error)

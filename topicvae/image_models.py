@@ -37,8 +37,9 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.groups import GroupSpec
 from topicvae.models import GroupedPosterior, ModelOutput
+from topicvae.objective import ClassConditioning
 
-__all__ = ["ImageVAE", "ARCHITECTURES"]
+__all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES"]
 
 Tensor = torch.Tensor
 
@@ -68,6 +69,7 @@ class ImageVAE(nn.Module):
         architecture: str = "mlp",
         hidden_sizes: Sequence[int] = (400, 400),
         temperature: float = 0.66,
+        class_conditioned: bool = False,
     ):
         super().__init__()
         if architecture not in ARCHITECTURES:
@@ -113,12 +115,28 @@ class ImageVAE(nn.Module):
                 if i < len(reverse) - 2:
                     decoder.append(nn.ReLU())
             self.decoder = nn.Sequential(*decoder)
-        self.posterior = GroupedPosterior(features, groups, batch_norm=False, temperature=temperature)
+        self.class_conditioned = bool(class_conditioned)
+        self.posterior = (
+            ClassConditionedPosterior(features, groups, temperature=temperature)
+            if class_conditioned else GroupedPosterior(features, groups, batch_norm=False, temperature=temperature)
+        )
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # device and dtype of the priors
 
     # --- the interface the estimator and the objective use ---------------------------------
     def encode(self, images: Tensor) -> list[Distribution]:
-        return self.posterior(self.encoder(images))
+        """q(z_d | x) for every group (a class-conditioned style: at the most probable class)."""
+        features = self.encoder(images)
+        if self.class_conditioned:
+            return self.posterior.at_most_probable_class(features)
+        return self.posterior(features)
+
+    def draw(self, images: Tensor) -> tuple[list[Distribution], list[Tensor], tuple[ClassConditioning, ...]]:
+        """Posteriors, one reparameterized sample per image and the conditionings (the objective's inputs)."""
+        features = self.encoder(images)
+        if self.class_conditioned:
+            return self.posterior.draw(features)
+        posteriors = self.posterior(features)
+        return posteriors, [q.rsample() for q in posteriors], ()
 
     def priors(self) -> list[Distribution]:
         like = self._anchor
@@ -140,16 +158,104 @@ class ImageVAE(nn.Module):
         return self.decoder(code)
 
     def forward(self, images: Tensor) -> ModelOutput:
-        posteriors = self.encode(images)
-        samples = [q.rsample() for q in posteriors]
+        posteriors, samples, conditionings = self.draw(images)
         logits = self.decode_logits(self.code(samples))
         log_likelihood = -F.binary_cross_entropy_with_logits(logits, images, reduction="none").flatten(1).sum(1)
-        return ModelOutput(log_likelihood, posteriors, self.priors(), samples)
+        return ModelOutput(log_likelihood, posteriors, self.priors(), samples, conditionings)
 
     @torch.no_grad()
     def posterior_moments(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per group, the posterior mean and variance (Concrete: category probabilities p, p(1 - p))."""
         return self.posterior.moments(self.encoder(images))
+
+
+class ClassConditionedPosterior(nn.Module):
+    """q(c | x) q(z | x, c): a Concrete class and Gaussian style groups whose heads are affine in c.
+
+    The authors' MNIST model encodes the style given the class sample, so that the style
+    need not carry the class. Here the style's mean and log-scale are
+
+        loc(x, c) = loc_base(x) + loc_weight(x) c,   log_scale(x, c) = log_scale_base(x) + log_scale_weight(x) c
+
+    with c the relaxed one-hot sample: a linear map of the features to E (K + 1) numbers for
+    each head. The objective then has every pair q(z^b | x^b', c^b) in closed form
+    (:class:`~topicvae.objective.ClassConditioning`).
+    """
+
+    def __init__(self, in_features: int, groups: GroupSpec, *, temperature: float):
+        super().__init__()
+        concrete = [d for d, group in enumerate(groups) if group.is_concrete]
+        if len(concrete) != 1 or not groups.gaussian:
+            raise ValueError(
+                f"class_conditioned=True needs one Concrete group and Gaussian groups, not {groups}: e.g. groups='10,10c'"
+            )
+        self.groups = groups
+        self.class_group = concrete[0]
+        self.classes = groups[self.class_group].size
+        self.width = groups.num_gaussian_dims
+        self.logits = nn.Linear(in_features, self.classes)
+        self.loc = nn.Linear(in_features, self.width * (self.classes + 1))
+        self.log_scale = nn.Linear(in_features, self.width * (self.classes + 1))
+        nn.init.zeros_(self.log_scale.weight)  # unit scale at the start, as GroupedPosterior
+        nn.init.zeros_(self.log_scale.bias)
+        self.register_buffer("_temperature", torch.tensor(float(temperature)), persistent=False)
+
+    def _conditionings(self, features: Tensor) -> list[ClassConditioning]:
+        shape = (features.shape[0], self.width, self.classes + 1)
+        loc, log_scale = self.loc(features).view(shape), self.log_scale(features).view(shape)
+        conditionings, start = [], 0
+        for d, group in enumerate(self.groups):
+            if group.is_concrete:
+                continue
+            columns = slice(start, start + group.size)
+            start += group.size
+            conditionings.append(ClassConditioning(
+                d, self.class_group, loc[:, columns, 0], loc[:, columns, 1:], log_scale[:, columns, 0], log_scale[:, columns, 1:]
+            ))
+        return conditionings
+
+    def draw(self, features: Tensor) -> tuple[list[Distribution], list[Tensor], tuple[ClassConditioning, ...]]:
+        """The class sample first, then each style group at it: posteriors, samples, conditionings."""
+        q_class = ExpRelaxedCategorical(self._temperature, logits=self.logits(features), validate_args=False)
+        log_c = q_class.rsample()
+        conditionings = iter(self._conditionings(features))
+        posteriors, samples, used = [], [], []
+        for group in self.groups:
+            if group.is_concrete:
+                posteriors.append(q_class)
+                samples.append(log_c)
+            else:
+                conditioning = next(conditionings)
+                q_style = conditioning.own(log_c)
+                posteriors.append(q_style)
+                samples.append(q_style.rsample())
+                used.append(conditioning)
+        return posteriors, samples, tuple(used)
+
+    def _at_class(self, features: Tensor, one_hot: Tensor) -> list[Normal]:
+        log_one_hot = torch.log(one_hot.clamp_min(torch.finfo(one_hot.dtype).tiny))
+        return [conditioning.own(log_one_hot) for conditioning in self._conditionings(features)]
+
+    def at_most_probable_class(self, features: Tensor) -> list[Distribution]:
+        """q(c | x), and each style group's q(z | x, c) at the one-hot of the most probable class."""
+        logits = self.logits(features)
+        one_hot = F.one_hot(logits.argmax(1), self.classes).to(features.dtype)
+        styles = iter(self._at_class(features, one_hot))
+        return [
+            ExpRelaxedCategorical(self._temperature, logits=logits, validate_args=False) if group.is_concrete else next(styles)
+            for group in self.groups
+        ]
+
+    def moments(self, features: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Concrete: p and p(1 - p); style: mean and variance at the most probable class."""
+        moments = []
+        for posterior in self.at_most_probable_class(features):
+            if isinstance(posterior, Normal):
+                moments.append((posterior.loc, posterior.scale.square()))
+            else:
+                p = posterior.logits.softmax(-1)
+                moments.append((p, p * (1 - p)))
+        return moments
 
 
 def _relu_stack(sizes: Sequence[int]) -> list[nn.Module]:

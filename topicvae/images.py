@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from topicvae.analysis import InformationReport, encoder_information, subset_indices
+from topicvae.analysis import InformationReport, encoder_information, sampled_information, subset_indices
 from topicvae.estimator import _package_version, _resolve_device
 from topicvae.groups import GroupSpec
 from topicvae.image_models import ARCHITECTURES, ImageVAE
@@ -73,8 +73,13 @@ class ImageModel:
         The MLP's layers (ignored by ``conv``).
     temperature : float
         The Concrete groups' temperature lambda (posterior and prior).
+    class_conditioned : bool
+        Encode the Gaussian style given the class sample, q(c | x) q(z | x, c), as the
+        authors' MNIST model does (needs one Concrete group; the heads are affine in c,
+        :class:`~topicvae.image_models.ClassConditionedPosterior`). ``transform`` then gives
+        the style at the most probable class.
     seed : int
-        Seeds Python, NumPy and torch, and the order of the batches.
+        Seeds the run's own random numbers (initial weights, batch order, samples).
     device : str
         "cpu", "cuda" or "auto".
     """
@@ -94,6 +99,7 @@ class ImageModel:
         lr: float = 1e-3,
         hidden_sizes: Sequence[int] = (400, 400),
         temperature: float = 0.66,
+        class_conditioned: bool = False,
         seed: int = 0,
         device: str = "auto",
     ):
@@ -109,11 +115,12 @@ class ImageModel:
         self.lr = lr
         self.hidden_sizes = hidden_sizes
         self.temperature = temperature
+        self.class_conditioned = class_conditioned
         self.seed = seed
         self.device = device
 
     _PARAMS = (
-        "groups architecture objective alpha beta gamma delta epochs batch_size lr hidden_sizes temperature seed device"
+        "groups architecture objective alpha beta gamma delta epochs batch_size lr hidden_sizes temperature class_conditioned seed device"
     ).split()
 
     def get_params(self) -> dict[str, Any]:
@@ -130,11 +137,18 @@ class ImageModel:
         )
         if self.hidden_sizes is None:
             raise ValueError("hidden_sizes=None is invalid: give one or more whole numbers >= 1")
+        if not isinstance(self.class_conditioned, (bool, np.bool_)):
+            raise ValueError(f"class_conditioned={self.class_conditioned!r} is invalid: give True or False")
+        if self.class_conditioned and (len(groups.concrete) != 1 or not groups.gaussian):
+            raise ValueError(
+                f"class_conditioned=True needs one Concrete group and Gaussian groups, not {groups}: e.g. groups='10,10c'"
+            )
         return groups, weights
 
     def _build(self, image_shape: Sequence[int], groups: GroupSpec) -> ImageVAE:
         return ImageVAE(
-            image_shape, groups, architecture=self.architecture, hidden_sizes=tuple(self.hidden_sizes), temperature=self.temperature
+            image_shape, groups, architecture=self.architecture, hidden_sizes=tuple(self.hidden_sizes), temperature=self.temperature,
+            class_conditioned=bool(self.class_conditioned),
         )
 
     # -----------------------------------------------------------------------------------
@@ -262,7 +276,10 @@ class ImageModel:
         if images.shape[0] < 2:
             raise ValueError("X holds 1 image: information needs at least 2")
         chosen = subset_indices(images.shape[0], max_items, seed)
-        return encoder_information(self.model_.encode, self._batches(images if chosen is None else images[torch.from_numpy(chosen)]), seed=seed)
+        batches = self._batches(images if chosen is None else images[torch.from_numpy(chosen)])
+        if self.model_.class_conditioned:  # the style's posterior depends on the class sample
+            return sampled_information(self.model_.draw, batches, seed=seed)
+        return encoder_information(self.model_.encode, batches, seed=seed)
 
     # -----------------------------------------------------------------------------------
     # persistence: data, not pickles

@@ -54,6 +54,8 @@ class ModelOutput:
     posteriors: list[Distribution]  # q(z_d | x), one per group
     priors: list[Distribution]  # p(z_d), one per group
     samples: list[Tensor]  # z_d ~ q(z_d | x), reparameterized
+    # Gaussian groups conditioned on a Concrete group's sample, q(z_d | x, c) (objective.ClassConditioning)
+    conditionings: tuple = ()
 
 
 def posterior_parameters(posterior: Distribution, purpose: str) -> list[Tensor]:

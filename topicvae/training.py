@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -270,6 +271,8 @@ def train(
             if autocast_dtype is not None:
                 out = _in_float32(out)
             whole_batch, loss_scale, batch_items = {}, 1.0, batch.shape[0]
+            if process_group is not None and out.conditionings:
+                raise ValueError("a style conditioned on the class trains in one process: its heads are not gathered across processes")
             if process_group is not None:
                 gathered = gather_batch(out.posteriors)
                 whole_batch = {"batch_posteriors": gathered.posteriors, "batch_offset": gathered.offset}
@@ -282,7 +285,7 @@ def train(
                 compile = worth_compiling(out.posteriors, out.samples, epochs * steps_per_epoch, batch_items=batch_items)
             terms = hfvae_objective(
                 out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights,
-                compile=compile, **whole_batch,
+                compile=compile, conditionings=out.conditionings, **whole_batch,
             )
             values = terms.scalars()
             if process_group is not None:
@@ -310,7 +313,11 @@ def _in_float32(out: ModelOutput) -> ModelOutput:
         posterior_with_parameters(post, [p.float() for p in posterior_parameters(post, "mixed precision")])
         for post in out.posteriors
     ]
-    return ModelOutput(out.log_likelihood.float(), posteriors, out.priors, [z.float() for z in out.samples])
+    conditionings = tuple(
+        dataclasses.replace(c, **{name: getattr(c, name).float() for name in ("loc_base", "loc_weight", "log_scale_base", "log_scale_weight")})
+        for c in out.conditionings
+    )
+    return ModelOutput(out.log_likelihood.float(), posteriors, out.priors, [z.float() for z in out.samples], conditionings)
 
 
 def _snapshot(value: Any) -> Any:
