@@ -88,16 +88,14 @@ def test_the_conv_architecture_refuses_images_it_cannot_halve():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_concrete_group_recovers_planted_classes(seed):
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_concrete_group_takes_the_planted_class_for_every_seed(seed):
     images, labels = planted_images(800, seed)
-    model = ImageModel("2,4c", epochs=12, batch_size=100, hidden_sizes=(64,), lr=3e-3, seed=seed).fit(images)
+    model = ImageModel("2,4c", epochs=40, batch_size=100, hidden_sizes=(64,), lr=3e-3, seed=seed).fit(images)
     accuracy = best_matching_accuracy(labels, model.classes(images))
-    chance = best_matching_accuracy(labels, np.random.default_rng([seed, 1]).integers(0, 4, len(labels)))  # about 0.3
-    # A Concrete group can settle with two classes in one category (a known local optimum),
-    # so the bound asks for clearly better than chance rather than for all four classes:
-    # 12 epochs gave 0.59-0.97 over seeds 0-3 (VAE 0.59-0.68).
-    assert accuracy > max(0.5, chance + 0.15), (accuracy, chance)
+    # After 12 epochs a Concrete group still often holds two classes in one category (0.59-1.00
+    # over seeds 0-5, docs/images.md); after 40 every seed separates all four (0.97-1.00).
+    assert accuracy >= 0.95, accuracy
     report = model.information(images)
     assert report.per_variable.shape == (3,)  # two Gaussian dimensions and the Concrete variable
     assert report.mutual_information <= math.log(800) + 1e-6
