@@ -34,7 +34,7 @@ from topicvae.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, Neu
 from topicvae.objective import ObjectiveWeights
 from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.streaming import ShardBatches, ShardedBagOfWords
-from topicvae.text import DegenerateCorpusWarning, TextVectorizer
+from topicvae.text import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
 from topicvae.training import (
     BagOfWordsBatches,
     TrainingCheckpoints,
@@ -573,8 +573,6 @@ class TopicModel:
         Training goes on (a small vocabulary can be what the user wants), but the topics printed
         at the end would look like findings: the warning names the cause first.
         """
-        from topicvae.text import unsegmented_text
-
         words = self.vocabulary_ if self.vectorizer_ is not None else []
         phrases = unsegmented_text(words)
         if phrases is not None:

@@ -25,11 +25,11 @@ import contextvars
 import functools
 import gzip
 import io
+import itertools
 import json
 import logging
-import os
-import itertools
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
