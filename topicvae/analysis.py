@@ -17,7 +17,6 @@ pruning analysis (a topic whose I(x; z_de) is near zero is not used by the encod
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -183,13 +182,7 @@ def sampled_information(
     groups = range(len(per_batch[0][0]))
     posteriors = [concatenate_posteriors([part[0][d] for part in per_batch]) for d in groups]
     samples = [torch.cat([part[1][d] for part in per_batch]) for d in groups]
-    conditionings = [
-        dataclasses.replace(first, **{
-            name: torch.cat([getattr(part[2][i], name) for part in per_batch])
-            for name in ("loc_base", "loc_weight", "log_scale_base", "log_scale_weight")
-        })
-        for i, first in enumerate(per_batch[0][2])
-    ]
+    conditionings = [ClassConditioning.concatenate([part[2][i] for part in per_batch]) for i in range(len(per_batch[0][2]))]
     return information_report(posteriors, samples, conditionings)
 
 

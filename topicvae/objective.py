@@ -48,7 +48,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, OneHotCategorical, RelaxedOneHotCategorical
@@ -303,20 +303,37 @@ class ClassConditioning:
     log_scale_base: Tensor
     log_scale_weight: Tensor
 
+    #: The per-item tensors, in the order the constructor takes them after ``group`` and ``on``.
+    HEADS = ("loc_base", "loc_weight", "log_scale_base", "log_scale_weight")
+
+    def _heads_at(self, log_c: Tensor, *, every_pair: bool) -> tuple[Tensor, Tensor]:
+        """loc and log_scale at c = exp(log_c): each item at its own c ([B, E]), or every column at every row's c ([R, B, E])."""
+        c = log_c.exp()
+        if every_pair:
+            return (self.loc_base.unsqueeze(0) + torch.einsum("nek,rk->rne", self.loc_weight, c),
+                    self.log_scale_base.unsqueeze(0) + torch.einsum("nek,rk->rne", self.log_scale_weight, c))
+        return (self.loc_base + torch.einsum("nek,nk->ne", self.loc_weight, c),
+                self.log_scale_base + torch.einsum("nek,nk->ne", self.log_scale_weight, c))
+
     def cross_log_density(self, z_rows: Tensor, log_c_rows: Tensor) -> Tensor:
         """sum_e log q(z^b_e | x^b', c^b) for the rows b (samples z [R, E], log c [R, K]) and all columns b': [R, B]."""
-        c = log_c_rows.exp()
-        loc = self.loc_base.unsqueeze(0) + torch.einsum("nek,rk->rne", self.loc_weight, c)
-        log_scale = self.log_scale_base.unsqueeze(0) + torch.einsum("nek,rk->rne", self.log_scale_weight, c)
+        loc, log_scale = self._heads_at(log_c_rows, every_pair=True)
         standardized = (z_rows.unsqueeze(1) - loc) * torch.exp(-log_scale)
         return (-0.5 * standardized.square() - log_scale - _HALF_LOG_2PI).sum(-1)
 
     def own(self, log_c: Tensor) -> Normal:
         """Normal(loc(x_n, c_n), scale(x_n, c_n)) at each item's own sample: the group's posterior."""
-        c = log_c.exp()
-        loc = self.loc_base + torch.einsum("nek,nk->ne", self.loc_weight, c)
-        log_scale = self.log_scale_base + torch.einsum("nek,nk->ne", self.log_scale_weight, c)
+        loc, log_scale = self._heads_at(log_c, every_pair=False)
         return Normal(loc, log_scale.exp(), validate_args=False)
+
+    def map(self, function) -> ClassConditioning:
+        """The same conditioning with ``function`` applied to each head tensor (e.g. a cast)."""
+        return replace(self, **{name: function(getattr(self, name)) for name in self.HEADS})
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ClassConditioning]) -> ClassConditioning:
+        """One conditioning over the items of ``parts`` (the same groups), in order."""
+        return replace(parts[0], **{name: torch.cat([getattr(part, name) for part in parts]) for name in cls.HEADS})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +431,7 @@ def _marginal_block(
     diagonal = slice(rows.start + batch_offset, rows.stop + batch_offset)
     log_w = _stratified_log_weights(diagonal, batch, dataset_size, pairwise)
     grouped = _group_sums(pairwise, group_sizes)
-    variable, group, joint = _stratified_log_sum_exps(pairwise, grouped, log_w)
+    joint_terms = grouped
     if conditionings:
         # the joint takes each conditioned group's density at the row's own class sample c^b
         # under every column's encoder, in place of the column's own-sample posterior
@@ -423,8 +440,7 @@ def _marginal_block(
             joint_terms[..., conditioning.group] = conditioning.cross_log_density(
                 samples[conditioning.group][rows], samples[conditioning.on][rows]
             )
-        joint = torch.logsumexp(joint_terms.sum(-1) + log_w, dim=1)
-    return variable, group, joint
+    return _stratified_log_sum_exps(pairwise, grouped, log_w, joint_terms)
 
 
 def _group_sums(pairwise: Tensor, group_sizes: Sequence[int]) -> Tensor:
@@ -432,12 +448,19 @@ def _group_sums(pairwise: Tensor, group_sizes: Sequence[int]) -> Tensor:
     return torch.stack([part.sum(-1) for part in pairwise.split(list(group_sizes), dim=-1)], dim=-1)
 
 
-def _stratified_log_sum_exps(pairwise: Tensor, grouped: Tensor, log_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """log q^(z_de), log q^(z_d), log q^(z) from [rows, B, ...] conditional log densities."""
+def _stratified_log_sum_exps(
+    pairwise: Tensor, grouped: Tensor, log_w: Tensor, joint_terms: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """log q^(z_de), log q^(z_d), log q^(z) from [rows, B, ...] conditional log densities.
+
+    ``joint_terms`` are the groups' densities the joint sums (default: ``grouped``; they differ
+    for a group conditioned on another's sample).
+    """
+    joint_terms = grouped if joint_terms is None else joint_terms
     return (
         torch.logsumexp(pairwise + log_w.unsqueeze(-1), dim=1),
         torch.logsumexp(grouped + log_w.unsqueeze(-1), dim=1),
-        torch.logsumexp(grouped.sum(-1) + log_w, dim=1),
+        torch.logsumexp(joint_terms.sum(-1) + log_w, dim=1),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import shutil
@@ -313,10 +312,7 @@ def _in_float32(out: ModelOutput) -> ModelOutput:
         posterior_with_parameters(post, [p.float() for p in posterior_parameters(post, "mixed precision")])
         for post in out.posteriors
     ]
-    conditionings = tuple(
-        dataclasses.replace(c, **{name: getattr(c, name).float() for name in ("loc_base", "loc_weight", "log_scale_base", "log_scale_weight")})
-        for c in out.conditionings
-    )
+    conditionings = tuple(conditioning.map(torch.Tensor.float) for conditioning in out.conditionings)
     return ModelOutput(out.log_likelihood.float(), posteriors, out.priors, [z.float() for z in out.samples], conditionings)
 
 
