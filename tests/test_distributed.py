@@ -232,19 +232,29 @@ def _rank_main(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def _spawn_two(main, directory: Path, attempts: int = 3) -> Path:
+    """Run ``main(rank, 2, port, folder)`` in two processes; returns the folder they wrote to.
+
+    The probed port is free when probed, but another process can take it before rank 0 binds
+    it (seen in full runs: a rank aborts in gloo's rendezvous). Each attempt gets a fresh port
+    and a fresh folder, so nothing from a failed attempt is read; a fault of the code under
+    test fails every attempt alike.
+    """
+    for attempt in range(attempts):
+        folder = directory / f"attempt{attempt}"
+        folder.mkdir(parents=True)
+        try:
+            mp.spawn(main, args=(2, _free_port(), str(folder)), nprocs=2, join=True)
+            return folder
+        except mp.ProcessExitedException:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("ranks")
-    # The port is free when probed, but another process can take it before rank 0 binds it
-    # (seen once in a fresh clone: rank 1 aborted in gloo's rendezvous). A fresh port then
-    # decides; a fault of the code under test fails every attempt alike.
-    for attempt in range(3):
-        try:
-            mp.spawn(_rank_main, args=(2, _free_port(), str(out_dir)), nprocs=2, join=True)
-            break
-        except mp.ProcessExitedException:
-            if attempt == 2:
-                raise
+    out_dir = _spawn_two(_rank_main, tmp_path_factory.mktemp("ranks"))
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
@@ -339,8 +349,8 @@ def test_two_processes_fit_shares_of_a_streamed_corpus_and_resume_exactly(tmp_pa
 
     from topicvae.text import TextVectorizer
 
-    mp.spawn(_estimator_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"estimator-rank{rank}.pt", weights_only=True) for rank in range(2)]
+    out_dir = _spawn_two(_estimator_rank_main, tmp_path)
+    ranks = [torch.load(out_dir / f"estimator-rank{rank}.pt", weights_only=True) for rank in range(2)]
     counts, vocabulary, _ = planted_corpus(n_docs=301, seed=4)
     expected = TextVectorizer(min_df=1, max_df=1.0, max_features=None).fit(counts_to_documents(counts, vocabulary))
     for rank in ranks:
