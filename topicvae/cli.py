@@ -375,7 +375,8 @@ def fit(
     max_df: Annotated[float, typer.Option(help="Drop words in more than this fraction (<= 1) or number (> 1) of documents.")] = 0.5,
     max_features: Annotated[int, typer.Option(help="Vocabulary size: the most frequent remaining words.")] = 2000,
     stop_words: Annotated[str, typer.Option(help="'english' (scikit-learn + gensim lists), 'none', or a file of words.")] = "english",
-    token_pattern: Annotated[Optional[str], typer.Option(help="Regular expression of a word [default: words of 3 or more letters]; e.g. '(?u)\\b\\w+\\b' keeps the 1- and 2-letter words of segmented Chinese or Japanese.")] = None,
+    token_pattern: Annotated[Optional[str], typer.Option(help="Regular expression of a word [default: 3 or more letters of any script, and Chinese, Japanese or Korean words of any length]; e.g. '(?u)\\b\\w+\\b' also keeps digits and 1- and 2-letter words.")] = None,
+    min_word_length: Annotated[Optional[int], typer.Option(help="The shortest word kept, in letters, in every script (instead of --token-pattern), e.g. 2 for 'tv' or 'ai', 1 for single letters.")] = None,
     strip_newsgroup: Annotated[bool, typer.Option(help="Strip newsgroup headers, quotes and signatures first.")] = False,
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
@@ -447,6 +448,7 @@ def fit(
             stop_words=stops,
             strip_newsgroup=strip_newsgroup,
             **({"token_pattern": token_pattern} if token_pattern is not None else {}),
+            min_word_length=min_word_length,
         )
         if shard_dir is not None and not (stream or process_group):
             raise ValueError("--shard-dir needs --stream (or a torchrun launch): the bag-of-words is kept in memory otherwise")
@@ -784,6 +786,84 @@ def evaluate(
         _echo(json.dumps(report, indent=2))
         return
     _print_evaluation(report)
+
+
+def _html_destination(out: Path, option: str) -> Path:
+    if out.is_dir():
+        raise IsADirectoryError(f"{option} {out} is a directory: give the path of the HTML file to write, e.g. {out / 'topics.html'}")
+    return out
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by `topicvae fit --out`.")],
+    pyldavis: Annotated[Path, typer.Option(help="HTML file for pyLDAvis's page (opens without a network).")],
+    corpus: Annotated[Optional[Path], typer.Option(help="Documents whose topic proportions and word counts pyLDAvis shows (default: the training corpus named in report.json).")] = None,
+    top_words: Annotated[int, typer.Option(help="Words listed per topic on the page (pyLDAvis's R).")] = 30,
+    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
+    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
+    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
+) -> None:
+    """Write a ProdLDA model's topics as a pyLDAvis page (topic i there is the model's column i - 1)."""
+    try:
+        from topicvae.export import save_pyldavis_html
+
+        destination = _html_destination(pyldavis, "--pyldavis")
+        model = _load_model(model_dir)
+        if model.vectorizer_ is None:
+            raise ValueError(f"{model_dir} was fitted on a count matrix, not on text: use TopicModel.to_pyldavis(counts) from Python")
+        if corpus is None:
+            corpus = _recorded_corpus(model_dir)
+        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+        if top_words < 1:
+            raise ValueError(f"--top-words {top_words} is invalid: give a whole number >= 1")
+        save_pyldavis_html(model.to_pyldavis(docs, R=top_words), destination)
+    except _USER_ERRORS as error:
+        _fail(error)
+        return
+    _echo(f"wrote {destination}: pyLDAvis over {len(docs)} documents of {corpus}")
+
+
+@app.command()
+def report(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by `topicvae fit --out`.")],
+    html: Annotated[Path, typer.Option(help="The explorer page to write: one self-contained HTML file.")],
+    corpus: Annotated[Optional[Path], typer.Option(help="Documents to evaluate on (information, associations, NPMI, perplexity); default: the model's own analysis of its training documents.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="With --corpus: one label per document (a file, or a .csv/.jsonl column); shows each topic's dominant label.")] = None,
+    top_words: Annotated[int, typer.Option(help="Words shown per topic.")] = 10,
+    pairs: Annotated[int, typer.Option(help="Associated topic pairs listed.")] = 15,
+    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
+    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
+    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
+) -> None:
+    """Write the explorer page: groups side by side, MI per topic, pruned topics, cross-group associations."""
+    try:
+        from topicvae.explorer import explorer_data, write_explorer
+
+        destination = _html_destination(html, "--html")
+        if labels is not None and corpus is None:
+            raise ValueError("--labels label the documents of --corpus: pass --corpus FILE too")
+        if top_words < 1 or pairs < 0:
+            raise ValueError(f"--top-words {top_words} / --pairs {pairs} are invalid: give whole numbers >= 1 and >= 0")
+        model = _load_model(model_dir)
+        evaluation = None
+        if corpus is not None:
+            from topicvae.evaluation import evaluate as evaluate_model
+
+            docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+            document_labels = _read_labels(labels, corpus, encoding=encoding, decode_errors=decode_errors) if labels else None
+            evaluation = evaluate_model(
+                model, docs, corpus_name=str(corpus), top_n=top_words, n_pairs=pairs, labels=document_labels,
+            )
+        data = explorer_data(
+            model, evaluation=evaluation, n_words=top_words, n_pairs=pairs, title=f"topicvae: {model_dir.resolve().name}",
+            run={"model directory": str(model_dir.resolve())},
+        )
+        write_explorer(data, destination)
+    except _USER_ERRORS as error:
+        _fail(error)
+        return
+    _echo(f"wrote {destination}")
 
 
 def _recorded_corpus(model_dir: Path) -> Path:

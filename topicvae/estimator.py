@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
-from torch.distributions import Normal, kl_divergence
+from sklearn.utils.validation import validate_data
 
 from topicvae.analysis import (
     InformationReport,
@@ -31,7 +32,7 @@ from topicvae.analysis import (
 from topicvae.distributed import ProcessGroup, current_process_group, gather_objects
 from topicvae.groups import GroupSpec
 from topicvae.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
-from topicvae.objective import ObjectiveWeights
+from topicvae.objective import ObjectiveWeights, item_elbo
 from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.streaming import ShardBatches, ShardedBagOfWords
 from topicvae.text import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
@@ -199,7 +200,22 @@ def _read_saved_vocabulary(path: Path) -> list[str]:
     return words
 
 
-class TopicModel:
+def _as_documents(X) -> list | None:
+    """X as a list of documents when it holds text (a list, tuple, Series or 1-D array of
+    strings, or any other iterable of them), or None when it is a matrix of counts."""
+    if sp.issparse(X) or isinstance(X, torch.Tensor) or hasattr(X, "columns"):
+        return None
+    if not isinstance(X, (list, tuple)) and not hasattr(X, "__array__"):
+        if not isinstance(X, Iterable):
+            raise ValueError(f"X of type {type(X).__name__} is invalid: pass a list of documents or a count matrix")
+        return list(X)  # a generator or stream of documents
+    if isinstance(X, (list, tuple)):
+        return list(X) if not X or any(isinstance(item, str) for item in X) else None
+    values = np.asarray(X)
+    return list(values) if values.ndim == 1 and values.dtype.kind in "OUS" else None
+
+
+class TopicModel(TransformerMixin, BaseEstimator):
     """A neural topic model (ProdLDA or NVDM) with grouped latent topics, trained with HFVAE.
 
     Parameters
@@ -314,13 +330,6 @@ class TopicModel:
     # -----------------------------------------------------------------------------------
     # parameters
     # -----------------------------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        names = (
-            "model groups objective alpha beta gamma delta epochs batch_size lr hidden_sizes dropout "
-            "prior_concentration temperature encoder_input posterior_norm word_shift init lr_schedule vectorizer seed device precision"
-        ).split()
-        return {name: getattr(self, name) for name in names}
-
     def _architecture(self) -> dict[str, Any]:
         """The model's architecture options as ``build_model`` takes them (None: the model's default)."""
         options = {"posterior_norm": self.posterior_norm, "word_shift": self.word_shift, "init": self.init}
@@ -373,24 +382,44 @@ class TopicModel:
     # fitting
     # -----------------------------------------------------------------------------------
     def _counts(self, X, *, fit: bool) -> sp.csr_matrix:
-        """Turn documents (strings), a count matrix or a sharded bag-of-words into a CSR float32 matrix."""
+        """Turn documents (strings), a count matrix or a sharded bag-of-words into a CSR float32 matrix.
+
+        Matrices (NumPy, SciPy sparse, pandas DataFrames, torch tensors, nested lists of numbers)
+        go through scikit-learn's ``validate_data``: with ``fit`` it records ``n_features_in_``
+        (and ``feature_names_in_`` for a DataFrame with word columns); otherwise it checks them.
+        """
         if isinstance(X, ShardedBagOfWords):  # fit reads shards lazily instead (_training_data)
             return sp.vstack(list(X.matrices()), format="csr")
-        if sp.issparse(X) or isinstance(X, np.ndarray) or isinstance(X, torch.Tensor):
-            matrix = sp.csr_matrix(X.numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float32)
-            if matrix.ndim != 2:
-                raise ValueError(f"X has shape {matrix.shape}: pass a 2-D document-term matrix")
-            if matrix.nnz and (not np.isfinite(matrix.data).all() or matrix.data.min() < 0):
-                raise ValueError("X holds negative or non-finite values: pass word counts")
-            return matrix
         if isinstance(X, str):
             raise ValueError("X is a single string: pass a list of documents, or a path read with read_corpus()")
-        if not isinstance(X, Iterable):
-            raise ValueError(f"X of type {type(X).__name__} is invalid: pass a list of documents or a count matrix")
-        docs = list(X)
+        docs = _as_documents(X)
+        if docs is None:
+            if fit:
+                self.vectorizer_ = None
+            if isinstance(X, torch.Tensor):
+                X = X.detach().cpu().numpy()
+            try:
+                matrix = validate_data(
+                    self, X, reset=fit, accept_sparse="csr", dtype=(np.float32, np.float64), ensure_min_features=1,
+                )
+            except ValueError as error:
+                if fit or "features, but" not in str(error):
+                    raise
+                remedy = " or the documents themselves" if getattr(self, "vectorizer_", None) is not None else ""
+                raise ValueError(
+                    f"{error} Pass counts over the model's {self.n_features_in_}-word vocabulary (vocabulary_){remedy}."
+                ) from None
+            matrix = sp.csr_matrix(matrix, dtype=np.float32)
+            if matrix.nnz and matrix.data.min() < 0:
+                raise ValueError("Negative values in data passed to TopicModel as X: pass word counts (whole numbers >= 0)")
+            return matrix
         if fit:
+            for name in ("feature_names_in_",):  # set by an earlier fit on a DataFrame
+                self.__dict__.pop(name, None)
             self.vectorizer_ = TextVectorizer(**(self.vectorizer.to_config() if self.vectorizer else {}))
-            return self.vectorizer_.fit_transform(docs)
+            counts = self.vectorizer_.fit_transform(docs)
+            self.n_features_in_ = counts.shape[1]
+            return counts
         if getattr(self, "vectorizer_", None) is None:
             raise ValueError("this model was fitted on a count matrix: pass a count matrix with the same vocabulary")
         return self.vectorizer_.transform(docs)
@@ -545,6 +574,8 @@ class TopicModel:
                 )
             self.vectorizer_ = X.vectorizer
             self.vocabulary_ = list(X.vocabulary)
+            self.n_features_in_ = len(self.vocabulary_)
+            self.__dict__.pop("feature_names_in_", None)
             self.n_empty_documents_ = X.n_empty_documents
             return _TrainingData.sharded(X)
         counts = self._counts(X, fit=True)
@@ -555,6 +586,8 @@ class TopicModel:
             if len(vocabulary) != vocab_size:
                 raise ValueError(f"vocabulary has {len(vocabulary)} words but X has {vocab_size} columns")
             self.vocabulary_ = [str(w) for w in vocabulary]
+        elif getattr(self, "feature_names_in_", None) is not None:  # a DataFrame's word columns
+            self.vocabulary_ = [str(w) for w in self.feature_names_in_]
         else:
             self.vocabulary_ = [f"w{i}" for i in range(vocab_size)]
         nonempty = np.asarray(counts.sum(axis=1)).ravel() > 0
@@ -562,7 +595,8 @@ class TopicModel:
         counts = counts[nonempty]  # an empty document carries no information about topics
         if counts.shape[0] < 3:  # the analysis at the end of fit needs 3 (correlations after removing length)
             raise ValueError(
-                f"only {counts.shape[0]} of {n_docs} documents have any word of the vocabulary: "
+                f"only {counts.shape[0]} of {n_docs} documents have any word of the vocabulary (n_samples = {counts.shape[0]}; "
+                "training needs 3): "
                 "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)"
             )
         return _TrainingData.in_memory(counts, self.vocabulary_, process_group)
@@ -579,7 +613,8 @@ class TopicModel:
             warnings.warn(
                 f"the vocabulary holds whole phrases as words ({phrases}): the text seems to have no spaces between words "
                 "(Chinese, Japanese, Thai...), so topics will list sentences; split the text into words separated by "
-                "spaces first (e.g. with jieba or MeCab)",
+                "spaces first (e.g. with jieba for Chinese or MeCab for Japanese; the default token pattern keeps their "
+                "words of any length)",
                 DegenerateCorpusWarning,
                 stacklevel=3,
             )
@@ -728,13 +763,7 @@ class TopicModel:
         with torch.no_grad(), seeded(seed):
             for bow in self._eval_batches(counts):
                 out = self.model_(bow)
-                kl = torch.zeros_like(out.log_likelihood)
-                for q, p, z in zip(out.posteriors, out.priors, out.samples):
-                    if isinstance(q, Normal):
-                        kl += kl_divergence(q, p).sum(-1)
-                    else:
-                        kl += q.log_prob(z) - p.log_prob(z)
-                elbos.append((out.log_likelihood - kl).double().cpu())
+                elbos.append(item_elbo(out.log_likelihood, out.posteriors, out.priors, out.samples).double().cpu())
         return torch.cat(elbos).numpy(), np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
 
     def perplexity(self, X, *, per_document: bool = False, seed: int = 0) -> float:
@@ -745,6 +774,63 @@ class TopicModel:
         vocabulary word are left out of both.
         """
         return perplexity_from_elbo(*self.document_elbo(X, seed=seed), per_document=per_document)
+
+    def score(self, X, y=None) -> float:
+        """The per-word ELBO on X in nats (higher is better): sum_d ELBO_d / sum_d N_d.
+
+        The ELBO of :meth:`document_elbo` (one sample, drawn with seed 0, so the same documents
+        always get the same score), summed over the documents with vocabulary words and divided
+        by their words. ``-score(X)`` is the log of :meth:`perplexity`, so scikit-learn's model
+        selection (``GridSearchCV``, ``cross_val_score``) picks the model of lowest held-out
+        perplexity without a custom scorer. ``y`` is ignored.
+
+        Raises
+        ------
+        ValueError
+            When no document of X has a word of the model's vocabulary.
+        """
+        elbo, lengths = self.document_elbo(X)
+        keep = lengths > 0
+        if not keep.any():
+            raise ValueError("no document of X has a word of the model's vocabulary: score needs at least one")
+        return float(elbo[keep].sum() / lengths[keep].sum())
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """The names of :meth:`transform`'s columns: the topic labels '<group>:<index>'.
+
+        ``input_features`` (scikit-learn's protocol) is only checked: it must have
+        ``n_features_in_`` names, the vocabulary's words when given.
+        """
+        self._check_fitted()
+        if input_features is not None and len(input_features) != self.n_features_in_:
+            raise ValueError(
+                f"input_features has {len(input_features)} names but the model reads {self.n_features_in_} "
+                "words: pass None or the vocabulary"
+            )
+        return np.asarray(self.topic_labels(), dtype=object)
+
+    def to_pyldavis(self, X, **options):
+        """pyLDAvis's prepared data for the documents X (ProdLDA; see :mod:`topicvae.export`).
+
+        The topic-term matrix is each Gaussian topic's decoder output alone, p(w | e_k), the
+        document-topic matrix :meth:`transform`'s proportions; ``options`` go to
+        ``pyLDAvis.prepare``. Show it with ``pyLDAvis.display`` in a notebook or write it with
+        :func:`topicvae.export.save_pyldavis_html`.
+        """
+        from topicvae.export import prepare_pyldavis
+
+        return prepare_pyldavis(self, X, **options)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return getattr(self, "model_", None) is not None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # counts: sparse matrices, non-negative values, or raw documents (through the vectorizer)
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True
+        tags.input_tags.string = True
+        return tags
 
     def topic_labels(self) -> list[str]:
         """A label per topic column: '<group>:<index>'."""
@@ -994,7 +1080,7 @@ class TopicModel:
     # -----------------------------------------------------------------------------------
     def _params_config(self) -> dict[str, Any]:
         """The constructor's parameters as JSON values (the vectorizer is saved apart)."""
-        params = self.get_params()
+        params = self.get_params(deep=False)
         params["groups"] = str(self.groups_)
         params["hidden_sizes"] = list(self.hidden_sizes) if self.hidden_sizes is not None else None
         params.pop("vectorizer")
@@ -1049,6 +1135,7 @@ class TopicModel:
             estimator.vectorizer_ = vectorizer
             estimator.vectorizer = vectorizer
             estimator.vocabulary_ = vocabulary
+            estimator.n_features_in_ = len(vocabulary)
             estimator.groups_ = GroupSpec.parse(params["groups"])
             estimator.weights_ = ObjectiveWeights(**config["weights"])
             fitted = config["fitted"]

@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, OneHotCategorical, RelaxedOneHotCategorical
+from torch.distributions import Distribution, kl_divergence, Independent, MultivariateNormal, Normal, OneHotCategorical, RelaxedOneHotCategorical
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from torch.utils.checkpoint import checkpoint
 
@@ -63,6 +63,7 @@ __all__ = [
     "LossTerms",
     "LogMarginals",
     "hfvae_objective",
+    "item_elbo",
     "log_marginals",
     "ClassConditioning",
     "weighted_objective",
@@ -924,6 +925,29 @@ def hfvae_objective(
         dimwise_kl=dimwise_kl,
         elbo=elbo,
     )
+
+
+def item_elbo(
+    log_likelihood: torch.Tensor,
+    posteriors: Sequence[Distribution],
+    priors: Sequence[Distribution],
+    samples: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """Each item's plain ELBO, log p(x | z) - KL(q(z | x) || p(z)), from one sample: shape [B], nats.
+
+    The bound behind perplexity and ``score``, whatever weights the model was trained with
+    (objective.md, identity 1: the HFVAE terms with all weights 1). The KL of a Gaussian group
+    is in closed form (given the sample of the groups it is conditioned on, which keeps it an
+    unbiased estimate); a Concrete group's has no closed form and is taken at its sample,
+    log q(z_d | x) - log p(z_d). ``log_likelihood`` [B] is log p(x | z) at the samples.
+    """
+    elbo = log_likelihood.clone()
+    for q, p, z in zip(posteriors, priors, samples):
+        if isinstance(q, Normal) and isinstance(p, Normal):
+            elbo -= kl_divergence(q, p).sum(-1)
+        else:
+            elbo -= q.log_prob(z) - p.log_prob(z)
+    return elbo
 
 
 def weighted_objective(

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
@@ -61,13 +62,25 @@ __all__ = [
     "words_missed_by_pattern",
     "DegenerateCorpusWarning",
     "write_corpus_lines",
+    "word_pattern",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Words of three or more letters. Digits and ``_`` are excluded, so numbers,
-#: identifiers and most uuencoded/binary noise in Usenet posts never become tokens.
-DEFAULT_TOKEN_PATTERN = r"(?u)\b[^\W\d_]{3,}\b"
+#: Letters of any script: runs of three or more letters, and runs of any length of Chinese,
+#: Japanese and Korean characters (CJK ideographs, kana, hangul), whose words are mostly one
+#: to three characters long once the text is segmented. Digits and ``_`` are excluded, so
+#: numbers, identifiers and most uuencoded/binary noise in Usenet posts never become tokens.
+#: Text without spaces between words (unsegmented Chinese or Japanese) still gives one
+#: "word" per sentence: :func:`unsegmented_text` warns about it.
+DEFAULT_TOKEN_PATTERN = (
+    r"(?u)\b(?:[^\W\d_]{3,}|[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+)\b"
+)
+
+
+def word_pattern(min_length: int) -> str:
+    """The token pattern of words of at least ``min_length`` letters of any script (CJK included)."""
+    return rf"(?u)\b[^\W\d_]{{{int(min_length)},}}\b"
 
 CORPUS_FORMATS = ".txt, .txt.gz, .csv, .csv.gz, .jsonl, .jsonl.gz or a directory of .txt files"
 
@@ -520,6 +533,13 @@ def strip_newsgroup_post(
 # ---------------------------------------------------------------------------
 
 
+def _composed(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC): "café" typed as "cafe" + a combining accent
+    (macOS, some PDF extractors) is then the same word as "café", and the token pattern, which
+    does not count combining marks as letters, does not cut it after "cafe"."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
 @functools.cache
 def english_stop_words() -> frozenset[str]:
     """The ``stop_words="english"`` list: scikit-learn's plus gensim's English stop words."""
@@ -534,6 +554,7 @@ _CONFIG_KEYS = (
     "max_features",
     "stop_words",
     "token_pattern",
+    "min_word_length",
     "lowercase",
     "strip_newsgroup",
 )
@@ -557,7 +578,12 @@ class TextVectorizer(BaseEstimator):
         gensim's English lists. Custom words are lowercased when ``lowercase``.
     token_pattern : str, default=DEFAULT_TOKEN_PATTERN
         Regular expression of a token (at most one capturing group); the default
-        takes words of three or more letters.
+        takes words of three or more letters of any script, and Chinese, Japanese and
+        Korean words of any length.
+    min_word_length : int or None, default=None
+        The shortest word kept, in letters, for every script: the token pattern becomes
+        :func:`word_pattern` (``min_word_length``). None: as ``token_pattern`` says. Give
+        either this or ``token_pattern``.
     lowercase : bool, default=True
         Lowercase text before tokenizing.
     strip_newsgroup : bool, default=False
@@ -582,6 +608,7 @@ class TextVectorizer(BaseEstimator):
         max_features: int | None = 2000,
         stop_words: str | Iterable[str] | None = "english",
         token_pattern: str = DEFAULT_TOKEN_PATTERN,
+        min_word_length: int | None = None,
         lowercase: bool = True,
         strip_newsgroup: bool = False,
     ) -> None:
@@ -590,10 +617,17 @@ class TextVectorizer(BaseEstimator):
         self.max_features = max_features
         self.stop_words = stop_words
         self.token_pattern = token_pattern
+        self.min_word_length = min_word_length
         self.lowercase = lowercase
         self.strip_newsgroup = strip_newsgroup
 
     # -- public API ---------------------------------------------------------
+
+    @property
+    def effective_token_pattern(self) -> str:
+        """The pattern that finds tokens: :func:`word_pattern` (``min_word_length``) when it is given, else ``token_pattern``."""
+        return self.token_pattern if self.min_word_length is None else word_pattern(self.min_word_length)
+
 
     def fit(self, docs: Iterable[str], y: None = None) -> TextVectorizer:
         """Learn the vocabulary of ``docs``.
@@ -641,11 +675,11 @@ class TextVectorizer(BaseEstimator):
             max_df=self.max_df,
             max_features=self.max_features,
             stop_words=stop_words,
-            token_pattern=self.token_pattern,
+            token_pattern=self.effective_token_pattern,
             lowercase=self.lowercase,
             dtype=np.float32,
         )
-        missed = words_missed_by_pattern(docs, self.token_pattern, lowercase=self.lowercase)
+        missed = words_missed_by_pattern(docs, self.effective_token_pattern, lowercase=self.lowercase)
         try:
             counts = counter.fit_transform(docs)
         except ValueError as exc:
@@ -660,7 +694,7 @@ class TextVectorizer(BaseEstimator):
     def _warn_if_pattern_misses_words(self, missed: tuple[float, list[str]]) -> None:
         share, examples = missed
         if share > PATTERN_MISS_LIMIT:
-            warnings.warn(_pattern_misses_words(share, examples, self.token_pattern), DegenerateCorpusWarning, stacklevel=3)
+            warnings.warn(_pattern_misses_words(share, examples, self.effective_token_pattern), DegenerateCorpusWarning, stacklevel=3)
 
     def transform(self, docs: Iterable[str]) -> sp.csr_matrix:
         """Count the vocabulary words in ``docs``.
@@ -704,6 +738,7 @@ class TextVectorizer(BaseEstimator):
             "max_features": None if self.max_features is None else int(self.max_features),
             "stop_words": stop_words,
             "token_pattern": self.token_pattern,
+            "min_word_length": None if self.min_word_length is None else int(self.min_word_length),
             "lowercase": bool(self.lowercase),
             "strip_newsgroup": bool(self.strip_newsgroup),
         }
@@ -769,11 +804,11 @@ class TextVectorizer(BaseEstimator):
         stop_words = self._validated_stop_words()
         self._check_options()
         analyze = CountVectorizer(
-            stop_words=stop_words, token_pattern=self.token_pattern, lowercase=self.lowercase
+            stop_words=stop_words, token_pattern=self.effective_token_pattern, lowercase=self.lowercase
         ).build_analyzer()
         if self.strip_newsgroup:
-            return lambda doc: analyze(strip_newsgroup_post(doc))
-        return analyze
+            return lambda doc: analyze(_composed(strip_newsgroup_post(doc)))
+        return lambda doc: analyze(_composed(doc))
 
     def set_vocabulary_from_frequencies(
         self,
@@ -799,7 +834,7 @@ class TextVectorizer(BaseEstimator):
         if n_documents < 1:
             raise ValueError("docs is empty; pass at least one document to fit.")
         self._check_document_frequency_bounds(n_documents)
-        missed = words_missed_by_pattern(sample, self.token_pattern, lowercase=self.lowercase)
+        missed = words_missed_by_pattern(sample, self.effective_token_pattern, lowercase=self.lowercase)
         if not terms:
             raise self._empty_vocabulary_error(ValueError("empty vocabulary"), n_documents, terms, document_frequencies, missed=missed)
         order = sorted(range(len(terms)), key=terms.__getitem__)
@@ -848,7 +883,7 @@ class TextVectorizer(BaseEstimator):
                 )
         if self.strip_newsgroup:
             docs = [strip_newsgroup_post(doc) for doc in docs]
-        return docs
+        return [_composed(doc) for doc in docs]
 
     def _set_vocabulary(self, vocabulary: list[str]) -> None:
         self.vocabulary_ = vocabulary
@@ -858,7 +893,7 @@ class TextVectorizer(BaseEstimator):
         # caller put them there on purpose.
         self._counter = CountVectorizer(
             vocabulary=vocabulary,
-            token_pattern=self.token_pattern,
+            token_pattern=self.effective_token_pattern,
             lowercase=self.lowercase,
             dtype=np.float32,
         )
@@ -912,6 +947,14 @@ class TextVectorizer(BaseEstimator):
             raise ValueError(
                 f"max_features={self.max_features!r} is invalid: pass an integer >= 1 or None."
             )
+        if self.min_word_length is not None:
+            if not (_is_integer(self.min_word_length) and self.min_word_length >= 1):
+                raise ValueError(f"min_word_length={self.min_word_length!r} is invalid: pass a whole number >= 1, or None.")
+            if self.token_pattern != DEFAULT_TOKEN_PATTERN:
+                raise ValueError(
+                    f"min_word_length={self.min_word_length!r} and token_pattern={self.token_pattern!r} both say what a "
+                    "word is: give one of them."
+                )
         if not isinstance(self.token_pattern, str):
             raise ValueError(
                 f"token_pattern={self.token_pattern!r} is invalid: pass a regular expression "
@@ -961,7 +1004,7 @@ class TextVectorizer(BaseEstimator):
 
         Only on the way to an error: what the filters had to choose from says why they kept nothing.
         """
-        counter = CountVectorizer(stop_words=stop_words, token_pattern=self.token_pattern, lowercase=self.lowercase, binary=True)
+        counter = CountVectorizer(stop_words=stop_words, token_pattern=self.effective_token_pattern, lowercase=self.lowercase, binary=True)
         try:
             presence = counter.fit_transform(docs)
         except ValueError:  # no token at all
@@ -986,7 +1029,7 @@ class TextVectorizer(BaseEstimator):
         # almost no word matched at all: the pattern, not the stop words or the filters (English
         # stop-word-only text leaves its 1- and 2-letter words unmatched too, but not 90% of them)
         if missed[0] > 0.9 and unsegmented_text(terms) is None:
-            return ValueError(f"no word to count in the {n_documents} documents: " + _pattern_misses_words(*missed, self.token_pattern) + ".")
+            return ValueError(f"no word to count in the {n_documents} documents: " + _pattern_misses_words(*missed, self.effective_token_pattern) + ".")
         if not terms:
             return ValueError(
                 f"no word to count in the {n_documents} documents: every token is a stop "
@@ -1000,8 +1043,8 @@ class TextVectorizer(BaseEstimator):
                 f"no word recurs across the {n_documents} documents because the tokens are whole phrases "
                 f"({unsegmented}): the text has no spaces between words (Chinese, Japanese, Thai...), and "
                 "no document-frequency filter can fix that. Split the text into words separated by spaces "
-                "first (e.g. with jieba or MeCab), and pass a token_pattern that keeps short words, such as "
-                r"'(?u)\b\w+\b' (the default keeps words of 3 or more letters)."
+                "first (e.g. with jieba for Chinese or MeCab for Japanese): the default token pattern keeps "
+                "Chinese, Japanese and Korean words of any length."
             )
         low = _document_count(self.min_df, n_documents)
         widest = int(frequencies.argmax())
