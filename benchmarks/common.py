@@ -31,7 +31,7 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 SECTIONS = (
-    "throughput", "speedup", "growth", "memory", "vectorizer", "machine_limit", "quality", "prodlda_paper",
+    "throughput", "speedup", "growth", "memory", "vectorizer", "machine_limit", "objective", "quality", "prodlda_paper",
     "streaming", "data_parallel",
 )
 
@@ -90,7 +90,11 @@ class Mode:
     parallel_documents: int | None
     parallel_epochs: int
     parallel_seeds: tuple[int, ...]
+    # the objective against a naive implementation (benchmarks/objective_speed.py)
+    objective_batches: tuple[int, ...] = (200, 512, 1024, 2048, 4096)
     note: str = ""
+    #: where the speed sections run: "cpu", or "cuda" (``run.py --device``)
+    device: str = "cpu"
 
 
 MODES: dict[str, Mode] = {
@@ -124,6 +128,7 @@ MODES: dict[str, Mode] = {
         paper_topics=(50, 200), paper_epochs=10,
         stream_repeats=(1, 2), in_memory_repeats=(1,), stream_documents=None,
         parallel_documents=4000, parallel_epochs=10, parallel_seeds=(0, 1),
+        objective_batches=(200, 1024),
         note="fewer epochs, iterations, batch sizes and sizes, and subsets (4,000 training documents, 2,000 test "
              "documents): indicative only",
     ),
@@ -141,6 +146,7 @@ MODES: dict[str, Mode] = {
         paper_topics=(10, 20), paper_epochs=1,
         stream_repeats=(1, 2), in_memory_repeats=(1,), stream_documents=500,
         parallel_documents=600, parallel_epochs=1, parallel_seeds=(0,),
+        objective_batches=(64, 128),
         note="tiny sizes and one epoch to exercise the code paths: these numbers measure nothing",
     ),
 }
@@ -174,7 +180,7 @@ def git_commit() -> str | None:
         return None
 
 
-def machine_info() -> dict:
+def machine_info(device: str = "cpu") -> dict:
     """What a reader needs to compare two recorded runs."""
     import gensim
     import sklearn
@@ -191,12 +197,14 @@ def machine_info() -> dict:
         "scikit-learn": sklearn.__version__,
         "gensim": gensim.__version__,
         "topicvae": topicvae.__version__,
+        **({"gpu": torch.cuda.get_device_name(torch.device(device)), "cuda": torch.version.cuda} if device.startswith("cuda") else {}),
     }
 
 
-def result_path(section: str, mode: str) -> Path:
-    """One file per (section, mode), so a quick run never overwrites a full one."""
-    return RESULTS_DIR / f"{section}-{mode}.json"
+def result_path(section: str, mode: str, device: str = "cpu") -> Path:
+    """One file per (section, device, mode), so a quick run never overwrites a full one, nor a GPU run a CPU one."""
+    kind = device.split(":")[0]
+    return RESULTS_DIR / (f"{section}-{mode}.json" if kind == "cpu" else f"{section}.{kind}-{mode}.json")
 
 
 def write_result(section: str, mode: Mode, settings: dict, payload: dict, seconds: float) -> Path:
@@ -204,15 +212,16 @@ def write_result(section: str, mode: Mode, settings: dict, payload: dict, second
     record = {
         "section": section,
         "mode": mode.name,
+        "device": mode.device,
         "mode_note": mode.note,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(mode.device),
         "commit": git_commit(),
         "section_seconds": round(seconds, 1),
         "settings": settings,
         **payload,
     }
-    path = result_path(section, mode.name)
+    path = result_path(section, mode.name, mode.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
     return path
@@ -351,7 +360,7 @@ class TrainingSetup:
 CLOSED_FORM_ELBO = "elbo-closed-form"
 
 
-def _topicvae_epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, epochs: int, seed: int) -> Iterator[None]:
+def _topicvae_epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, epochs: int, seed: int, device: str) -> Iterator[None]:
     """Train through the public ``TopicModel.fit_iter``; yield at the end of every epoch.
 
     The model is set up for at least the estimator's default number of epochs, so that every
@@ -362,42 +371,53 @@ def _topicvae_epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, epochs: in
 
     planned = max(epochs, TopicModel().epochs)
     model = TopicModel(setup.model, setup.groups, objective=setup.objective, epochs=planned,
-                       batch_size=setup.batch_size, seed=seed)
+                       batch_size=setup.batch_size, seed=seed, device=device)
     for progress in model.fit_iter(counts):
         if progress.epoch_done:
+            _synchronize(device)
             yield
 
 
-def _closed_form_elbo_epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, epochs: int, seed: int) -> Iterator[None]:
+def _closed_form_elbo_epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, epochs: int, seed: int, device: str) -> Iterator[None]:
     """The same model, batches and optimizer as ``fit_iter``, minimizing -(log p(x|z) - KL(q||p))."""
     from torch.distributions import kl_divergence
 
     from topicvae.groups import GroupSpec
     from topicvae.models import MODEL_DEFAULTS, build_model
-    from topicvae.training import BagOfWordsBatches, seed_everything
+    from topicvae.random_state import RandomStreams
+    from topicvae.training import BagOfWordsBatches
 
-    generator = seed_everything(seed)
-    model = build_model(setup.model, counts.shape[1], GroupSpec.coerce(setup.groups))
-    batches = BagOfWordsBatches(counts, min(setup.batch_size, counts.shape[0]))
+    streams = RandomStreams(seed, cuda=device.startswith("cuda"))
+    with streams.active():
+        model = build_model(setup.model, counts.shape[1], GroupSpec.coerce(setup.groups)).to(device)
+    batches = BagOfWordsBatches(counts, min(setup.batch_size, counts.shape[0]), device=device)
     defaults = MODEL_DEFAULTS[setup.model]
     optimizer = torch.optim.Adam(model.parameters(), lr=defaults["lr"], betas=defaults["adam_betas"])
     for _ in range(epochs):
         model.train()
-        for batch in batches.epoch(generator):
-            out = model(batch)
-            kl = sum(kl_divergence(q, p).sum(-1) for q, p in zip(out.posteriors, out.priors))
-            loss = -(out.log_likelihood - kl).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        with streams.active():
+            for batch in batches.epoch(streams.shuffle):
+                out = model(batch)
+                kl = sum(kl_divergence(q, p).sum(-1) for q, p in zip(out.posteriors, out.priors))
+                loss = -(out.log_likelihood - kl).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        _synchronize(device)
         yield
 
 
-def epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, epochs: int, seed: int = 0) -> Iterator[None]:
-    """An iterator that trains ``setup`` on ``counts`` and yields once per finished epoch."""
+def _synchronize(device: str) -> None:
+    """Wait for a GPU's queued work, so that an epoch's time is its own."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, epochs: int, seed: int = 0, device: str = "cpu") -> Iterator[None]:
+    """An iterator that trains ``setup`` on ``counts`` on ``device`` and yields once per finished epoch."""
     if setup.objective == CLOSED_FORM_ELBO:
-        return _closed_form_elbo_epoch_ends(setup, counts, epochs, seed)
-    return _topicvae_epoch_ends(setup, counts, epochs, seed)
+        return _closed_form_elbo_epoch_ends(setup, counts, epochs, seed, device)
+    return _topicvae_epoch_ends(setup, counts, epochs, seed, device)
 
 
 def time_epochs(setup: TrainingSetup, counts: sp.csr_matrix, mode: Mode, seed: int = 0) -> dict:
@@ -410,7 +430,7 @@ def time_epochs(setup: TrainingSetup, counts: sp.csr_matrix, mode: Mode, seed: i
     epochs = mode.warmup_epochs + mode.timed_epochs
     seconds = []
     last = time.perf_counter()
-    for _ in epoch_ends(setup, counts, epochs, seed):
+    for _ in epoch_ends(setup, counts, epochs, seed, mode.device):
         now = time.perf_counter()
         seconds.append(now - last)
         last = now

@@ -23,6 +23,7 @@ TITLES = {
     "memory": "Peak memory",
     "vectorizer": "Vectorizing the raw corpus",
     "machine_limit": "The machine's matrix-multiply limit",
+    "objective": "The objective against a naive implementation",
     "quality": "Topic quality beside gensim and scikit-learn",
     "prodlda_paper": "The ProdLDA paper's test set",
     "streaming": "Streaming a corpus larger than memory",
@@ -48,9 +49,12 @@ def header(record: dict) -> str:
     """Title, mode and the facts of the recorded run."""
     machine = record["machine"]
     lines = [
-        f"### {TITLES.get(record['section'], record['section'])} — mode: {record['mode']}",
+        f"### {TITLES.get(record['section'], record['section'])} — mode: {record['mode']}"
+        + (f", device: {machine.get('gpu', record['device'])}" if record.get("device", "cpu") != "cpu" else ""),
         "",
-        f"Recorded {record['date']} on {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']} with "
+        f"Recorded {record['date']} on {machine['cpu']} ({machine['cores']} cores)"
+        + (f" with {machine['gpu']} (CUDA {machine['cuda']})" if "gpu" in machine else "")
+        + f", torch {machine['torch']} with "
         f"{machine['torch_threads']} thread(s), commit {record['commit']}; the section took {record['section_seconds']} s.",
     ]
     if record["mode"] != "full":
@@ -292,6 +296,38 @@ def render_data_parallel(record: dict) -> str:
     ])
 
 
+def render_objective(record: dict) -> str:
+    """topicvae's objective (eager, compiled) beside the naive [B, B, D] one, and the exp limit."""
+    settings = record["settings"]
+    equality = record["equality"]["max_abs_difference"]
+    limits = {row["batch"]: row["ns_per_exp"] for row in record["limits"]}
+    ratios = {(row["batch"], row["implementation"]): row for row in record["comparisons"]}
+    rows = []
+    for row in record["rows"]:
+        key = (row["batch"], row["implementation"])
+        ratio = ratios.get(key, {})
+        rows.append([
+            row["batch"], row["implementation"], _fmt(row["seconds"], 4), _fmt(row["ns_per_pairwise_entry"], 2),
+            _fmt(2 * limits.get(row["batch"], float("nan")), 2), _fmt(row["peak_memory_mib"], 1),
+            _fmt(ratio.get("time_over_naive")), _fmt(ratio.get("memory_over_naive"), 4),
+        ])
+    lines = [
+        f"D = {settings['dims']} ({settings['groups']}), N = {settings['dataset_size']}, {settings['weights']}, "
+        f"{settings['threads']} thread(s) on {settings['device_name']}. Naive: {settings['naive']}. "
+        f"Each time is the {settings['statistic']}. Checked equal in float64 (B = {record['equality']['batch']}): "
+        f"largest difference of terms {equality['eager']['terms']:.1e} (eager) and {equality['compiled']['terms']:.1e} "
+        f"(compiled), of gradients {max(equality['eager']['gradients'], equality['compiled']['gradients']):.1e}.",
+        "",
+        table(["B", "implementation", "forward + backward (s)", "ns / pairwise entry", "limit: 2 exps (ns)",
+               "peak memory (MiB)", "time / naive", "memory / naive"], rows),
+        "",
+        f"The limit is twice the measured cost of one exp in {settings['limit']} (the estimator needs at least "
+        "one exp per entry forward and one backward). A missing naive row: its [B, B, D] tensors do not fit in half "
+        "the memory.",
+    ]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "throughput": render_throughput,
     "speedup": render_speedup,
@@ -299,6 +335,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "memory": render_memory,
     "vectorizer": render_vectorizer,
     "machine_limit": render_machine_limit,
+    "objective": render_objective,
     "quality": render_quality,
     "prodlda_paper": render_prodlda_paper,
     "streaming": render_streaming,
@@ -314,9 +351,9 @@ def load_results(results_dir: Path) -> list[dict]:
     records = []
     for path in results_dir.glob("*-*.json"):
         section, _, mode = path.stem.rpartition("-")
-        if section in SECTIONS and mode in MODE_ORDER:
+        if section.split(".")[0] in SECTIONS and mode in MODE_ORDER:  # "<section>.cuda": a GPU run
             records.append(json.loads(path.read_text()))
-    records.sort(key=lambda r: (SECTIONS.index(r["section"]), MODE_ORDER.index(r["mode"])))
+    records.sort(key=lambda r: (SECTIONS.index(r["section"]), r.get("device", "cpu") != "cpu", MODE_ORDER.index(r["mode"])))
     return records
 
 

@@ -14,6 +14,7 @@ file present. A section whose data is missing says so and is skipped. Not part o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from render import render_all, update_document  # noqa: E402
 
 def section_functions() -> dict:
     """Section name -> function(mode, data) -> (settings, payload); imported late (torch is slow to load)."""
+    import objective_speed
     import quality
     import resources
     import scale
@@ -39,6 +41,7 @@ def section_functions() -> dict:
         "memory": resources.memory,
         "vectorizer": resources.vectorizer,
         "machine_limit": speed.machine_limit,
+        "objective": objective_speed.objective,
         "quality": quality.quality,
         "prodlda_paper": quality.prodlda_paper,
         "streaming": scale.streaming,
@@ -56,6 +59,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help=f"run only these sections ({', '.join(SECTIONS)})")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="the shared data folder holding 20newsgroups/ and 20news_prodlda/ (default ../shared/data)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the speed sections (throughput, growth, objective, ...) run: cpu or cuda")
     parser.add_argument("--tables-only", action="store_true", help="re-render docs/benchmarks.md without measuring")
     return parser.parse_args(argv)
 
@@ -63,7 +68,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     if not args.tables_only:
-        mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+        mode = dataclasses.replace(MODES["smoke" if args.smoke else "quick" if args.quick else "full"], device=args.device)
         functions = section_functions()
         started_all = time.perf_counter()
         for section in args.only or SECTIONS:

@@ -1,0 +1,331 @@
+"""The HFVAE objective against the naive implementation a user would write, and the machine's limit.
+
+The naive implementation is the one probtorch and the beta-TCVAE reference code use: build
+log q(z^b_e | x^c) as one [B, B, D] tensor with ``Normal.log_prob`` broadcasting, then
+log-sum-exp it with the stratified weights, for the joint, each group and each dimension.
+It is written here (``naive_terms``) and checked equal to topicvae's terms in float64 before
+anything is timed.
+
+Each (implementation, B) runs in a fresh process of this script (``--one``), so that its peak
+memory is its own: the peak resident memory on a CPU over the process's memory before the
+inputs exist, ``torch.cuda.max_memory_allocated`` on a GPU. Times are forward + backward of
+the whole objective, the median of the timed calls after one untimed call (which compiles the
+compiled path). The limit beside them is the machine's own throughput of a fused
+exp-and-sum kernel (``torch.compile`` of ``exp(x).sum(-1)``) on as many elements.
+
+    python benchmarks/objective_speed.py --batch 1024          # one B, every implementation
+    python benchmarks/run.py --only objective [--device cuda]  # the section, into docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+#: Latent dimensions (two groups of 25, the 20 Newsgroups setting) and the data set size N.
+DIMS = 50
+DATASET_SIZE = 11314
+#: The implementations timed: topicvae eager, topicvae compiled (torch.compile of the fused
+#: Gaussian kernels), and the naive [B, B, D] tensor.
+IMPLEMENTATIONS = ("naive", "eager", "compiled")
+#: The naive implementation keeps about this many [B, B, D] float32 tensors alive through its
+#: backward pass (log_prob's intermediates, the weighted copy, logsumexp's saved input, grads).
+NAIVE_TENSORS_ALIVE = 6
+
+
+def naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights):
+    """The HFVAE terms through one [B, B, D] tensor, the straightforward way (probtorch, beta-TCVAE).
+
+    Returns a dict of 0-d tensors named like ``LossTerms``: objective, mutual_information,
+    tc_between, tc_within (shape [groups]), dimwise_kl (shape [D]).
+    """
+    import torch
+    from torch.distributions import Normal
+
+    batch = loc.shape[0]
+    pairwise = Normal(loc.unsqueeze(0), scale.unsqueeze(0)).log_prob(z.unsqueeze(1))  # [b, c, e]: log q(z^b_e | x^c)
+    log_w = torch.full((batch, batch), math.log((dataset_size - 1) / (dataset_size * (batch - 1))), dtype=loc.dtype, device=loc.device)
+    log_w.fill_diagonal_(-math.log(dataset_size))
+    log_q_joint = torch.logsumexp(pairwise.sum(2) + log_w, dim=1)
+    log_q_groups = torch.stack([torch.logsumexp(part.sum(2) + log_w, dim=1) for part in pairwise.split(sizes, dim=2)], dim=1)
+    log_q_dims = torch.logsumexp(pairwise + log_w.unsqueeze(2), dim=1)
+    log_q_given_x = Normal(loc, scale).log_prob(z)  # [b, e]
+    log_p = Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z)
+    mutual_information = (log_q_given_x.sum(1) - log_q_joint).mean()
+    tc_between = (log_q_joint - log_q_groups.sum(1)).mean()  # the prior factorizes: its TC is 0
+    tc_within = torch.stack([
+        (log_q_groups[:, g] - part.sum(1)).mean() for g, part in enumerate(log_q_dims.split(sizes, dim=1))
+    ])
+    dimwise_kl = (log_q_dims - log_p).mean(0)
+    objective = (
+        log_likelihood.mean() - weights.alpha * mutual_information - weights.beta * tc_between
+        - weights.gamma * tc_within.sum() - weights.delta * dimwise_kl.sum()
+    )
+    return {"objective": objective, "mutual_information": mutual_information, "tc_between": tc_between,
+            "tc_within": tc_within, "dimwise_kl": dimwise_kl}
+
+
+def _inputs(batch: int, dims: int, dtype, device):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    loc = torch.randn(batch, dims, generator=generator, dtype=dtype).to(device).requires_grad_()
+    scale = (torch.rand(batch, dims, generator=generator, dtype=dtype) * 0.8 + 0.2).to(device).requires_grad_()
+    noise = torch.randn(batch, dims, generator=generator, dtype=dtype).to(device)
+    return loc, scale, noise
+
+
+def _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile: bool):
+    import torch
+    from torch.distributions import Normal
+
+    from topicvae.objective import hfvae_objective
+
+    posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
+    priors = [Normal(torch.zeros(e, dtype=loc.dtype, device=loc.device), torch.ones(e, dtype=loc.dtype, device=loc.device)) for e in sizes]
+    terms = hfvae_objective(log_likelihood, posteriors, priors, list(z.split(sizes, 1)), dataset_size, weights, compile=compile)
+    return {name: getattr(terms, name) for name in ("objective", "mutual_information", "tc_between", "tc_within", "dimwise_kl")}
+
+
+def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_SIZE) -> dict:
+    """The largest difference between the naive and topicvae's terms and gradients, in float64."""
+    import torch
+
+    from topicvae.objective import ObjectiveWeights
+
+    weights = ObjectiveWeights.preset("hfvae")
+    sizes = [dims // 2, dims - dims // 2]
+    results = {}
+    for name in ("naive", "eager", "compiled"):
+        loc, scale, noise = _inputs(batch, dims, torch.float64, "cpu")
+        z = loc + scale * noise
+        log_likelihood = -(z**2).sum(1)
+        if name == "naive":
+            terms = naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights)
+        else:
+            terms = _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile=name == "compiled")
+        terms["objective"].backward()
+        results[name] = ({k: v.detach() for k, v in terms.items()}, loc.grad.clone(), scale.grad.clone())
+    naive, naive_loc, naive_scale = results["naive"]
+    differences = {}
+    for name in ("eager", "compiled"):
+        terms, grad_loc, grad_scale = results[name]
+        differences[name] = {
+            "terms": max(float((terms[k] - naive[k]).abs().max()) for k in naive),
+            "gradients": max(float((grad_loc - naive_loc).abs().max()), float((grad_scale - naive_scale).abs().max())),
+        }
+    return {"batch": batch, "dims": dims, "dtype": "float64", "max_abs_difference": differences}
+
+
+def measure(implementation: str, batch: int, dims: int, device: str, dataset_size: int = DATASET_SIZE, repeats: int = 3) -> dict:
+    """Forward + backward of one implementation at one B (run in a process of its own)."""
+    import torch
+
+    from topicvae.objective import ObjectiveWeights
+
+    weights = ObjectiveWeights.preset("hfvae")
+    sizes = [dims // 2, dims - dims // 2]
+    before_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loc, scale, noise = _inputs(batch, dims, torch.float32, device)
+    cuda = device.startswith("cuda")
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def forward_backward() -> float:
+        loc.grad = scale.grad = None
+        synchronize()
+        started = time.perf_counter()
+        z = loc + scale * noise
+        log_likelihood = -(z**2).sum(1)
+        if implementation == "naive":
+            terms = naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights)
+        else:
+            terms = _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile=implementation == "compiled")
+        (-terms["objective"]).backward()
+        synchronize()
+        return time.perf_counter() - started
+
+    first = forward_backward()  # compiles (compiled path) and warms the allocator
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated() / 2**20
+    else:
+        resident = _resident_mib()
+        _reset_peak_rss()
+    seconds = [forward_backward() for _ in range(repeats)]
+    median = statistics.median(seconds)
+    entries = batch * batch * dims
+    # what the calls need beyond what is resident already (the inputs, the compiled code)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mib(before_mib)) - resident
+    return {
+        "implementation": implementation,
+        "batch": batch,
+        "dims": dims,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "first_call_seconds": round(first, 4),
+        "seconds": round(median, 5),
+        "timed_calls": [round(s, 5) for s in seconds],
+        "pairwise_entries": entries,
+        "ns_per_pairwise_entry": round(median / entries * 1e9, 3),
+        "peak_memory_mib": round(peak, 1),
+        "peak_memory_kind": "torch.cuda.max_memory_allocated" if cuda else "peak RSS during the timed calls over the RSS before them",
+        "finite_gradients": bool(torch.isfinite(loc.grad).all() and torch.isfinite(scale.grad).all()),
+    }
+
+
+def _status_mib(field: str) -> float | None:
+    """A ``VmRSS``/``VmHWM`` line of /proc/self/status in MiB (Linux), or None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _resident_mib() -> float:
+    resident = _status_mib("VmRSS")
+    return resident if resident is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> None:
+    """Reset the peak-RSS mark (VmHWM) to the current RSS: Linux's /proc/self/clear_refs, value 5."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux: the peak then includes what came before (compilation), said in the result
+        pass
+
+
+def _peak_rss_mib(fallback: float) -> float:
+    peak = _status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def exp_sum_limit(elements: int, device: str, repeats: int = 5) -> dict:
+    """ns per element of a fused exp-and-sum (torch.compile of exp(x).sum(-1)) over ``elements`` floats."""
+    import torch
+
+    columns = 4096
+    rows = max(1, elements // columns)
+    x = torch.randn(rows, columns, device=device) * 0.1
+    kernel = torch.compile(lambda values: torch.exp(values).sum(-1), dynamic=False)
+
+    def run() -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        kernel(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    run()
+    median = statistics.median(run() for _ in range(repeats))
+    return {"elements": rows * columns, "seconds": round(median, 5), "ns_per_exp": round(median / (rows * columns) * 1e9, 4),
+            "threads": torch.get_num_threads(), "device": device}
+
+
+def naive_fits(batch: int, dims: int, device: str) -> bool:
+    """Whether the naive [B, B, D] tensors fit in half the memory (RAM, or the GPU's)."""
+    needed = NAIVE_TENSORS_ALIVE * batch * batch * dims * 4
+    if device.startswith("cuda"):
+        import torch
+
+        return needed < 0.5 * torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return needed < 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def run_one(implementation: str, batch: int, dims: int, device: str) -> dict:
+    """``measure`` in a fresh process (through common.peak_rss_of), its JSON line parsed."""
+    from common import peak_rss_of
+
+    run = peak_rss_of([sys.executable, str(Path(__file__).resolve()), "--one", implementation,
+                       "--batch", str(batch), "--dims", str(dims), "--device", device])
+    if run["returncode"] != 0:
+        raise RuntimeError(f"objective_speed.py --one {implementation} --batch {batch} failed:\n{run['output'][-2000:]}")
+    return json.loads(run["output"].strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--dims", type=int, default=DIMS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--one", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.batch, args.dims, args.device)))
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    print(json.dumps(check_equal(), indent=1))
+    for implementation in IMPLEMENTATIONS:
+        if implementation == "naive" and not naive_fits(args.batch, args.dims, args.device):
+            print(f"naive: skipped at B = {args.batch} (does not fit)")
+            continue
+        print(json.dumps(run_one(implementation, args.batch, args.dims, args.device)))
+
+
+if __name__ == "__main__":
+    main()
+
+
+def objective(mode, data: Path) -> tuple[dict, dict]:
+    """The section: topicvae's objective (eager, compiled) against the naive one, and the exp limit."""
+    import torch
+
+    from common import say
+
+    device = mode.device
+    say("objective: the naive terms against topicvae's, float64")
+    equality = check_equal()
+    rows = []
+    for batch in mode.objective_batches:
+        for implementation in IMPLEMENTATIONS:
+            if implementation == "naive" and not naive_fits(batch, DIMS, device):
+                say(f"objective: naive at B = {batch} does not fit in half the memory: skipped")
+                continue
+            say(f"objective: {implementation} B = {batch}")
+            rows.append(run_one(implementation, batch, DIMS, device))
+    limits = []
+    for batch in mode.objective_batches:
+        say(f"objective: fused exp-and-sum over B x B x D = {batch * batch * DIMS} elements")
+        limits.append({"batch": batch, **exp_sum_limit(batch * batch * DIMS, device)})
+    by_key = {(r["implementation"], r["batch"]): r for r in rows}
+    comparisons = []
+    for batch in mode.objective_batches:
+        naive = by_key.get(("naive", batch))
+        for implementation in ("eager", "compiled"):
+            row = by_key[(implementation, batch)]
+            comparisons.append({
+                "batch": batch,
+                "implementation": implementation,
+                "time_over_naive": None if naive is None else round(row["seconds"] / naive["seconds"], 3),
+                "memory_over_naive": None if naive is None or naive["peak_memory_mib"] <= 0
+                else round(row["peak_memory_mib"] / naive["peak_memory_mib"], 4),
+            })
+    settings = {
+        "dims": DIMS,
+        "groups": "2 x 25 (Gaussian)",
+        "dataset_size": DATASET_SIZE,
+        "weights": "preset hfvae",
+        "device": device,
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu",
+        "threads": torch.get_num_threads(),
+        "batches": list(mode.objective_batches),
+        "naive": "Normal(loc[None], scale[None]).log_prob(z[:, None]) as one [B, B, D] tensor, then logsumexp with "
+                 "the stratified weights (probtorch, beta-TCVAE)",
+        "statistic": "median of 3 calls after one untimed call (the compiled path compiles there), forward + backward",
+        "limit": "torch.compile(exp(x).sum(-1)) over B x B x D float32 elements: ns per exp",
+    }
+    return settings, {"equality": equality, "rows": rows, "comparisons": comparisons, "limits": limits}
