@@ -239,3 +239,38 @@ def _screenshots(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _screenshots(sys.argv[1:])
+
+
+def test_a_vocabulary_word_cannot_run_script_on_the_pyldavis_page(fitted, docs, tmp_path):
+    from topicvae.export import save_pyldavis_html
+
+    _, model = fitted
+    prepared = model.to_pyldavis(docs[:300])
+    prepared.topic_info.loc[prepared.topic_info.index[0], "Term"] = "</script><script>alert(1)</script>"
+    page = save_pyldavis_html(prepared, tmp_path / "ldavis.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in page and "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in page
+
+
+def test_pages_are_written_through_links_and_devices_and_bad_paths_are_named(fitted, tmp_path):
+    import os
+
+    run, _ = fitted
+    runner = CliRunner()
+    target = tmp_path / "real.html"
+    link = tmp_path / "link.html"
+    link.symlink_to(target)
+    assert runner.invoke(app, ["report", str(run), "--html", str(link)]).exit_code == 0
+    assert link.is_symlink() and target.stat().st_size > 100_000  # the link kept, its target written
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    import threading
+
+    received = []
+    reader = threading.Thread(target=lambda: received.append(len(fifo.read_bytes())))
+    reader.start()
+    assert runner.invoke(app, ["report", str(run), "--html", str(fifo)]).exit_code == 0
+    reader.join(30)
+    assert received and received[0] > 100_000 and not fifo.is_file()  # written into the pipe, not replaced
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(app, ["report", str(run), "--html", str(tmp_path / "afile" / "x.html")])
+    assert result.exit_code == 1 and "afile is a file, not a folder" in result.output

@@ -1,5 +1,6 @@
-"""Any language: the default token pattern keeps letters of every script, CJK words of any length,
-accented words whole in either Unicode form; ``min_word_length`` and the CLI's options."""
+"""Any language: the default token pattern keeps letters of every script with their vowel signs and
+diacritics, CJK words of any length, accented words whole in either Unicode form, Turkish's dotted I;
+``min_word_length`` and the CLI's options."""
 
 from __future__ import annotations
 
@@ -73,10 +74,12 @@ def test_an_accented_european_corpus_keeps_its_words_whole_in_either_unicode_for
     assert analyze(decomposed[2])[:3] == ["die", "straße", "zürich"]
 
 
-def test_min_word_length_sets_the_shortest_word_for_every_script():
+def test_min_word_length_sets_the_shortest_word_of_alphabetic_scripts():
     vectorizer = TextVectorizer(min_df=1, max_df=1.0, stop_words=None, min_word_length=2)
-    vectorizer.fit(["tv ai and a x 望远镜 了"])
-    assert vectorizer.vocabulary_ == sorted(["tv", "ai", "and", "望远镜"])
+    vectorizer.fit(["tv ai and a x 望远镜 了 हिन्दी"])
+    assert vectorizer.vocabulary_ == sorted(["tv", "ai", "and", "望远镜", "了", "हिन्दी"])  # CJK words at any length
+    single = TextVectorizer(min_df=1, max_df=1.0, stop_words=None, min_word_length=1).fit(["tv a x"])
+    assert single.vocabulary_ == ["a", "tv", "x"]
     assert vectorizer.effective_token_pattern == word_pattern(2)
     assert TextVectorizer.from_config(vectorizer.to_config(), vectorizer.vocabulary_).effective_token_pattern == word_pattern(2)
     with pytest.raises(ValueError, match=r"min_word_length=0 is invalid: pass a whole number >= 1"):
@@ -105,3 +108,24 @@ def test_unsegmented_text_names_the_cause_and_a_remedy_that_works(tmp_path):
         TextVectorizer(min_df=2).fit(unsegmented)
     # the remedy: the segmented text, with the default pattern, fits (the previous test)
     assert TextVectorizer(min_df=2, max_df=1.0, stop_words=None).fit(CHINESE).vocabulary_
+
+
+def test_marks_digits_and_the_turkish_capital_i_stay_inside_words():
+    vectorizer = TextVectorizer(min_df=1, max_df=1.0, stop_words=None)
+    vectorizer.fit(["मैं बाज़ार गया", "كِتَابٌ جميل", "2023年3月5日 做了3个菜", "İstanbul İzmir İnsan"])
+    words = set(vectorizer.vocabulary_)
+    assert {"मैं", "बाज़ार", "गया", "كِتَابٌ", "جميل", "年", "月", "做了", "istanbul", "izmir", "insan"} <= words
+    assert not {"stanbul", "zmir", "nsan"} & words
+
+
+def test_a_stop_words_file_in_decomposed_form_still_stops_the_words(tmp_path):
+    stop_file = tmp_path / "stop.txt"
+    stop_file.write_text(unicodedata.normalize("NFD", "très\nécrivain\n"), encoding="utf-8")
+    corpus = tmp_path / "fr.txt"
+    corpus.write_text("\n".join(["un écrivain très connu écrit", "le très bon écrivain lit"] * 3) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["fit", str(corpus), "--groups", "2", "--epochs", "1", "--min-df", "1", "--max-df", "1.0",
+                                      "--stop-words", str(stop_file), "--no-progress", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    vocabulary = set((out / "vocabulary.txt").read_text(encoding="utf-8").split())
+    assert not {"très", "écrivain"} & vocabulary and {"connu", "écrit"} <= vocabulary

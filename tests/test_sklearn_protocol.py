@@ -166,3 +166,38 @@ def test_the_image_model_keeps_the_protocol():
     assert model.score(images) < 0
     search = GridSearchCV(ImageModel(groups="2,3c", epochs=1, batch_size=32, device="cpu"), {"beta": [1.0, 4.0]}, cv=2)
     assert search.fit(images).best_params_["beta"] in (1.0, 4.0)
+
+
+def test_numpy_numbers_are_parameters_like_python_ones(sample_docs, tmp_path):
+    search = GridSearchCV(_small(), {"epochs": np.arange(1, 3)}, cv=2).fit(sample_docs[:200])
+    assert search.best_params_["epochs"] in (1, 2)
+    model = TopicModel(groups="2x3", epochs=np.int64(2), batch_size=np.int64(32), beta=np.float32(0.5), lr=np.float32(1e-3),
+                       dropout=np.float32(0.1), hidden_sizes=np.array([20, 20]), word_shift=np.True_, seed=np.int64(3),
+                       device="cpu").fit(sample_docs[:200])
+    model.save(tmp_path / "run")  # JSON and weights_only-loadable values
+    assert TopicModel.load(tmp_path / "run").get_params()["dropout"] == pytest.approx(0.1)
+    ImageModel(groups="2,3c", epochs=np.int64(1), batch_size=np.int64(16), device="cpu").fit(np.zeros((32, 8, 8), dtype=bool))
+    with pytest.raises(ValueError, match=r"seed=None is invalid: give one whole number >= 0"):
+        TopicModel(seed=None).fit(sample_docs[:50])
+
+
+def test_inputs_users_try_get_an_answer_or_a_remedy(sample_docs):
+    model = _small().fit(sample_docs[:200])
+    assert model.transform([]).shape == (0, 6)
+    with pytest.raises(ValueError, match="no document of X has a word of the model's vocabulary"):
+        model.score([])
+    with pytest.raises(ValueError, match=r"X is a table with text in column\(s\) text: pass the documents as one column, e\.g\. X\['text'\]"):
+        _small().fit(pd.DataFrame({"text": sample_docs[:50]}))
+    with pytest.raises(ValueError, match=r"X is a 2-D array of text: pass the documents as a list"):
+        _small().fit(np.array(sample_docs[:50])[:, None])
+    with pytest.raises(ValueError, match=r"X holds lists of tokens .*' '\.join\(tokens\)"):
+        _small().fit([doc.split() for doc in sample_docs[:50]])
+    with pytest.raises(ValueError, match=r"vectorizer=CountVectorizer\(\.\.\.\) is not a topicvae TextVectorizer: .*make_pipeline"):
+        TopicModel(vectorizer=CountVectorizer()).fit(sample_docs[:50])
+    default = TopicModel().set_params(vectorizer__min_df=3)
+    assert isinstance(default.vectorizer, TextVectorizer) and default.vectorizer.min_df == 3
+
+
+def test_images_may_be_booleans_and_channels_last_is_named():
+    with pytest.raises(ValueError, match=r"channels last \[N, H, W, C\]: pass \[N, C, H, W\], e\.g\. np\.moveaxis\(X, -1, 1\)"):
+        ImageModel(groups="2,3c", epochs=1).fit(np.zeros((8, 8, 8, 3), dtype=np.float32))

@@ -483,18 +483,22 @@ HINDI = ["मैं आज बाज़ार गया और सब्ज़�
 def test_a_token_pattern_that_misses_most_words_is_named():
     from topicvae.text import DegenerateCorpusWarning, words_missed_by_pattern
 
-    missed, examples = words_missed_by_pattern(HINDI, DEFAULT_TOKEN_PATTERN)
+    letters_only = r"(?u)\b[^\W\d_]{3,}\b"  # the default before it kept marks and short CJK words
+    missed, examples = words_missed_by_pattern(HINDI, letters_only)
     assert missed > 0.6 and len(examples) == 5
-    assert words_missed_by_pattern(SEGMENTED_CHINESE, DEFAULT_TOKEN_PATTERN)[0] == 0  # CJK words of any length
+    # the default keeps the vowel signs inside Hindi words and CJK words of any length
+    assert words_missed_by_pattern(HINDI, DEFAULT_TOKEN_PATTERN)[0] < 0.2  # only the 2-letter words
+    assert words_missed_by_pattern(SEGMENTED_CHINESE, DEFAULT_TOKEN_PATTERN)[0] == 0
     english = ["The cat sat on the mat and it was a fine day for it", "He is in it to win it"]
     assert words_missed_by_pattern(english, DEFAULT_TOKEN_PATTERN)[0] < 0.6  # short English words are no sign
-    # words of 3 or more letters: one Chinese word survives; a warning, with the remedy
-    with pytest.warns(DegenerateCorpusWarning, match=r"finds no word in 9\d% of the space-separated words \(e\.g\. '今天', "):
-        assert loose(stop_words=None, min_word_length=3).fit(SEGMENTED_CHINESE).vocabulary_ == ["望远镜"]
+    # a pattern of 3 or more letters: one Chinese word survives; a warning, with the remedy
+    with pytest.warns(DegenerateCorpusWarning, match=r"finds no word in 9\d% of the space-separated words \(e\.g\. '今天', .*min_word_length=1"):
+        assert loose(stop_words=None, token_pattern=letters_only).fit(SEGMENTED_CHINESE).vocabulary_ == ["望远镜"]
     # nothing survives: the error names the same cause instead of stop words
     with pytest.raises(ValueError, match=r"^no word to count in the 6 documents: token_pattern=.* finds no word in 100%"):
-        loose(stop_words=None).fit(HINDI)
+        loose(stop_words=None, token_pattern=letters_only).fit(HINDI)
     assert loose(stop_words=None, token_pattern=r"\S+").fit(HINDI).vocabulary_[:2] == ["आज", "और"]  # the remedy works
+    assert "बाज़ार" in loose(stop_words=None).fit(HINDI).vocabulary_  # and the default keeps whole words
 
 
 def test_a_token_pattern_matching_the_empty_string_is_refused():

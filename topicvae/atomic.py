@@ -24,7 +24,22 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
     created when missing.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():  # write where the link points, and keep the link
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory: give the path of a file to write")
+        # A named pipe, a terminal or a device (/dev/null, /dev/stdout): renaming a file over it
+        # would replace it, so it is written directly (it holds no earlier content to protect).
+        with open(path, "wb") as handle:
+            write(handle)
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FileExistsError(f"cannot write {path}: {_first_file_among_parents(path)} is a file, not a folder") from None
+    except OSError as error:
+        raise OSError(error.errno, f"cannot create the folder of {path} ({error.strerror}): choose a writable location") from None
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         with open(temporary, "wb") as handle:
@@ -32,6 +47,11 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.filename in (str(temporary), str(path)):  # the OS's message would name the temporary file
+            raise OSError(error.errno, f"cannot write {path} ({error.strerror}): choose a writable location") from None
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -48,3 +68,11 @@ def write_json_atomically(path: str | os.PathLike, payload: Any, *, default: Cal
     """``payload`` as indented UTF-8 JSON with a final newline, written by :func:`write_file_atomically`."""
     text = json.dumps(payload, indent=2, default=default) + "\n"
     return write_file_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _first_file_among_parents(path: Path) -> Path:
+    """The nearest folder on the way to ``path`` that exists as a file (why its folder cannot be made)."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path.parent

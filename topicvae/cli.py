@@ -375,8 +375,8 @@ def fit(
     max_df: Annotated[float, typer.Option(help="Drop words in more than this fraction (<= 1) or number (> 1) of documents.")] = 0.5,
     max_features: Annotated[int, typer.Option(help="Vocabulary size: the most frequent remaining words.")] = 2000,
     stop_words: Annotated[str, typer.Option(help="'english' (scikit-learn + gensim lists), 'none', or a file of words.")] = "english",
-    token_pattern: Annotated[Optional[str], typer.Option(help="Regular expression of a word [default: 3 or more letters of any script, and Chinese, Japanese or Korean words of any length]; e.g. '(?u)\\b\\w+\\b' also keeps digits and 1- and 2-letter words.")] = None,
-    min_word_length: Annotated[Optional[int], typer.Option(help="The shortest word kept, in letters, in every script (instead of --token-pattern), e.g. 2 for 'tv' or 'ai', 1 for single letters.")] = None,
+    token_pattern: Annotated[Optional[str], typer.Option(help="Regular expression of a word [default: 3 or more letters of any script, with their vowel signs and accents, and Chinese, Japanese or Korean words of any length]; e.g. '\\S+' keeps any run of non-space characters.")] = None,
+    min_word_length: Annotated[Optional[int], typer.Option(help="The shortest word kept, in letters, in alphabetic scripts (instead of --token-pattern), e.g. 2 for 'tv' or 'ai', 1 for single letters; Chinese, Japanese and Korean words are kept at any length.")] = None,
     strip_newsgroup: Annotated[bool, typer.Option(help="Strip newsgroup headers, quotes and signatures first.")] = False,
     text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
     encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
@@ -821,7 +821,7 @@ def export(
     except _USER_ERRORS as error:
         _fail(error)
         return
-    _echo(f"wrote {destination}: pyLDAvis over {len(docs)} documents of {corpus}")
+    _echo(f"wrote {destination}: pyLDAvis of {corpus}")
 
 
 @app.command()

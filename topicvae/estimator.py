@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import re
 import warnings
@@ -33,7 +34,7 @@ from topicvae.distributed import ProcessGroup, current_process_group, gather_obj
 from topicvae.groups import GroupSpec
 from topicvae.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights, item_elbo
-from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
+from topicvae.persistence import CONFIG_FILE, plain, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.streaming import ShardBatches, ShardedBagOfWords
 from topicvae.text import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
 from topicvae.training import (
@@ -42,6 +43,7 @@ from topicvae.training import (
     TrainingProgress,
     check_checkpoint_options,
     LR_SCHEDULES,
+    check_seed,
     check_training_options,
     data_parallel_steps,
     train,
@@ -203,16 +205,36 @@ def _read_saved_vocabulary(path: Path) -> list[str]:
 def _as_documents(X) -> list | None:
     """X as a list of documents when it holds text (a list, tuple, Series or 1-D array of
     strings, or any other iterable of them), or None when it is a matrix of counts."""
-    if sp.issparse(X) or isinstance(X, torch.Tensor) or hasattr(X, "columns"):
+    if hasattr(X, "columns") and hasattr(X, "dtypes"):  # a DataFrame: counts, unless it holds text
+        text = [str(column) for column, kind in zip(X.columns, X.dtypes) if kind == object or str(kind) in ("string", "str")]
+        if text:
+            raise ValueError(
+                f"X is a table with text in column(s) {', '.join(text)}: pass the documents as one column, "
+                f"e.g. X[{text[0]!r}] (a DataFrame is read as word counts, one column per word)"
+            )
+        return None
+    if sp.issparse(X) or isinstance(X, torch.Tensor):
         return None
     if not isinstance(X, (list, tuple)) and not hasattr(X, "__array__"):
         if not isinstance(X, Iterable):
             raise ValueError(f"X of type {type(X).__name__} is invalid: pass a list of documents or a count matrix")
         return list(X)  # a generator or stream of documents
     if isinstance(X, (list, tuple)):
+        if X and all(isinstance(item, (list, tuple)) and item and all(isinstance(t, str) for t in item) for item in X[:100]):
+            raise ValueError(
+                "X holds lists of tokens (pre-tokenized documents): join each document's tokens with spaces, "
+                "[' '.join(tokens) for tokens in X]; the token pattern then finds them"
+            )
         return list(X) if not X or any(isinstance(item, str) for item in X) else None
     values = np.asarray(X)
-    return list(values) if values.ndim == 1 and values.dtype.kind in "OUS" else None
+    if values.dtype.kind in "OUS" and values.ndim == 1:
+        return list(values)
+    if values.dtype.kind in "US" or (values.dtype.kind == "O" and values.size and isinstance(values.flat[0], str)):
+        raise ValueError(
+            f"X is a {values.ndim}-D array of text: pass the documents as a list (or a pandas Series) of strings, "
+            "e.g. X[:, 0] for one column of text"
+        )
+    return None
 
 
 class TopicModel(TransformerMixin, BaseEstimator):
@@ -332,7 +354,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
     # -----------------------------------------------------------------------------------
     def _architecture(self) -> dict[str, Any]:
         """The model's architecture options as ``build_model`` takes them (None: the model's default)."""
-        options = {"posterior_norm": self.posterior_norm, "word_shift": self.word_shift, "init": self.init}
+        options = {"posterior_norm": self.posterior_norm, "word_shift": None if self.word_shift is None else bool(self.word_shift), "init": self.init}
         resolved: dict[str, Any] = {"encoder_input": self.encoder_input or MODEL_DEFAULTS[self.model]["encoder_input"]}
         if self.model == "prodlda":
             resolved["architecture"] = {k: v for k, v in options.items() if v is not None}
@@ -361,20 +383,26 @@ class TopicModel(TransformerMixin, BaseEstimator):
             epochs=self.epochs, batch_size=self._batch_size(), lr=lr, temperature=self.temperature,
             hidden_sizes=self.hidden_sizes, items="documents", lr_example="2e-3",
         )
-        if self.dropout is not None and not (0.0 <= self.dropout < 1.0):
+        if self.dropout is not None and not (isinstance(self.dropout, numbers.Real) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} is invalid: give a probability in [0, 1)")
         _check_choice("encoder_input", self.encoder_input, ENCODER_INPUTS)
         _check_choice("posterior_norm", self.posterior_norm, POSTERIOR_NORMS)
         _check_choice("init", self.init, ("default", "xavier"))
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r} is unknown: choose one of {', '.join(map(repr, LR_SCHEDULES))}")
-        if self.word_shift is not None and not isinstance(self.word_shift, bool):
+        if self.word_shift is not None and not isinstance(self.word_shift, (bool, np.bool_)):
             raise ValueError(f"word_shift={self.word_shift!r} is invalid: give True, False or None")
         if self.model != "prodlda":
             for name in ("posterior_norm", "word_shift", "init"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}={getattr(self, name)!r} applies to ProdLDA only: leave it None for model={self.model!r}")
-        if not (math.isfinite(self.prior_concentration) and self.prior_concentration > 0):
+        check_seed(self.seed)
+        if self.vectorizer is not None and not isinstance(self.vectorizer, TextVectorizer):
+            raise ValueError(
+                f"vectorizer={type(self.vectorizer).__name__}(...) is not a topicvae TextVectorizer: pass TextVectorizer(...), "
+                "or put your vectorizer before the model in a pipeline, make_pipeline(CountVectorizer(), TopicModel())"
+            )
+        if not (isinstance(self.prior_concentration, numbers.Real) and math.isfinite(self.prior_concentration) and self.prior_concentration > 0):
             raise ValueError(f"prior_concentration={self.prior_concentration!r} is invalid: give a positive number")
         return groups, weights, float(lr)
 
@@ -483,24 +511,25 @@ class TopicModel(TransformerMixin, BaseEstimator):
         # what the last fit found about its own model goes with it: a fit stopped early has none
         self.topic_correlation_, self.analysis_ = None, None
 
-        streams = RandomStreams(self.seed, cuda=device.type == "cuda")
+        seed = int(self.seed)
+        streams = RandomStreams(seed, cuda=device.type == "cuda")
         with streams.active():
             self.groups_, self.weights_ = groups, weights
             self.model_ = build_model(
                 self.model,
                 data.vocab_size,
                 groups,
-                hidden_sizes=self.hidden_sizes,
-                dropout=self.dropout,
-                prior_concentration=self.prior_concentration,
-                temperature=self.temperature,
+                hidden_sizes=None if self.hidden_sizes is None else tuple(int(h) for h in self.hidden_sizes),
+                dropout=None if self.dropout is None else float(self.dropout),
+                prior_concentration=float(self.prior_concentration),
+                temperature=float(self.temperature),
                 **self._architecture(),
             ).to(device)
         trained: torch.nn.Module = self.model_
         if process_group is not None:
             # Every rank built the same initial model from the seed (and DDP broadcasts rank 0's
             # anyway); from here on each rank draws its own shuffles, dropout masks and samples.
-            rank_seed = int(np.random.SeedSequence([self.seed, process_group.rank]).generate_state(1)[0])
+            rank_seed = int(np.random.SeedSequence([seed, process_group.rank]).generate_state(1)[0])
             streams = RandomStreams(rank_seed, cuda=device.type == "cuda")
             trained = torch.nn.parallel.DistributedDataParallel(
                 self.model_, device_ids=[device.index] if device.type == "cuda" else None
@@ -522,7 +551,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
             )
         batches = data.batches(self._batch_size(), device)
         steps = train(
-            trained, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=streams.shuffle,
+            trained, batches, weights, epochs=int(self.epochs), optimizer=optimizer, generator=streams.shuffle,
             start_epoch=start_epoch, dataset_size=data.n_documents, process_group=process_group,
             autocast_dtype=autocast_dtype, lr_schedule=self.lr_schedule,
         )
@@ -550,7 +579,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         self.topic_correlation_ = self._marginal_correlation(data.matrices(), process_group)
         # The pruned topics and the associations between the active ones, on (a random subset of)
         # this process's training documents; under data parallelism every rank takes rank 0's.
-        analysis = self._analyse_counts(self._subset_of(data.matrices, ANALYSIS_DOCUMENTS, self.seed), seed=self.seed)
+        analysis = self._analyse_counts(self._subset_of(data.matrices, ANALYSIS_DOCUMENTS, seed), seed=seed)
         if process_group is not None:  # every rank takes rank 0's, sent as plain data
             analysis = TopicAnalysis.from_dict(gather_objects(analysis.to_dict(), process_group)[0])
         self.analysis_ = analysis
@@ -675,6 +704,9 @@ class TopicModel(TransformerMixin, BaseEstimator):
 
     def _batched_moments(self, counts: sp.csr_matrix) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Posterior means per group, and the variances of all columns, for every document."""
+        if counts.shape[0] == 0:  # no document: empty moments of the right widths
+            nothing = torch.zeros((0, self.groups_.num_columns))
+            return [nothing[:, :group.size] for group in self.groups_], nothing
         with torch.no_grad():
             parts = [self.model_.posterior_moments(bow) for bow in self._eval_batches(counts)]
         means = [torch.cat([p[d][0] for p in parts]).cpu() for d in range(len(self.groups_))]
@@ -764,7 +796,8 @@ class TopicModel(TransformerMixin, BaseEstimator):
             for bow in self._eval_batches(counts):
                 out = self.model_(bow)
                 elbos.append(item_elbo(out.log_likelihood, out.posteriors, out.priors, out.samples).double().cpu())
-        return torch.cat(elbos).numpy(), np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        elbo = torch.cat(elbos).numpy() if elbos else np.zeros(0)
+        return elbo, np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
 
     def perplexity(self, X, *, per_document: bool = False, seed: int = 0) -> float:
         """Held-out perplexity from the ELBO (an upper bound on the true perplexity).
@@ -820,6 +853,13 @@ class TopicModel(TransformerMixin, BaseEstimator):
         from topicvae.export import prepare_pyldavis
 
         return prepare_pyldavis(self, X, **options)
+
+    def set_params(self, **params) -> TopicModel:
+        """scikit-learn's ``set_params``; ``vectorizer__*`` parameters start from a default
+        ``TextVectorizer()`` when ``vectorizer`` is None (the default)."""
+        if self.vectorizer is None and "vectorizer" not in params and any(key.startswith("vectorizer__") for key in params):
+            self.vectorizer = TextVectorizer()
+        return super().set_params(**params)
 
     def __sklearn_is_fitted__(self) -> bool:
         return getattr(self, "model_", None) is not None
@@ -1080,11 +1120,11 @@ class TopicModel(TransformerMixin, BaseEstimator):
     # -----------------------------------------------------------------------------------
     def _params_config(self) -> dict[str, Any]:
         """The constructor's parameters as JSON values (the vectorizer is saved apart)."""
-        params = self.get_params(deep=False)
+        params = plain(self.get_params(deep=False))
         params["groups"] = str(self.groups_)
-        params["hidden_sizes"] = list(self.hidden_sizes) if self.hidden_sizes is not None else None
+        params["hidden_sizes"] = [int(h) for h in self.hidden_sizes] if self.hidden_sizes is not None else None
         params.pop("vectorizer")
-        params["batch_size"] = self._batch_size()  # as trained, whatever the default becomes
+        params["batch_size"] = int(self._batch_size())  # as trained, whatever the default becomes
         # the architecture as built, so that a later change of the defaults cannot change a saved model
         architecture = self._architecture()
         params["encoder_input"] = architecture["encoder_input"]

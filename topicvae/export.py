@@ -134,13 +134,32 @@ def _data_uri(path: str | os.PathLike, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+class _ScriptSafe:
+    """``prepared`` whose JSON cannot end the page's <script> element.
+
+    pyLDAvis writes ``to_json()`` raw inside a <script>: a vocabulary word such as
+    ``</script><script>...`` (a token pattern like ``\\S+`` keeps one) would run as script.
+    ``<``, ``>`` and ``&`` become JSON's ``\\u003c``, ``\\u003e``, ``\\u0026`` escapes, which
+    parse to the same strings.
+    """
+
+    def __init__(self, prepared):
+        self._prepared = prepared
+
+    def to_json(self) -> str:
+        return self._prepared.to_json().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+    def __getattr__(self, name):
+        return getattr(self._prepared, name)
+
+
 def save_pyldavis_html(prepared, path: str | os.PathLike) -> Path:
     """Write pyLDAvis's page for ``prepared`` to ``path``, atomically, with its scripts inline (no network)."""
     import pyLDAvis
     from pyLDAvis import urls
 
     html = pyLDAvis.prepared_data_to_html(
-        prepared,
+        _ScriptSafe(prepared),
         d3_url=_data_uri(urls.D3_LOCAL, "text/javascript"),
         ldavis_url=_data_uri(urls.LDAVIS_LOCAL, "text/javascript"),
         ldavis_css_url=_data_uri(urls.LDAVIS_CSS_LOCAL, "text/css"),

@@ -16,9 +16,9 @@ from topicvae.estimator import _package_version, _resolve_device
 from topicvae.groups import GroupSpec
 from topicvae.image_models import ARCHITECTURES, ImageVAE
 from topicvae.objective import ObjectiveWeights, item_elbo
-from topicvae.persistence import FORMAT_VERSION, interpreting_config, load_weights, read_config, write_model_directory
+from topicvae.persistence import FORMAT_VERSION, plain, interpreting_config, load_weights, read_config, write_model_directory
 from topicvae.random_state import RandomStreams, seeded
-from topicvae.training import ImageBatches, TrainingProgress, check_training_options, train
+from topicvae.training import ImageBatches, TrainingProgress, check_seed, check_training_options, train
 
 __all__ = ["ImageModel"]
 
@@ -30,22 +30,31 @@ def _image_tensor(X, *, name: str = "X") -> tuple[torch.Tensor, float]:
     factor 1/255, binary {0, 1} images the factor 1. Float arrays must lie in [0, 1].
     """
     if isinstance(X, np.ndarray):
+        if X.dtype == np.bool_:  # binary images: 0 and 1
+            X = X.astype(np.uint8)
         # torch needs a writable buffer; read-only arrays (np.frombuffer, memory maps) are copied
         tensor = torch.from_numpy(X if X.flags.writeable and X.flags.c_contiguous else np.array(X, order="C"))
     elif isinstance(X, torch.Tensor):
         tensor = X.detach().cpu()
+        if tensor.dtype == torch.bool:
+            tensor = tensor.to(torch.uint8)
     else:
         raise ValueError(f"{name} of type {type(X).__name__} is invalid: pass a numpy array or tensor of images [N, H, W] or [N, C, H, W]")
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(1)
     if tensor.ndim != 4:
         raise ValueError(f"{name} has shape {tuple(tensor.shape)}: pass images [N, H, W] or [N, C, H, W]")
+    if tensor.shape[3] in (1, 3, 4) and tensor.shape[1] not in (1, 3, 4):
+        raise ValueError(
+            f"{name} has shape {tuple(tensor.shape)}, channels last [N, H, W, C]: pass [N, C, H, W], "
+            f"e.g. np.moveaxis({name}, -1, 1)"
+        )
     if tensor.shape[0] == 0:
         raise ValueError(f"{name} holds no images: pass at least one")
     if tensor.dtype == torch.uint8:
         return tensor, (1.0 if int(tensor.max()) <= 1 else 1.0 / 255.0)
     if not tensor.is_floating_point():
-        raise ValueError(f"{name} has dtype {tensor.dtype}: pass uint8 grey levels or floats in [0, 1]")
+        raise ValueError(f"{name} has dtype {tensor.dtype}: pass uint8 grey levels, booleans or floats in [0, 1]")
     tensor = tensor.float()
     if not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1:
         raise ValueError(f"{name} holds values outside [0, 1] or non-finite ones: scale the pixels to [0, 1]")
@@ -128,6 +137,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, temperature=self.temperature,
             hidden_sizes=self.hidden_sizes, items="images", lr_example="1e-3",
         )
+        check_seed(self.seed)
         if self.hidden_sizes is None:
             raise ValueError("hidden_sizes=None is invalid: give one or more whole numbers >= 1")
         if not isinstance(self.class_conditioned, (bool, np.bool_)):
@@ -140,7 +150,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
 
     def _build(self, image_shape: Sequence[int], groups: GroupSpec) -> ImageVAE:
         return ImageVAE(
-            image_shape, groups, architecture=self.architecture, hidden_sizes=tuple(self.hidden_sizes), temperature=self.temperature,
+            image_shape, groups, architecture=self.architecture, hidden_sizes=tuple(int(h) for h in self.hidden_sizes), temperature=float(self.temperature),
             class_conditioned=bool(self.class_conditioned),
         )
 
@@ -161,7 +171,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
         if images.shape[0] < 2:
             raise ValueError(f"X holds {images.shape[0]} image: training needs at least 2")
         # the run's own random numbers (RandomStreams): the caller's generators are left alone
-        streams = RandomStreams(self.seed, cuda=device.type == "cuda")
+        streams = RandomStreams(int(self.seed), cuda=device.type == "cuda")
         self.groups_, self.weights_ = groups, weights
         self.image_shape_ = tuple(int(s) for s in images.shape[1:])
         with streams.active():
@@ -169,8 +179,8 @@ class ImageModel(TransformerMixin, BaseEstimator):
         self.n_images_ = int(images.shape[0])
         self.history_: list[dict[str, float]] = []
         batches = ImageBatches(images, min(self.batch_size, images.shape[0]), scale=scale, device=device)
-        optimizer = torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=(0.9, 0.999))
-        steps = train(self.model_, batches, weights, epochs=self.epochs, optimizer=optimizer, generator=streams.shuffle)
+        optimizer = torch.optim.Adam(self.model_.parameters(), lr=float(self.lr), betas=(0.9, 0.999))
+        steps = train(self.model_, batches, weights, epochs=int(self.epochs), optimizer=optimizer, generator=streams.shuffle)
         try:
             for progress in streams.drawing(steps):
                 if progress.epoch_terms is not None:
@@ -318,9 +328,9 @@ class ImageModel(TransformerMixin, BaseEstimator):
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``weights.pt`` (a state dict) to a directory, atomically."""
         self._check_fitted()
-        params = self.get_params(deep=False)
+        params = plain(self.get_params(deep=False))
         params["groups"] = str(self.groups_)
-        params["hidden_sizes"] = list(self.hidden_sizes)
+        params["hidden_sizes"] = [int(h) for h in self.hidden_sizes]
         config = {
             "format_version": FORMAT_VERSION,
             "estimator": "ImageModel",

@@ -45,11 +45,13 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
+import numpy as np
 import torch
 from torch.distributions import Distribution, kl_divergence, Independent, MultivariateNormal, Normal, OneHotCategorical, RelaxedOneHotCategorical
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
@@ -112,7 +114,7 @@ class ObjectiveWeights:
 
     @staticmethod
     def _check_weight(name: str, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise ValueError(f"{name}={value!r} is invalid: weights are numbers")
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name}={value!r} is invalid: weights must be finite and >= 0")

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,6 +83,24 @@ def _unreadable_tensor_file(path: Path, error: BaseException, remedy: str) -> st
     return f"{path} is damaged or incomplete ({size} byte{'s' if size != 1 else ''}; {detail}): {remedy}"
 
 
+def plain(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays (inside lists, tuples and dicts too) as Python values.
+
+    Estimator parameters may be NumPy numbers (a ``GridSearchCV`` over ``np.arange`` passes
+    them); config.json and checkpoints hold plain JSON values, which ``weights_only`` loading
+    accepts.
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
 def write_model_directory(target: str | os.PathLike, config: dict, model: nn.Module, text_files: Mapping[str, str] = {}) -> Path:
     """Write ``config.json``, ``weights.pt`` and ``text_files`` atomically into ``target``."""
     target = Path(target)
@@ -91,7 +110,7 @@ def write_model_directory(target: str | os.PathLike, config: dict, model: nn.Mod
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     names = [CONFIG_FILE, WEIGHTS_FILE, *text_files]
     try:
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (staging / CONFIG_FILE).write_text(json.dumps(plain(config), indent=2) + "\n", encoding="utf-8")
         for name, text in text_files.items():
             (staging / name).write_text(text, encoding="utf-8")
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / WEIGHTS_FILE)

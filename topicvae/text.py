@@ -67,20 +67,48 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Letters of any script: runs of three or more letters, and runs of any length of Chinese,
-#: Japanese and Korean characters (CJK ideographs, kana, hangul), whose words are mostly one
-#: to three characters long once the text is segmented. Digits and ``_`` are excluded, so
-#: numbers, identifiers and most uuencoded/binary noise in Usenet posts never become tokens.
-#: Text without spaces between words (unsegmented Chinese or Japanese) still gives one
-#: "word" per sentence: :func:`unsegmented_text` warns about it.
-DEFAULT_TOKEN_PATTERN = (
-    r"(?u)\b(?:[^\W\d_]{3,}|[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+)\b"
+#: Combining marks that belong inside words: the vowel signs and viramas of the Indic scripts
+#: (whole blocks U+0900-U+0DFF: Devanagari to Sinhala), Thai, Lao, Tibetan, Myanmar and Khmer
+#: signs, Hebrew points, Arabic harakat, and the generic combining diacritics. Python's ``\w``
+#: does not match marks, so without them "हिन्दी" or "كِتَاب" falls apart into pieces.
+_WORD_MARKS = (
+    "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\u0610-\u061a\u064b-\u065f"
+    "\u0670\u06d6-\u06dc\u06df-\u06e4\u06e7\u06e8\u06ea-\u06ed\u0900-\u0963\u0971-\u0dff\u0e31\u0e34-\u0e3a"
+    "\u0e47-\u0e4e\u0eb1\u0eb4-\u0ebc\u0ec8-\u0ecd\u0f18\u0f19\u0f35\u0f37\u0f39\u0f3e\u0f3f\u0f71-\u0f84"
+    "\u0f86\u0f87\u0f8d-\u0fbc\u102b-\u103e\u1056-\u1059\u105e-\u1060\u1062-\u1064\u1067-\u106d\u1071-\u1074"
+    "\u1082-\u108d\u108f\u109a-\u109d\u17b4-\u17d3\u17dd\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 )
+#: Chinese, Japanese and Korean characters: CJK ideographs, kana, hangul.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 
 
 def word_pattern(min_length: int) -> str:
-    """The token pattern of words of at least ``min_length`` letters of any script (CJK included)."""
-    return rf"(?u)\b[^\W\d_]{{{int(min_length)},}}\b"
+    """The token pattern of words of at least ``min_length`` characters in any script.
+
+    A word starts with a letter and goes on with letters or combining marks (vowel signs,
+    diacritics: ``_WORD_MARKS``), between characters that are neither; digits and ``_`` end
+    it. With ``min_length`` 3 and more, Chinese, Japanese and Korean runs of any length are
+    words too, since their words are mostly one to three characters once the text is segmented.
+    """
+    letter_or_mark = rf"(?:[^\W\d_]|[{_WORD_MARKS}])"
+    word = rf"(?<![\w{_WORD_MARKS}])(?=[^\W\d_]){letter_or_mark}{{{int(min_length)},}}(?![\w{_WORD_MARKS}])"
+    return rf"(?u){word}|[{_CJK}]+" if min_length > 1 else rf"(?u){word}"
+
+
+#: Words of three or more letters in any script (with their vowel signs and diacritics), and
+#: Chinese, Japanese and Korean words of any length. Digits and ``_`` are excluded, so
+#: numbers, identifiers and most uuencoded/binary noise in Usenet posts never become tokens.
+#: Text without spaces between words (unsegmented Chinese or Japanese) still gives one
+#: "word" per sentence: :func:`unsegmented_text` warns about it.
+DEFAULT_TOKEN_PATTERN = word_pattern(3)
+
+
+def _shown_pattern(token_pattern: str) -> str:
+    """How messages name a token pattern: the default by its description, others as written."""
+    if token_pattern == DEFAULT_TOKEN_PATTERN:
+        return "the default token_pattern (words of 3 or more letters and marks, CJK words of any length)"
+    return f"token_pattern={token_pattern!r}"
+
 
 CORPUS_FORMATS = ".txt, .txt.gz, .csv, .csv.gz, .jsonl, .jsonl.gz or a directory of .txt files"
 
@@ -578,10 +606,11 @@ class TextVectorizer(BaseEstimator):
         gensim's English lists. Custom words are lowercased when ``lowercase``.
     token_pattern : str, default=DEFAULT_TOKEN_PATTERN
         Regular expression of a token (at most one capturing group); the default
-        takes words of three or more letters of any script, and Chinese, Japanese and
-        Korean words of any length.
+        takes words of three or more letters of any script (with their vowel signs and
+        diacritics), and Chinese, Japanese and Korean words of any length.
     min_word_length : int or None, default=None
-        The shortest word kept, in letters, for every script: the token pattern becomes
+        The shortest word kept, in letters and marks, in alphabetic scripts (Chinese, Japanese
+        and Korean words are kept at any length): the token pattern becomes
         :func:`word_pattern` (``min_word_length``). None: as ``token_pattern`` says. Give
         either this or ``token_pattern``.
     lowercase : bool, default=True
@@ -807,8 +836,8 @@ class TextVectorizer(BaseEstimator):
             stop_words=stop_words, token_pattern=self.effective_token_pattern, lowercase=self.lowercase
         ).build_analyzer()
         if self.strip_newsgroup:
-            return lambda doc: analyze(_composed(strip_newsgroup_post(doc)))
-        return lambda doc: analyze(_composed(doc))
+            return lambda doc: analyze(self._normalized(strip_newsgroup_post(doc)))
+        return lambda doc: analyze(self._normalized(doc))
 
     def set_vocabulary_from_frequencies(
         self,
@@ -883,7 +912,13 @@ class TextVectorizer(BaseEstimator):
                 )
         if self.strip_newsgroup:
             docs = [strip_newsgroup_post(doc) for doc in docs]
-        return [_composed(doc) for doc in docs]
+        return [self._normalized(doc) for doc in docs]
+
+    def _normalized(self, text: str) -> str:
+        """NFC (see ``_composed``); when lowercasing, Turkish dotted capital I as I, since
+        "İ".lower() is "i" plus a combining dot that would cut "İstanbul" after its first letter."""
+        text = _composed(text)
+        return text.replace("\u0130", "I") if self.lowercase and "\u0130" in text else text
 
     def _set_vocabulary(self, vocabulary: list[str]) -> None:
         self.vocabulary_ = vocabulary
@@ -930,6 +965,7 @@ class TextVectorizer(BaseEstimator):
             ) from None
         if not all(isinstance(word, str) for word in words):
             raise ValueError("stop_words must contain only strings (words to skip).")
+        words = [self._normalized(word) for word in words]  # as the documents are
         if self.lowercase:
             words = [word.lower() for word in words]
         return sorted(set(words))
@@ -1104,10 +1140,10 @@ def words_missed_by_pattern(docs: Iterable[str], token_pattern: str, *, lowercas
 
 def _pattern_misses_words(share: float, examples: Sequence[str], token_pattern: str) -> str:
     return (
-        f"token_pattern={token_pattern!r} finds no word in {share:.0%} of the space-separated words "
+        f"{_shown_pattern(token_pattern)} finds no word in {share:.0%} of the space-separated words "
         f"(e.g. {', '.join(repr(w) for w in examples)}): they are shorter than it allows, or hold characters it does "
-        r"not match (such as the vowel signs of Indic scripts); pass a token_pattern that keeps them, e.g. '(?u)\b\w+\b' "
-        r"for words of any length or '\S+' for any run of non-space characters"
+        "not match; pass min_word_length=1 (--min-word-length 1) for words of any length, or token_pattern='\\S+' "
+        "(--token-pattern '\\S+') for any run of non-space characters"
     )
 
 

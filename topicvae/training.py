@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import shutil
 from contextlib import nullcontext
@@ -136,21 +137,42 @@ class ImageBatches(_ShuffledBatches):
         return self.images[index].to(self.device, torch.float32) * self.scale
 
 
+def _whole(value) -> bool:
+    """A whole number: int or a NumPy integer (``numbers.Integral``), never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _real(value) -> bool:
+    """A finite real number: int, float or a NumPy scalar (``numbers.Real``), never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+
 def check_training_options(*, epochs, batch_size, lr, temperature, hidden_sizes, items: str, lr_example: str) -> None:
-    """The options every estimator trains with, each checked with an error that names it."""
+    """The options every estimator trains with, each checked with an error that names it.
+
+    NumPy numbers are accepted like Python ones (a ``GridSearchCV`` over ``np.arange`` gives them).
+    """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not _whole(value) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: give a whole number >= 1")
     if batch_size < 2:
         raise ValueError(f"batch_size={batch_size} is invalid: the batch estimate of q(z) needs at least 2 {items}")
-    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if not (_real(lr) and lr > 0):
         raise ValueError(f"lr={lr!r} is invalid: give a positive learning rate such as {lr_example}")
-    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    if not (_real(temperature) and temperature > 0):
         raise ValueError(f"temperature={temperature!r} is invalid: give a positive number such as 0.66")
     if hidden_sizes is not None and (
-        not hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden_sizes)
+        isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__len__") or len(hidden_sizes) == 0
+        or any(not _whole(h) or h < 1 for h in hidden_sizes)
     ):
         raise ValueError(f"hidden_sizes={hidden_sizes!r} is invalid: give one or more whole numbers >= 1")
+
+
+def check_seed(seed) -> int:
+    """``seed`` as a Python int, or an error that names it (a seed is one whole number >= 0)."""
+    if not _whole(seed) or seed < 0:
+        raise ValueError(f"seed={seed!r} is invalid: give one whole number >= 0 (the run draws all its random numbers from it)")
+    return int(seed)
 
 
 def check_checkpoint_options(checkpoint_dir, checkpoint_every, resume) -> None:
