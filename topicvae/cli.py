@@ -977,14 +977,14 @@ class Architecture(str, Enum):
 
 def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architecture, epochs, batch_size, lr, train_size,
                 test_size, temperature, seed, data, exclude, mi_threshold, full_metrics, device, progress, out, data_cache=None,
-                class_conditioned=False):
+                class_conditioned=False, levers=None):
     """Load, train, score and (with ``out``) save one recipe run; returns the scores."""
     from topicvae.recipes import load_recipe_data, recipe_model, score_image_model, write_image_plots, write_json
 
     model = recipe_model(
         name, objective=objective, groups=groups, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr,
         temperature=temperature, seed=seed, device=device, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
-        class_conditioned=class_conditioned,
+        class_conditioned=class_conditioned, **(levers or {}),
     )
     model._validate()  # a bad weight or option fails before the data are loaded
     images = data_cache if data_cache is not None else load_recipe_data(
@@ -998,6 +998,7 @@ def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architect
         "images": int(len(images.train)), "epochs": model.epochs, "batch_size": model.batch_size, "seconds": seconds,
         "groups": str(model.groups_), "architecture": model.architecture, "objective": model.objective,
         "class_conditioned": model.class_conditioned,
+        "class_levers": {"class_capacity": model.class_capacity, "style_capacity": model.style_capacity, "augmentation": model.augmentation},
         "weights": model.weights_.as_dict(), "seed": seed, "history": model.history_,
     }
     if out is not None:
@@ -1070,6 +1071,9 @@ def recipe(
     test_size: Annotated[Optional[int], typer.Option(help="Test images scored.")] = None,
     temperature: Annotated[float, typer.Option(help="Temperature of the Concrete groups.")] = 0.66,
     class_conditioned: Annotated[bool, typer.Option("--class-conditioned", help="Encode the style given the class sample, q(c | x) q(z | x, c), as the authors' MNIST model does.")] = False,
+    class_capacity: Annotated[float, typer.Option(help="Weight of |I(x; c) - C(t)|, C rising to log K: confident, balanced categories (0: off; docs/images.md).")] = 0.0,
+    style_capacity: Annotated[float, typer.Option(help="Weight of |KL(style) - C(t)|, C rising to 5 nats: the style cannot take the class early (0: off).")] = 0.0,
+    augmentation: Annotated[float, typer.Option(help="Weight of KL(q(c|x) || q(c|T(x))) for small random affine maps T: the class survives deformations (0: off).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seeds the run's own random numbers and the data sample.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Directory for the model, metrics.json and plots/.")] = None,
     data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
@@ -1089,6 +1093,7 @@ def recipe(
             train_size=train_size, test_size=test_size, temperature=temperature, seed=seed, data=data, exclude=exclude,
             mi_threshold=mi_threshold, full_metrics=full_metrics, device=device, progress=progress, out=out,
             class_conditioned=class_conditioned,
+            levers={"class_capacity": class_capacity, "style_capacity": style_capacity, "augmentation": augmentation},
         )
     except _USER_ERRORS as error:
         _fail(error)

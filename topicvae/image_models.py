@@ -138,6 +138,14 @@ class ImageVAE(nn.Module):
         posteriors = self.posterior(features)
         return posteriors, [q.rsample() for q in posteriors], ()
 
+    def class_logits(self, images: Tensor) -> Tensor:
+        """The logits of q(c | x) of the first Concrete group, [B, K] (what the augmentation lever compares)."""
+        features = self.encoder(images)
+        if self.class_conditioned:
+            return self.posterior.logits(features)
+        concrete = next(d for d, group in enumerate(self.groups) if group.is_concrete)
+        return self.posterior(features)[concrete].logits
+
     def priors(self) -> list[Distribution]:
         like = self._anchor
         priors: list[Distribution] = []

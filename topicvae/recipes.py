@@ -480,6 +480,7 @@ def _plain(value: Any) -> Any:
 def recipe_model(name: str, *, objective: str = "hfvae", groups: str | None = None, architecture: str | None = None,
                  epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                  temperature: float = 0.66, seed: int = 0, device: str = "cpu", class_conditioned: bool = False,
+                 class_capacity: float = 0.0, style_capacity: float = 0.0, augmentation: float = 0.0,
                  **weights: float | None) -> ImageModel:
     """An unfitted :class:`ImageModel` with recipe ``name``'s settings, overridden by the arguments."""
     if name not in RECIPES:
@@ -492,6 +493,7 @@ def recipe_model(name: str, *, objective: str = "hfvae", groups: str | None = No
         groups or settings.groups, architecture=architecture or settings.architecture, objective=objective,
         epochs=settings.epochs if epochs is None else epochs, batch_size=settings.batch_size if batch_size is None else batch_size,
         lr=settings.lr if lr is None else lr, temperature=temperature, class_conditioned=class_conditioned, seed=seed,
+        class_capacity=class_capacity, style_capacity=style_capacity, augmentation=augmentation,
         device=device, **chosen,
     )
 

@@ -7,7 +7,7 @@ import numbers
 import os
 import shutil
 from contextlib import nullcontext
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,7 @@ def train(
     process_group: ProcessGroup | None = None,
     autocast_dtype: torch.dtype | None = None,
     lr_schedule: str = "constant",
+    regularizer: Callable[[Any, torch.Tensor, float], Mapping[str, torch.Tensor]] | None = None,
 ) -> Iterator[TrainingProgress]:
     """Maximize the HFVAE objective, yielding after every step.
 
@@ -271,6 +272,11 @@ def train(
     ``lr_schedule`` (see ``LR_SCHEDULES``) scales each parameter group's learning rate at every
     step by a function of the share of training done, a pure function of the step, so that a
     resumed run follows the same schedule.
+
+    ``regularizer(out, batch, progress)`` (optional; single process) returns named terms after
+    each forward pass, ``progress`` being the share of training done before the step: its
+    ``penalty`` is added to the loss, and every term is reported with the objective's (e.g.
+    :class:`~topicvae.class_levers.ClassLevers`).
     """
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule={lr_schedule!r} is unknown: choose one of {', '.join(LR_SCHEDULES)}")
@@ -285,7 +291,7 @@ def train(
     compile = None
     for epoch in range(start_epoch + 1, epochs + 1):
         model.train()
-        sums = dict.fromkeys(TERM_NAMES, 0.0)
+        sums: dict[str, float] = dict.fromkeys(TERM_NAMES, 0.0)
         for step, batch in enumerate(batches.epoch(generator), start=1):
             with torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext():
                 out = model(batch)
@@ -309,18 +315,25 @@ def train(
                 compile=compile, conditionings=out.conditionings, **whole_batch,
             )
             values = terms.scalars()
+            loss = terms.loss
+            if regularizer is not None:
+                if process_group is not None:
+                    raise ValueError("the class levers train in one process: their batch terms are not gathered across processes")
+                extra = regularizer(out, batch, ((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch))
+                loss = loss + extra["penalty"]
+                values.update({name: float(value.detach()) for name, value in extra.items()})
             if process_group is not None:
                 values = weighted_mean_over_ranks(values, batch.shape[0], batches.device)
             _check_finite(values, epoch, step)  # on the whole batch's terms: every rank stops alike
             optimizer.zero_grad(set_to_none=True)
-            (terms.loss * loss_scale if loss_scale != 1.0 else terms.loss).backward()
+            (loss * loss_scale if loss_scale != 1.0 else loss).backward()
             if lr_schedule != "constant":
                 factor = LR_SCHEDULES[lr_schedule](((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch))
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
             optimizer.step()
-            for name in TERM_NAMES:
-                sums[name] += values[name]
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
             epoch_terms = None
             if step == steps_per_epoch:
                 _check_parameters_finite(model, epoch, step)
