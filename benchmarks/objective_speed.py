@@ -124,7 +124,7 @@ def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_
     return {"batch": batch, "dims": dims, "dtype": "float64", "max_abs_difference": differences}
 
 
-def measure(implementation: str, batch: int, dims: int, device: str, dataset_size: int = DATASET_SIZE, repeats: int = 3) -> dict:
+def measure(implementation: str, batch: int, dims: int, device: str, dataset_size: int = DATASET_SIZE, repeats: int = 5) -> dict:
     """Forward + backward of one implementation at one B (run in a process of its own)."""
     import torch
 
@@ -155,16 +155,21 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
         return time.perf_counter() - started
 
     first = forward_backward()  # compiles (compiled path) and warms the allocator
+    seconds = [forward_backward() for _ in range(repeats)]
+    median = statistics.median(seconds)
+    entries = batch * batch * dims
+    # Memory, after the timing: what one more call needs beyond what is resident already (the
+    # inputs, the compiled code). On a CPU, glibc keeps freed blocks of a few MiB in its heap,
+    # so the RSS would count every temporary ever freed: large blocks are mapped and unmapped
+    # one by one for this call (mallopt), which is slower, hence not timed.
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated() / 2**20
     else:
+        live = _return_freed_memory()
         resident = _resident_mib()
         _reset_peak_rss()
-    seconds = [forward_backward() for _ in range(repeats)]
-    median = statistics.median(seconds)
-    entries = batch * batch * dims
-    # what the calls need beyond what is resident already (the inputs, the compiled code)
+    forward_backward()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mib(before_mib)) - resident
     return {
         "implementation": implementation,
@@ -178,7 +183,10 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
         "pairwise_entries": entries,
         "ns_per_pairwise_entry": round(median / entries * 1e9, 3),
         "peak_memory_mib": round(peak, 1),
-        "peak_memory_kind": "torch.cuda.max_memory_allocated" if cuda else "peak RSS during the timed calls over the RSS before them",
+        "peak_memory_kind": "torch.cuda.max_memory_allocated" if cuda else (
+            "peak RSS of one call over the RSS before it, blocks of 64 KiB and more mapped and unmapped one by one"
+            if live else "peak RSS of one call over the RSS before it (glibc's heap may keep freed blocks)"
+        ),
         "finite_gradients": bool(torch.isfinite(loc.grad).all() and torch.isfinite(scale.grad).all()),
     }
 
@@ -205,6 +213,22 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:  # not Linux: the peak then includes what came before (compilation), said in the result
         pass
+
+
+def _return_freed_memory() -> bool:
+    """Make glibc map every block of 64 KiB or more on its own (and unmap it when freed), and
+    give back what its heap holds: the RSS then follows live memory. False where not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold, m_trim_threshold = -3, -1
+        ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1 and libc.mallopt(m_trim_threshold, 64 * 1024) == 1
+        libc.malloc_trim(0)
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
 
 
 def _peak_rss_mib(fallback: float) -> float:
@@ -325,7 +349,7 @@ def objective(mode, data: Path) -> tuple[dict, dict]:
         "batches": list(mode.objective_batches),
         "naive": "Normal(loc[None], scale[None]).log_prob(z[:, None]) as one [B, B, D] tensor, then logsumexp with "
                  "the stratified weights (probtorch, beta-TCVAE)",
-        "statistic": "median of 3 calls after one untimed call (the compiled path compiles there), forward + backward",
+        "statistic": "median of 5 calls after one untimed call (the compiled path compiles there), forward + backward",
         "limit": "torch.compile(exp(x).sum(-1)) over B x B x D float32 elements: ns per exp",
     }
     return settings, {"equality": equality, "rows": rows, "comparisons": comparisons, "limits": limits}
