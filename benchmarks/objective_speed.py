@@ -94,6 +94,15 @@ def _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights,
     return {name: getattr(terms, name) for name in ("objective", "mutual_information", "tc_between", "tc_within", "dimwise_kl")}
 
 
+def _terms(implementation: str, loc, scale, noise, sizes, dataset_size, weights) -> dict:
+    """One implementation's terms at z = loc + scale * noise, with a log-likelihood -|z|^2."""
+    z = loc + scale * noise
+    log_likelihood = -(z**2).sum(1)
+    if implementation == "naive":
+        return naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights)
+    return _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile=implementation == "compiled")
+
+
 def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_SIZE) -> dict:
     """The largest difference between the naive and topicvae's terms and gradients, in float64."""
     import torch
@@ -105,12 +114,7 @@ def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_
     results = {}
     for name in ("naive", "eager", "compiled"):
         loc, scale, noise = _inputs(batch, dims, torch.float64, "cpu")
-        z = loc + scale * noise
-        log_likelihood = -(z**2).sum(1)
-        if name == "naive":
-            terms = naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights)
-        else:
-            terms = _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile=name == "compiled")
+        terms = _terms(name, loc, scale, noise, sizes, dataset_size, weights)
         terms["objective"].backward()
         results[name] = ({k: v.detach() for k, v in terms.items()}, loc.grad.clone(), scale.grad.clone())
     naive, naive_loc, naive_scale = results["naive"]
@@ -144,13 +148,7 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
         loc.grad = scale.grad = None
         synchronize()
         started = time.perf_counter()
-        z = loc + scale * noise
-        log_likelihood = -(z**2).sum(1)
-        if implementation == "naive":
-            terms = naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights)
-        else:
-            terms = _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile=implementation == "compiled")
-        (-terms["objective"]).backward()
+        (-_terms(implementation, loc, scale, noise, sizes, dataset_size, weights)["objective"]).backward()
         synchronize()
         return time.perf_counter() - started
 

@@ -172,14 +172,19 @@ def browser():
     driver.quit()
 
 
+def _load_in_browser(browser, command: list[str], page) -> None:
+    """Write a page with the CLI, open it in Chromium, and check the console has no error."""
+    result = CliRunner().invoke(app, [*command, str(page)])
+    assert result.exit_code == 0, result.output
+    browser.get(page.as_uri())
+    assert not _severe(browser)
+
+
 def test_the_explorer_page_loads_in_chromium_without_errors(fitted, tmp_path, browser):
     from selenium.webdriver.common.by import By
 
     run, model = fitted
-    page = tmp_path / "explorer.html"
-    assert CliRunner().invoke(app, ["report", str(run), "--html", str(page)]).exit_code == 0
-    browser.get(page.as_uri())
-    assert not _severe(browser)
+    _load_in_browser(browser, ["report", str(run), "--html"], tmp_path / "explorer.html")
     rows = browser.find_elements(By.CSS_SELECTOR, "tr.topic")
     assert sorted(row.get_attribute("data-topic") for row in rows) == sorted(model.topic_labels())
     assert browser.find_elements(By.CSS_SELECTOR, "#information-plot .main-svg")  # Plotly drew both figures
@@ -192,10 +197,7 @@ def test_the_pyldavis_page_loads_in_chromium_without_errors(fitted, tmp_path, br
     from selenium.webdriver.common.by import By
 
     run, model = fitted
-    page = tmp_path / "ldavis.html"
-    assert CliRunner().invoke(app, ["export", str(run), "--pyldavis", str(page)]).exit_code == 0
-    browser.get(page.as_uri())
-    assert not _severe(browser)
+    _load_in_browser(browser, ["export", str(run), "--pyldavis"], tmp_path / "ldavis.html")
     circles = browser.find_elements(By.CSS_SELECTOR, "#topicvae_ldavis circle.dot")  # one circle per topic
     assert len(circles) == len(model.topic_labels())
 

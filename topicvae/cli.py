@@ -159,6 +159,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 # OSError covers missing, unreadable and existing paths and failed downloads
+#: The corpus-reading options every command that reads documents takes, declared once.
+_TextColumn = Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")]
+_Encoding = Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")]
+_DecodeErrorsOption = Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)]
+
 _USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, UnicodeError)
 
 
@@ -378,9 +383,9 @@ def fit(
     token_pattern: Annotated[Optional[str], typer.Option(help="Regular expression of a word [default: 3 or more letters of any script, with their vowel signs and accents, and Chinese, Japanese or Korean words of any length]; e.g. '\\S+' keeps any run of non-space characters.")] = None,
     min_word_length: Annotated[Optional[int], typer.Option(help="The shortest word kept, in letters, in alphabetic scripts (instead of --token-pattern), e.g. 2 for 'tv' or 'ai', 1 for single letters; Chinese, Japanese and Korean words are kept at any length.")] = None,
     strip_newsgroup: Annotated[bool, typer.Option(help="Strip newsgroup headers, quotes and signatures first.")] = False,
-    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
-    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
-    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
+    text_column: _TextColumn = "text",
+    encoding: _Encoding = "utf-8",
+    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
     top_words: Annotated[int, typer.Option(help="Words printed per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs printed.")] = 10,
     mi_threshold: Annotated[Optional[float], typer.Option(help="Call topics with I(x; z_k) below this many nats pruned [default: the gap rule, docs/analysis.md].")] = None,
@@ -683,9 +688,9 @@ def transform(
     model_dir: Annotated[Path, typer.Argument(help="A directory written by `topicvae fit --out`.")],
     corpus: Annotated[Path, typer.Argument(help="Documents to represent, in any format `fit` reads.")],
     out: Annotated[Path, typer.Option(help="CSV file (- for stdout): one row per document, one column per topic, and vocabulary_words (0: no word of the vocabulary, topic columns left empty).")],
-    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
-    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
-    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
+    text_column: _TextColumn = "text",
+    encoding: _Encoding = "utf-8",
+    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Write each document's topic proportions (ProdLDA) or coordinates (NVDM) to a CSV file."""
     try:
@@ -757,9 +762,9 @@ def evaluate(
     within_groups: Annotated[bool, typer.Option(help="Also pair topics of the same group.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
     plots: Annotated[Optional[Path], typer.Option(help="Directory for PNG plots (MI bars, correlation heatmap).")] = None,
-    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
-    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
-    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
+    text_column: _TextColumn = "text",
+    encoding: _Encoding = "utf-8",
+    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Coherence, diversity, perplexity, mutual information (with pruned topics) and correlations."""
     try:
@@ -800,9 +805,9 @@ def export(
     pyldavis: Annotated[Path, typer.Option(help="HTML file for pyLDAvis's page (opens without a network).")],
     corpus: Annotated[Optional[Path], typer.Option(help="Documents whose topic proportions and word counts pyLDAvis shows (default: the training corpus named in report.json).")] = None,
     top_words: Annotated[int, typer.Option(help="Words listed per topic on the page (pyLDAvis's R).")] = 30,
-    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
-    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
-    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
+    text_column: _TextColumn = "text",
+    encoding: _Encoding = "utf-8",
+    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Write a ProdLDA model's topics as a pyLDAvis page (topic i there is the model's column i - 1)."""
     try:
@@ -832,9 +837,9 @@ def report(
     labels: Annotated[Optional[str], typer.Option(help="With --corpus: one label per document (a file, or a .csv/.jsonl column); shows each topic's dominant label.")] = None,
     top_words: Annotated[int, typer.Option(help="Words shown per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Associated topic pairs listed.")] = 15,
-    text_column: Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")] = "text",
-    encoding: Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")] = "utf-8",
-    decode_errors: Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)] = DecodeErrors.strict,
+    text_column: _TextColumn = "text",
+    encoding: _Encoding = "utf-8",
+    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Write the explorer page: groups side by side, MI per topic, pruned topics, cross-group associations."""
     try:
