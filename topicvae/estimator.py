@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -707,8 +708,15 @@ class TopicModel(TransformerMixin, BaseEstimator):
         if counts.shape[0] == 0:  # no document: empty moments of the right widths
             nothing = torch.zeros((0, self.groups_.num_columns))
             return [nothing[:, :group.size] for group in self.groups_], nothing
+        network = self.model_.eval()
+        if next(network.parameters()).device.type == "cpu":
+            # In float64: a float32 matrix product rounds a row differently by its position in
+            # the batch (the kernels block rows), so a document's topics would change in the
+            # 8th digit with its neighbours; in float64 that noise is far below anything shown.
+            network = copy.deepcopy(network).double()
+        dtype = next(network.parameters()).dtype
         with torch.no_grad():
-            parts = [self.model_.posterior_moments(bow) for bow in self._eval_batches(counts)]
+            parts = [network.posterior_moments(bow.to(dtype)) for bow in self._eval_batches(counts)]
         means = [torch.cat([p[d][0] for p in parts]).cpu() for d in range(len(self.groups_))]
         variances = torch.cat([torch.cat([p[d][1] for p in parts]).cpu() for d in range(len(self.groups_))], dim=1)
         return means, variances
