@@ -22,11 +22,13 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
     a power cut once the rename is on disk). The temporary file has a fixed name, so one left
     by a killed process is simply overwritten by the next write. The parent directory is
     created when missing.
+
+    A symbolic link keeps being one: the file it points to is written. A named pipe, a
+    terminal or a device (``/dev/null``, ``/dev/stdout``) is written directly, since renaming
+    over it would replace it. Errors name ``path``, not the temporary file.
     """
     path = Path(path)
-    if path.is_symlink():  # write where the link points, and keep the link
-        path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file():
+    if path.exists() and not path.is_file():  # (through links: /dev/stdout is one)
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory: give the path of a file to write")
         # A named pipe, a terminal or a device (/dev/null, /dev/stdout): renaming a file over it
@@ -34,6 +36,8 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
         with open(path, "wb") as handle:
             write(handle)
         return path
+    if path.is_symlink():  # a link to a file, or to none yet: write where it points, and keep the link
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
