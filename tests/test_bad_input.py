@@ -145,16 +145,19 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _damaged(tmp: Path, name: str, *, keep: int | None, command: str = "topics") -> list[str]:
-    """A saved model with one file cut to its first ``keep`` bytes (None: half its size), as an interrupted copy leaves it."""
+def _damaged(tmp: Path, name: str, *, keep: int | bytes | None, command: str = "topics") -> list[str]:
+    """A saved model with one file cut to its first ``keep`` bytes (None: half its size; bytes:
+    up to that marker, so that the cut does not move with the numbers before it), as an
+    interrupted copy leaves it."""
     model = _saved_model(tmp)
     path = model / name
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+    end = len(data) // 2 if keep is None else data.index(keep) if isinstance(keep, bytes) else keep
+    path.write_bytes(data[:end])
     return [command, str(model)]
 
 
-#: Hindi with spaces between words: \w matches none of its vowel signs, so the default pattern keeps nothing.
+#: Hindi with spaces between words: an ASCII-only token pattern finds none of its words.
 HINDI = ["मैं आज बाज़ार गया और सब्ज़ी ख़रीदी", "बच्चे बगीचे में खेल रहे हैं", "वह रोज़ सुबह दौड़ने जाती है"] * 2
 
 
@@ -286,7 +289,7 @@ CASES = [
          r"or fit the model again$"),
     Case("weights.pt empty", lambda tmp: _damaged(tmp, "weights.pt", keep=0),
          r"error: .*model/weights.pt is empty \(0 bytes; an interrupted copy or a full disk\): restore the model directory"),
-    Case("config.json cut to half its size", lambda tmp: _damaged(tmp, "config.json", keep=None),
+    Case("config.json cut short (before its weights)", lambda tmp: _damaged(tmp, "config.json", keep=b'"weights"'),
          r"error: .*model/config.json is damaged or incomplete \(not valid JSON: .*\): restore the model directory from a copy"),
     # cut before the corpus's path, whose length differs from folder to folder
     Case("report.json cut short, then evaluate without --corpus", lambda tmp: _damaged(tmp, "report.json", keep=10, command="evaluate"),
