@@ -68,6 +68,11 @@ def _corpus(tmp: Path, name: str = "corpus.txt") -> str:
     return str(write_lines(tmp / name, good_documents()))
 
 
+def _a_file(tmp: Path) -> Path:
+    (tmp / "afile").write_text("not a folder\n")
+    return tmp / "afile"
+
+
 def _saved_model(tmp: Path) -> Path:
     """A model directory written by ``topicvae fit --out`` (made once per folder)."""
     model = tmp / "model"
@@ -310,6 +315,10 @@ CASES = [
          r"error: token_pattern='' matches the empty string"),
     Case("Hindi text with an ASCII-only token pattern", lambda tmp: _fit(str(write_lines(tmp / "hindi.txt", HINDI)), "--token-pattern", r"\b[a-z]{3,}\b"),
          r"error: no word to count in the 6 documents: token_pattern=.* finds no word in 100% of the space-separated words .*--min-word-length 1"),
+    Case("--out inside a file", lambda tmp: ["fit", _corpus(tmp), "--out", str(_a_file(tmp) / "run"), *QUICK],
+         r"error: --out .*afile/run: .*afile is a file, not a folder: choose another path"),
+    Case("--out where no folder can be made", lambda tmp: ["fit", _corpus(tmp), "--out", "/proc/topicvae-run", *QUICK],
+         r"error: --out /proc/topicvae-run cannot be created in /proc \(.*\): choose a writable folder"),
     Case("--resume after the run finished and saved its model", _resume_finished,
          r"error: --resume: the run in out finished and saved its model there, so there is nothing to resume",
          left=lambda tmp: "the finished model in `out/`, untouched"),

@@ -43,7 +43,7 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
     except FileExistsError:
         raise FileExistsError(f"cannot write {path}: {_first_file_among_parents(path)} is a file, not a folder") from None
     except OSError as error:
-        raise OSError(error.errno, f"cannot create the folder of {path} ({error.strerror}): choose a writable location") from None
+        raise type(error)(f"cannot create the folder of {path} ({error.strerror}): choose a writable location") from None
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         with open(temporary, "wb") as handle:
@@ -54,7 +54,7 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
     except OSError as error:
         temporary.unlink(missing_ok=True)
         if error.filename in (str(temporary), str(path)):  # the OS's message would name the temporary file
-            raise OSError(error.errno, f"cannot write {path} ({error.strerror}): choose a writable location") from None
+            raise type(error)(f"cannot write {path} ({error.strerror}): choose a writable location") from None
         raise
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -428,6 +428,8 @@ def fit(
             raise ValueError(f"{option} {value} is invalid: give a whole number >= {1 if option == '--top-words' else 0}")
         if out is not None and out.exists() and not out.is_dir():
             raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
+        if out is not None:
+            _check_creatable(out, "--out")
         if out is None and (resume or checkpoint_every is not None):
             option = "--resume" if resume else "--checkpoint-every"
             raise ValueError(f"{option} needs --out DIR: checkpoints are kept in DIR/{CHECKPOINT_DIR}")
@@ -793,6 +795,22 @@ def evaluate(
     _print_evaluation(report)
 
 
+def _check_creatable(path: Path, option: str) -> None:
+    """That the folder ``path`` exists or can be made, said before any work (nothing is left behind:
+    the probe folder is removed at once)."""
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {ancestor} is a file, not a folder: choose another path")
+    if path.exists():
+        return
+    try:
+        Path(tempfile.mkdtemp(prefix=".topicvae-probe-", dir=ancestor)).rmdir()
+    except OSError as error:
+        raise type(error)(f"{option} {path} cannot be created in {ancestor} ({error.strerror}): choose a writable folder") from None
+
+
 def _html_destination(out: Path, option: str) -> Path:
     if out.is_dir():
         raise IsADirectoryError(f"{option} {out} is a directory: give the path of the HTML file to write, e.g. {out / 'topics.html'}")
@@ -1092,6 +1110,8 @@ def recipe(
     try:
         if out is not None and out.exists() and not out.is_dir():
             raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
+        if out is not None:
+            _check_creatable(out, "--out")
         scores, _ = _recipe_run(
             name.value, objective=objective.value, groups=groups, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
             architecture=architecture.value if architecture else None, epochs=epochs, batch_size=batch_size, lr=lr,
