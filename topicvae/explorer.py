@@ -14,7 +14,6 @@ The page carries plotly.js inline, so it opens without a network.
 
 from __future__ import annotations
 
-import html
 import math
 import os
 from pathlib import Path
@@ -210,7 +209,7 @@ def render_explorer(data: dict) -> str:
     )
     environment.filters["nats"] = lambda value: "n/a" if value is None else f"{value:.3f}"
     environment.filters["number"] = _number
-    return environment.get_template("explorer.html.j2").render(data=data, figures=_figures(data), escape=html.escape)
+    return environment.get_template("explorer.html.j2").render(data=data, figures=_figures(data))
 
 
 def _number(value: Any) -> str:
