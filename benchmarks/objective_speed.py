@@ -136,7 +136,6 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
 
     weights = ObjectiveWeights.preset("hfvae")
     sizes = [dims // 2, dims - dims // 2]
-    before_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     loc, scale, noise = _inputs(batch, dims, torch.float32, device)
     cuda = device.startswith("cuda")
 
@@ -168,7 +167,7 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
         resident = _resident_mib()
         _reset_peak_rss()
     forward_backward()
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mib(before_mib)) - resident
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mib()) - resident
     return {
         "implementation": implementation,
         "batch": batch,
@@ -229,7 +228,7 @@ def _return_freed_memory() -> bool:
         return False
 
 
-def _peak_rss_mib(fallback: float) -> float:
+def _peak_rss_mib() -> float:
     peak = _status_mib("VmHWM")
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

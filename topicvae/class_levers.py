@@ -122,7 +122,7 @@ class ClassLevers:
         capacity targets). Returns ``penalty`` (the sum to add to the loss) and the unweighted
         quantities ``class_information``, ``style_kl`` and ``augmentation_kl`` that are in use.
         """
-        concrete = next(d for d, group in enumerate(model.groups) if group.is_concrete)
+        concrete = model.class_group
         probabilities = out.posteriors[concrete].logits.softmax(-1)
         penalty = torch.zeros((), device=images.device)
         terms: dict[str, Tensor] = {}

@@ -158,12 +158,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _state["showwarning"](message, category, filename, lineno, file, line)
 
 
-# OSError covers missing, unreadable and existing paths and failed downloads
 #: The corpus-reading options every command that reads documents takes, declared once.
 _TextColumn = Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")]
 _Encoding = Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")]
 _DecodeErrorsOption = Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)]
 
+# OSError covers missing, unreadable and existing paths and failed downloads
 _USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, UnicodeError)
 
 
@@ -426,8 +426,6 @@ def fit(
         if top_words < 1 or pairs < 0:
             option, value = ("--top-words", top_words) if top_words < 1 else ("--pairs", pairs)
             raise ValueError(f"{option} {value} is invalid: give a whole number >= {1 if option == '--top-words' else 0}")
-        if out is not None and out.exists() and not out.is_dir():
-            raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
         if out is not None:
             _check_creatable(out, "--out")
         if out is None and (resume or checkpoint_every is not None):
@@ -798,6 +796,8 @@ def evaluate(
 def _check_creatable(path: Path, option: str) -> None:
     """That the folder ``path`` exists or can be made, said before any work (nothing is left behind:
     the probe folder is removed at once)."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{option} {path} exists and is not a directory: choose another path")
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -1108,8 +1108,6 @@ def recipe(
 ) -> None:
     """Train an image model (MNIST, Fashion-MNIST, dSprites) and report MI, pruning, accuracy and disentanglement."""
     try:
-        if out is not None and out.exists() and not out.is_dir():
-            raise FileExistsError(f"--out {out} exists and is not a directory: choose another path")
         if out is not None:
             _check_creatable(out, "--out")
         scores, _ = _recipe_run(

@@ -35,7 +35,7 @@ from topicvae.distributed import ProcessGroup, current_process_group, gather_obj
 from topicvae.groups import GroupSpec
 from topicvae.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
 from topicvae.objective import ObjectiveWeights, item_elbo
-from topicvae.persistence import CONFIG_FILE, plain, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, read_config, write_model_directory
+from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, plain, read_config, write_model_directory
 from topicvae.streaming import ShardBatches, ShardedBagOfWords
 from topicvae.text import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
 from topicvae.training import (
@@ -443,8 +443,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
                 raise ValueError("Negative values in data passed to TopicModel as X: pass word counts (whole numbers >= 0)")
             return matrix
         if fit:
-            for name in ("feature_names_in_",):  # set by an earlier fit on a DataFrame
-                self.__dict__.pop(name, None)
+            self.__dict__.pop("feature_names_in_", None)  # set by an earlier fit on a DataFrame
             self.vectorizer_ = TextVectorizer(**(self.vectorizer.to_config() if self.vectorizer else {}))
             counts = self.vectorizer_.fit_transform(docs)
             self.n_features_in_ = counts.shape[1]

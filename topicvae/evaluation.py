@@ -11,7 +11,20 @@ from topicvae.analysis import InformationReport, plot_correlation, plot_informat
 from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
 from topicvae.estimator import TopicModel, perplexity_from_elbo
 
-__all__ = ["evaluate", "information_summary"]
+__all__ = ["evaluate", "information_summary", "pair_records"]
+
+
+def pair_records(pairs) -> list[dict]:
+    """The rows of a ``TopicModel.correlated_topics`` table as JSON-ready dicts (plain Python values)."""
+    return [
+        {
+            "topic_a": row.topic_a, "topic_b": row.topic_b, "partial": float(row.partial),
+            "correlation": float(row.correlation), "null_quantile": float(row.null_quantile),
+            "significant": bool(row.significant), "kind": row.kind, "shared_words": int(row.shared_words),
+            "words_a": list(row.words_a), "words_b": list(row.words_b),
+        }
+        for row in pairs.itertuples()
+    ]
 
 
 def evaluate(
@@ -98,21 +111,7 @@ def evaluate(
             "topics": [topic_names[i] for i in correlations.topics.tolist()],
             "partial": correlations.partial.tolist(),
             "null_quantile": correlations.null_quantile.tolist(),
-            "strongest": [
-                {
-                    "topic_a": row.topic_a,
-                    "topic_b": row.topic_b,
-                    "partial": row.partial,
-                    "correlation": row.correlation,
-                    "null_quantile": row.null_quantile,
-                    "significant": row.significant,
-                    "kind": row.kind,
-                    "shared_words": row.shared_words,
-                    "words_a": list(row.words_a),
-                    "words_b": list(row.words_b),
-                }
-                for row in pairs_table.itertuples()
-            ],
+            "strongest": pair_records(pairs_table),
         },
     }
     if labels is not None:

@@ -52,16 +52,9 @@ def _correlations(model: TopicModel, evaluation: dict | None, n_pairs: int, n_wo
             return None
         found = model.analysis_.correlations
         matrix, topics, threshold = found.partial.tolist(), [labels[i] for i in found.topics.tolist()], found.threshold
-        table = model.correlated_topics(n_pairs, n_words=n_words)
-        pairs = [
-            {
-                "topic_a": row.topic_a, "topic_b": row.topic_b, "partial": float(row.partial),
-                "correlation": float(row.correlation), "null_quantile": float(row.null_quantile),
-                "significant": bool(row.significant), "kind": row.kind, "shared_words": int(row.shared_words),
-                "words_a": list(row.words_a), "words_b": list(row.words_b),
-            }
-            for row in table.itertuples()
-        ]
+        from topicvae.evaluation import pair_records
+
+        pairs = pair_records(model.correlated_topics(n_pairs, n_words=n_words))
     return {"topics": topics, "partial": matrix, "threshold": threshold, "pairs": pairs[:n_pairs]}
 
 

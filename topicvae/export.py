@@ -90,20 +90,18 @@ def pyldavis_input(model: TopicModel, X) -> PyLDAvisInput:
     keep = lengths > 0
     if not keep.any():
         raise ValueError("no document of X has a word of the model's vocabulary: pyLDAvis needs at least one")
-    gaussian = np.concatenate([
-        np.full(group.size, not group.is_concrete) for group in model.groups_
-    ])
+    gaussian = model.groups_.gaussian_columns()
     with warnings.catch_warnings():  # empty documents are left out just below
         warnings.simplefilter("ignore")
         theta = model.transform(counts[keep])[:, gaussian]
     network = model.model_.eval()
     with torch.no_grad():
-        codes = torch.eye(model.groups_.num_columns, device=next(network.parameters()).device)[torch.from_numpy(gaussian)]
+        codes = torch.eye(model.groups_.num_columns, device=next(network.parameters()).device)[gaussian]
         topic_term = network.decode(codes).double().exp().cpu().numpy()
     # pyLDAvis checks that rows sum to 1 within 1e-3; float32 softmaxes are renormalized in float64
     topic_term /= topic_term.sum(axis=1, keepdims=True)
     theta = theta / theta.sum(axis=1, keepdims=True)
-    labels = [label for label, is_gaussian in zip(model.topic_labels(), gaussian) if is_gaussian]
+    labels = [model.topic_labels()[column] for column in gaussian]
     return PyLDAvisInput(
         topic_term_dists=topic_term,
         doc_topic_dists=theta,

@@ -78,6 +78,8 @@ class ImageVAE(nn.Module):
         if len(self.image_shape) != 3:
             raise ValueError(f"image_shape={image_shape!r} is invalid: give (channels, height, width)")
         self.groups = groups
+        #: the first Concrete group (the class), or None: what class_logits and the class levers read
+        self.class_group = next((d for d, group in enumerate(groups) if group.is_concrete), None)
         self.temperature = float(temperature)
         self.architecture = architecture
         channels, height, width = self.image_shape
@@ -143,8 +145,7 @@ class ImageVAE(nn.Module):
         features = self.encoder(images)
         if self.class_conditioned:
             return self.posterior.logits(features)
-        concrete = next(d for d, group in enumerate(self.groups) if group.is_concrete)
-        return self.posterior(features)[concrete].logits
+        return self.posterior(features)[self.class_group].logits
 
     def priors(self) -> list[Distribution]:
         like = self._anchor

@@ -17,7 +17,7 @@ from topicvae.estimator import _package_version, _resolve_device
 from topicvae.groups import GroupSpec
 from topicvae.image_models import ARCHITECTURES, ImageVAE
 from topicvae.objective import ObjectiveWeights, item_elbo
-from topicvae.persistence import FORMAT_VERSION, plain, interpreting_config, load_weights, read_config, write_model_directory
+from topicvae.persistence import FORMAT_VERSION, interpreting_config, load_weights, plain, read_config, write_model_directory
 from topicvae.random_state import RandomStreams, seeded
 from topicvae.training import ImageBatches, TrainingProgress, check_seed, check_training_options, train
 

@@ -43,6 +43,7 @@ from topicvae.disentanglement import (
 from topicvae.evaluation import information_summary
 from topicvae.image_data import DSPRITES_FACTORS, DSPRITES_SHAPE_NAMES, DSprites, load_dsprites, load_idx_dataset
 from topicvae.images import ImageModel
+from topicvae.persistence import plain
 
 __all__ = ["RECIPES", "RECIPE_WEIGHTS", "RecipeSettings", "ImageData", "load_recipe_data", "parse_exclusion", "score_image_model", "write_image_plots"]
 
@@ -466,15 +467,7 @@ def _plot_generalization(model: ImageModel, data: ImageData, report: dict[str, A
 
 def write_json(payload: dict, path: str | Path) -> None:
     """Write JSON atomically (see :func:`topicvae.atomic.write_json_atomically`), NumPy values as plain ones."""
-    write_json_atomically(path, payload, default=_plain)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    write_json_atomically(path, plain(payload))
 
 
 def recipe_model(name: str, *, objective: str = "hfvae", groups: str | None = None, architecture: str | None = None,

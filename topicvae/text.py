@@ -87,7 +87,7 @@ def word_pattern(min_length: int) -> str:
 
     A word starts with a letter and goes on with letters or combining marks (vowel signs,
     diacritics: ``_WORD_MARKS``), between characters that are neither; digits and ``_`` end
-    it. With ``min_length`` 3 and more, Chinese, Japanese and Korean runs of any length are
+    it. With ``min_length`` 2 or more, Chinese, Japanese and Korean runs of any length are
     words too, since their words are mostly one to three characters once the text is segmented.
     """
     letter_or_mark = rf"(?:[^\W\d_]|[{_WORD_MARKS}])"

@@ -316,10 +316,12 @@ def train(
             )
             values = terms.scalars()
             loss = terms.loss
+            # the share of training done before this step: the regularizer's and the schedule's clock
+            progress = ((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch)
             if regularizer is not None:
                 if process_group is not None:
                     raise ValueError("the class levers train in one process: their batch terms are not gathered across processes")
-                extra = regularizer(out, batch, ((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch))
+                extra = regularizer(out, batch, progress)
                 loss = loss + extra["penalty"]
                 values.update({name: float(value.detach()) for name, value in extra.items()})
             if process_group is not None:
@@ -328,7 +330,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             (loss * loss_scale if loss_scale != 1.0 else loss).backward()
             if lr_schedule != "constant":
-                factor = LR_SCHEDULES[lr_schedule](((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch))
+                factor = LR_SCHEDULES[lr_schedule](progress)
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
             optimizer.step()
