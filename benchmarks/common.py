@@ -280,7 +280,7 @@ STRIPPED = ("headers", "footers", "quotes")
 @functools.lru_cache(maxsize=None)
 def newsgroups_posts(data: Path, split: str, remove: tuple[str, ...] = STRIPPED) -> tuple[str, ...]:
     """Every post of one bydate split in file order (``load_20newsgroups``), parts removed as asked."""
-    from topicvae.datasets import load_20newsgroups
+    from topicvae.text.newsgroups import load_20newsgroups
 
     return tuple(load_20newsgroups(split, source=newsgroups_dir(data), remove=remove).texts)
 
@@ -302,7 +302,7 @@ class BagOfWords:
 
     train_texts: list[str]
     test_texts: list[str]
-    vectorizer: object  # a fitted topicvae.text.TextVectorizer
+    vectorizer: object  # a fitted topicvae.text.corpus.TextVectorizer
     train_counts: sp.csr_matrix  # rows with at least one vocabulary word
     test_counts: sp.csr_matrix
     vocabulary: list[str] = field(default_factory=list)
@@ -327,7 +327,7 @@ def newsgroups_bow(data: Path, train_documents: int | None = None, test_document
     The vocabulary is fitted on the (subset of the) training posts; documents without any
     vocabulary word are dropped from both count matrices, as ``TopicModel.fit`` drops them.
     """
-    from topicvae.text import TextVectorizer
+    from topicvae.text.corpus import TextVectorizer
 
     train_all, test_all = newsgroups_texts(data, "train"), newsgroups_texts(data, "test")
     train = [train_all[i] for i in random_subset(len(train_all), train_documents)]
@@ -382,10 +382,10 @@ def _closed_form_elbo_epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, ep
     """The same model, batches and optimizer as ``fit_iter``, minimizing -(log p(x|z) - KL(q||p))."""
     from torch.distributions import kl_divergence
 
-    from topicvae.groups import GroupSpec
-    from topicvae.models import MODEL_DEFAULTS, build_model
-    from topicvae.random_state import RandomStreams
-    from topicvae.training import BagOfWordsBatches
+    from topicvae.latent.groups import GroupSpec
+    from topicvae.topics.models import MODEL_DEFAULTS, build_model
+    from topicvae.training.random_state import RandomStreams
+    from topicvae.training.loop import BagOfWordsBatches
 
     streams = RandomStreams(seed, cuda=device.startswith("cuda"))
     with streams.active():

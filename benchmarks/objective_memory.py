@@ -34,7 +34,7 @@ def measure(batch: int, dims: int, path: str, dataset_size: int) -> dict:
     import torch
     from torch.distributions import Normal
 
-    from topicvae.objective import ObjectiveWeights, hfvae_objective
+    from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
 
     torch.manual_seed(0)
     baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -86,7 +86,7 @@ def _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights,
     import torch
     from torch.distributions import Normal
 
-    from topicvae.objective import hfvae_objective
+    from topicvae.objective.terms import hfvae_objective
 
     posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
     priors = [Normal(torch.zeros(e, dtype=loc.dtype, device=loc.device), torch.ones(e, dtype=loc.dtype, device=loc.device)) for e in sizes]
@@ -107,7 +107,7 @@ def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_
     """The largest difference between the naive and topicvae's terms and gradients, in float64."""
     import torch
 
-    from topicvae.objective import ObjectiveWeights
+    from topicvae.objective.terms import ObjectiveWeights
 
     weights = ObjectiveWeights.preset("hfvae")
     sizes = [dims // 2, dims - dims // 2]
@@ -132,7 +132,7 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
     """Forward + backward of one implementation at one B (run in a process of its own)."""
     import torch
 
-    from topicvae.objective import ObjectiveWeights
+    from topicvae.objective.terms import ObjectiveWeights
 
     weights = ObjectiveWeights.preset("hfvae")
     sizes = [dims // 2, dims - dims // 2]

@@ -1,6 +1,6 @@
 """Topic quality: topicvae against gensim and scikit-learn LDA, and on the ProdLDA paper's test set.
 
-Every model is scored by the same functions (``topicvae.coherence``) on the same bag-of-words,
+Every model is scored by the same functions (``topicvae.topics.coherence``) on the same bag-of-words,
 so the differences in the tables come from the models, not from the metric code.
 """
 
@@ -45,7 +45,7 @@ def top_words(scores: np.ndarray, vocabulary: Sequence[str], n: int = DIVERSITY_
 def score_topics(topics: list[list[str]], reference_counts: sp.csr_matrix, reference_tokens: list[list[str]],
                  vocabulary: Sequence[str], reference_name: str) -> dict:
     """Mean NPMI (whole documents and a sliding window) and diversity, by topicvae's own metric code."""
-    from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
+    from topicvae.topics.coherence import document_npmi, gensim_coherence, topic_diversity
 
     first = [words[:TOP_WORDS] for words in topics]
     whole = document_npmi(first, reference_counts, vocabulary, top_n=TOP_WORDS, reference_name=reference_name)
@@ -71,7 +71,7 @@ def fit_topicvae(train: sp.csr_matrix, test: sp.csr_matrix, vocabulary: list[str
                  objective: str, epochs: int, seed: int = 0) -> FittedTopics:
     """A topicvae TopicModel fitted on the count matrix; perplexity from its test-set ELBO."""
     from topicvae import TopicModel
-    from topicvae.estimator import perplexity_from_elbo
+    from topicvae.topics.estimator import perplexity_from_elbo
 
     estimator = TopicModel(model, groups, objective=objective, epochs=epochs, seed=seed)
     started = time.perf_counter()
@@ -199,8 +199,8 @@ def quality(mode: Mode, data: Path) -> tuple[dict, dict]:
         "corpus": {"name": "20 Newsgroups bydate, headers/quotes/signatures stripped, TextVectorizer defaults",
                    **bow.describe()},
         "coherence_reference": reference,
-        "npmi": f"mean over topics of the top {TOP_WORDS} words; whole-document co-occurrence (topicvae.coherence."
-                f"document_npmi) and gensim c_npmi with a window of {WINDOW} (topicvae.coherence.gensim_coherence)",
+        "npmi": f"mean over topics of the top {TOP_WORDS} words; whole-document co-occurrence (topicvae.topics.coherence."
+                f"document_npmi) and gensim c_npmi with a window of {WINDOW} (topicvae.topics.coherence.gensim_coherence)",
         "diversity": f"unique share of the top {DIVERSITY_WORDS} words of all topics",
         "perplexity": "on the test documents, without the multinomial coefficient. 'corpus' and 'per_document' are "
                       "each library's variational bound (an upper bound on the true perplexity): topicvae's from one "

@@ -2,7 +2,7 @@
 
 ``streaming``: the stripped 20 Newsgroups training set written R times over into one text file
 (R = 20 gives 226,280 documents), then, in a fresh process each, (a) streamed: the vocabulary
-and the sharded bag-of-words built in one pass (``topicvae.streaming``) and one training epoch
+and the sharded bag-of-words built in one pass (``topicvae.text.shards``) and one training epoch
 read from the shards, and (b) in memory: ``read_corpus`` + ``TextVectorizer`` + one epoch, the
 path ``topicvae fit`` takes without ``--stream``. Each process's peak RSS comes from os.wait4.
 
@@ -40,8 +40,8 @@ STREAM_TRAINING = dict(model="prodlda", groups="2x25", batch_size=200, epochs=1,
 def _child_stream(corpus: str, work: str) -> dict:
     """Count the corpus in one streaming pass into shards, then train one epoch from them."""
     from topicvae import TopicModel
-    from topicvae.streaming import build_bag_of_words
-    from topicvae.text import CorpusStream
+    from topicvae.text.shards import build_bag_of_words
+    from topicvae.text.corpus import CorpusStream
 
     started = time.perf_counter()
     bag = build_bag_of_words(CorpusStream(corpus), Path(work) / "bag-of-words")
@@ -63,7 +63,7 @@ def _child_stream(corpus: str, work: str) -> dict:
 def _child_memory(corpus: str) -> dict:
     """The in-memory path: every document read, vectorized at once, then one epoch."""
     from topicvae import TopicModel
-    from topicvae.text import TextVectorizer, read_corpus
+    from topicvae.text.corpus import TextVectorizer, read_corpus
 
     started = time.perf_counter()
     documents = read_corpus(corpus)
@@ -83,7 +83,7 @@ def _child_memory(corpus: str) -> dict:
 
 def _repeated_corpus(texts, repeats: int, path: Path) -> int:
     """The posts written ``repeats`` times over, one per line."""
-    from topicvae.text import write_corpus_lines
+    from topicvae.text.corpus import write_corpus_lines
 
     return write_corpus_lines((text for _ in range(repeats) for text in texts), path)
 
@@ -129,7 +129,7 @@ def streaming(mode: Mode, data: Path) -> tuple[dict, dict]:
     settings = {
         "corpus": f"20 Newsgroups bydate train, stripped ({len(chosen)} posts), written R times over into one "
                   "text file, one post per line",
-        "streamed": "topicvae.streaming.build_bag_of_words(CorpusStream(file)) with TextVectorizer's defaults, "
+        "streamed": "topicvae.text.shards.build_bag_of_words(CorpusStream(file)) with TextVectorizer's defaults, "
                     "8,192 documents per shard, then TopicModel().fit(bag) for one epoch from the shards",
         "in_memory": "read_corpus + TextVectorizer().fit_transform + TopicModel().fit(counts) for one epoch",
         "training": STREAM_TRAINING,

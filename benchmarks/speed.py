@@ -188,8 +188,8 @@ def training_matmuls(model: nn.Module, batch: int) -> list[dict]:
 
 def machine_limit(mode: Mode, data: Path) -> tuple[dict, dict]:
     """Measured matmul GFLOP/s, the model's FLOPs per epoch, and the share of the limit reached."""
-    from topicvae.groups import GroupSpec
-    from topicvae.models import build_model
+    from topicvae.latent.groups import GroupSpec
+    from topicvae.topics.models import build_model
 
     say("machine_limit: square matmuls")
     square = []

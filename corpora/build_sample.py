@@ -4,7 +4,7 @@ Usage (from the repository root, with topicvae installed)::
 
     python corpora/build_sample.py --source PATH/TO/20newsgroups
 
-``--source`` is any local copy that :func:`topicvae.datasets.load_20newsgroups`
+``--source`` is any local copy that :func:`topicvae.text.newsgroups.load_20newsgroups`
 reads. The output is deterministic: rerunning it gives byte-identical files.
 
 Steps: load the bydate *train* split with headers, footers and quotes stripped;
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from topicvae.datasets import load_20newsgroups
-from topicvae.text import write_corpus_lines
+from topicvae.text.newsgroups import load_20newsgroups
+from topicvae.text.corpus import write_corpus_lines
 
 HERE = Path(__file__).resolve().parent
 

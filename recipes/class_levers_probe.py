@@ -4,7 +4,7 @@
         --style-capacity 30 --augmentation 20 [--architecture conv] [--seed 1] [--jointvae-kl]
 
 Trains an ``ImageVAE`` (10 Gaussian + 10-way Concrete) with the HFVAE objective (the recipe's
-beta 4, gamma 3) plus the terms of :class:`topicvae.class_levers.ClassLevers`, and prints after
+beta 4, gamma 3) plus the terms of :class:`topicvae.images.class_levers.ClassLevers`, and prints after
 every epoch the Concrete group's unsupervised accuracy on the test images and their categorical
 I(x; c), one JSON line per epoch. ``--jointvae-kl`` replaces the categorical I(x; c) in the class
 capacity by JointVAE's own discrete term, KL(q(c | x) || uniform) averaged over the batch.
@@ -23,12 +23,12 @@ import time
 import numpy as np
 import torch
 
-from topicvae.class_levers import ClassLevers, capacity_target, categorical_information
-from topicvae.disentanglement import unsupervised_accuracy
-from topicvae.groups import GroupSpec
-from topicvae.image_data import load_idx_dataset
-from topicvae.image_models import ImageVAE
-from topicvae.objective import ObjectiveWeights, hfvae_objective
+from topicvae.images.class_levers import ClassLevers, capacity_target, categorical_information
+from topicvae.images.disentanglement import unsupervised_accuracy
+from topicvae.latent.groups import GroupSpec
+from topicvae.images.data import load_idx_dataset
+from topicvae.images.models import ImageVAE
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
 
 
 def main() -> None:

@@ -111,7 +111,7 @@ def summary(metrics: dict) -> dict:
 
 
 def disentanglement_summary(d: dict) -> dict:
-    """The dSprites scores of one :func:`topicvae.disentanglement.evaluate_disentanglement` report
+    """The dSprites scores of one :func:`topicvae.images.disentanglement.evaluate_disentanglement` report
     (only the metrics it holds)."""
     out = {"metric_samples": d["sample_counts"]}
     if "factor_vae" in d:
@@ -136,9 +136,9 @@ def full_count_scores(run_directory: Path, seed: int, metrics: list[str]) -> dic
     report = json.loads(path.read_text()) if path.is_file() else None
     missing = [m for m in metrics if report is None or m not in report]
     if missing:
-        from topicvae.disentanglement import evaluate_disentanglement
-        from topicvae.image_data import load_dsprites
-        from topicvae.images import ImageModel
+        from topicvae.images.disentanglement import evaluate_disentanglement
+        from topicvae.images.data import load_dsprites
+        from topicvae.images.estimator import ImageModel
 
         print(f"scoring {run_directory.name} at full sample counts: {', '.join(missing)}", flush=True)
         model = ImageModel.load(run_directory)

@@ -58,7 +58,7 @@ def fit_one(kind: str, seed: int, work: Path, epochs: int, device: str, batch_si
     if "FIT_THREADS" in os.environ:  # parallel fits (--jobs) share the cores: say how many each takes
         torch.set_num_threads(int(os.environ["FIT_THREADS"]))
     from topicvae import TopicModel
-    from topicvae.text import read_corpus
+    from topicvae.text.corpus import read_corpus
 
     options = {k: v for k, v in RUNS[kind].items() if k != "label"}
     model = TopicModel(options.pop("model"), **options, epochs=epochs, batch_size=batch_size, seed=seed, device=device)
@@ -77,8 +77,8 @@ def _top_ids(scores: np.ndarray, n: int) -> np.ndarray:
 
 def score_model(kind: str, seed: int, work: Path, train_docs, test_docs, test_labels) -> dict:
     from topicvae import TopicModel
-    from topicvae.analysis import transform_agreement
-    from topicvae.evaluation import evaluate
+    from topicvae.topics.analysis import transform_agreement
+    from topicvae.topics.evaluation import evaluate
 
     directory = work / "models" / f"{kind}-s{seed}"
     model = TopicModel.load(directory)
@@ -108,8 +108,8 @@ def score_lda(seed: int, train_counts, test_counts, vocabulary, train_docs, test
     """scikit-learn's LDA (batch variational Bayes, its default priors) on the same bag-of-words."""
     from sklearn.decomposition import LatentDirichletAllocation
 
-    from topicvae.analysis import label_alignment, transform_agreement
-    from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
+    from topicvae.topics.analysis import label_alignment, transform_agreement
+    from topicvae.topics.coherence import document_npmi, gensim_coherence, topic_diversity
 
     started = time.perf_counter()
     lda = LatentDirichletAllocation(n_components=50, learning_method="batch", max_iter=100, random_state=seed, n_jobs=1)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                     print("fitted", future.result(), flush=True)
     if args.score:
         from topicvae import __version__
-        from topicvae.text import TextVectorizer, read_corpus
+        from topicvae.text.corpus import TextVectorizer, read_corpus
 
         train_docs, test_docs = read_corpus(args.work / "train.txt"), read_corpus(args.work / "test.txt")
         test_labels = (args.work / "test.labels.txt").read_text().splitlines()

@@ -39,9 +39,9 @@ def screen(work: Path, name: str, options: dict, seed: int) -> dict:
 
     torch.set_num_threads(int(os.environ.get("FIT_THREADS", torch.get_num_threads())))
     from topicvae import TopicModel
-    from topicvae.analysis import label_alignment, transform_agreement
-    from topicvae.coherence import document_npmi, topic_diversity
-    from topicvae.text import read_corpus
+    from topicvae.topics.analysis import label_alignment, transform_agreement
+    from topicvae.topics.coherence import document_npmi, topic_diversity
+    from topicvae.text.corpus import read_corpus
 
     train, test = read_corpus(work / "train.txt"), read_corpus(work / "test.txt")
     labels = (work / "test.labels.txt").read_text(encoding="utf-8").splitlines()

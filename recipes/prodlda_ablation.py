@@ -73,8 +73,8 @@ def lift_scores(model) -> np.ndarray:
 
 
 def score(model, train, test, vocabulary) -> dict:
-    from topicvae.analysis import transform_agreement
-    from topicvae.coherence import document_npmi, topic_diversity
+    from topicvae.topics.analysis import transform_agreement
+    from topicvae.topics.coherence import document_npmi, topic_diversity
 
     info = model.information(test, seed=0)
     result = {

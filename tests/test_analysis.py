@@ -11,8 +11,8 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from torch.distributions import Normal
 
-from topicvae.analysis import information_report
-from topicvae.estimator import TopicModel
+from topicvae.topics.analysis import information_report
+from topicvae.topics.estimator import TopicModel
 
 from conftest import correlated_corpus, planted_corpus
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import topicvae.training
+import topicvae.training.loop
 from topicvae.cli import app
-from topicvae.estimator import TopicModel
-from topicvae.persistence import CHECKPOINT_FILE, ModelFileError, read_checkpoint
+from topicvae.topics.estimator import TopicModel
+from topicvae.io.model_files import CHECKPOINT_FILE, ModelFileError, read_checkpoint
 
 from conftest import counts_to_documents, planted_corpus
 
@@ -46,7 +46,7 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 def fault_at_step(monkeypatch, step_number: int, fault: str) -> None:
     """Make the objective's ``step_number``-th call (1-based, over the whole run) raise Ctrl-C or give NaN."""
-    real = topicvae.training.hfvae_objective
+    real = topicvae.training.loop.hfvae_objective
     calls = []
 
     def objective(log_likelihood, *args, **options):
@@ -57,7 +57,7 @@ def fault_at_step(monkeypatch, step_number: int, fault: str) -> None:
             log_likelihood = log_likelihood * float("nan")
         return real(log_likelihood, *args, **options)
 
-    monkeypatch.setattr(topicvae.training, "hfvae_objective", objective)
+    monkeypatch.setattr(topicvae.training.loop, "hfvae_objective", objective)
 
 
 def step_number(epoch: int, step: int) -> int:
@@ -93,7 +93,7 @@ def test_resume_compiles_as_the_uninterrupted_run_did_and_matches_it(tmp_path, c
     # Training compiles the estimator's kernels when the whole run is long enough. The
     # thresholds are lowered so that 6 epochs qualify and the 4 left after a resume would not:
     # the resumed run must still compile, or its arithmetic (and its bits) would differ.
-    import topicvae.objective as objective
+    import topicvae.objective.terms as objective
 
     monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
     monkeypatch.setattr(objective, "_COMPILED_KERNELS", objective._CompiledKernels())

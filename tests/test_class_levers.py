@@ -1,4 +1,4 @@
-"""The levers that move the class into the Concrete group (topicvae.class_levers): the categorical
+"""The levers that move the class into the Concrete group (topicvae.images.class_levers): the categorical
 information against an explicit float64 loop, the capacity schedule, the augmentation, and
 what each lever does in training."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from topicvae.class_levers import ClassLevers, capacity_target, categorical_information, random_affine
-from topicvae.images import ImageModel
+from topicvae.images.class_levers import ClassLevers, capacity_target, categorical_information, random_affine
+from topicvae.images.estimator import ImageModel
 
 from test_images import planted_images
 

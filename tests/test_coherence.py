@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 
-from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
+from topicvae.topics.coherence import document_npmi, gensim_coherence, topic_diversity
 
 DOCS = ["a b c", "a b", "c d", "a"]
 

@@ -1,4 +1,4 @@
-"""Tests for topicvae.datasets and the shipped sample corpus."""
+"""Tests for topicvae.text.newsgroups and the shipped sample corpus."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import sklearn_newsgroup_helpers
 
-import topicvae.datasets as datasets
-from topicvae.datasets import Dataset, load_20newsgroups
-from topicvae.text import TextVectorizer, read_corpus, strip_newsgroup_post
+import topicvae.text.newsgroups as datasets
+from topicvae.text.newsgroups import Dataset, load_20newsgroups
+from topicvae.text.corpus import TextVectorizer, read_corpus, strip_newsgroup_post
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_20NG = REPO.parent / "shared" / "data" / "20newsgroups"

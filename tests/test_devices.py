@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import topicvae.training as training
+import topicvae.training.loop as training
 from conftest import planted_corpus
 from topicvae import TopicModel
 

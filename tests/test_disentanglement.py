@@ -17,8 +17,8 @@ import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import mutual_info_score
 
-import topicvae.disentanglement as dis
-from topicvae.disentanglement import (
+import topicvae.images.disentanglement as dis
+from topicvae.images.disentanglement import (
     DEFAULTS,
     QUICK,
     REPRESENT_BATCH,

@@ -22,10 +22,10 @@ from torch import nn
 from torch.distributions import Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from topicvae.distributed import gather_batch, weighted_mean_over_ranks
-from topicvae.models import ModelOutput
-from topicvae.objective import ObjectiveWeights, hfvae_objective
-from topicvae.training import data_parallel_steps, train
+from topicvae.training.distributed import gather_batch, weighted_mean_over_ranks
+from topicvae.topics.models import ModelOutput
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
+from topicvae.training.loop import data_parallel_steps, train
 
 WEIGHTS = ObjectiveWeights(alpha=0.8, beta=0.3, gamma=3.0, delta=1.4)
 DATASET_SIZE = 40
@@ -219,7 +219,7 @@ def _rank_main(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 model = make_model(seed, concrete)
                 before = {name: p.detach().clone() for name, p in model.named_parameters()}
                 wrapped = nn.parallel.DistributedDataParallel(model)
-                from topicvae.distributed import current_process_group
+                from topicvae.training.distributed import current_process_group
 
                 step = next(train(
                     wrapped, FixedBatches(rows), WEIGHTS, epochs=1, optimizer=torch.optim.SGD(wrapped.parameters(), lr=1.0),
@@ -301,9 +301,9 @@ def _estimator_rank_main(rank: int, world_size: int, port: int, out_dir: str) ->
     from conftest import counts_to_documents, planted_corpus
 
     from topicvae import TopicModel
-    from topicvae.distributed import current_process_group
-    from topicvae.streaming import build_bag_of_words
-    from topicvae.text import TextVectorizer
+    from topicvae.training.distributed import current_process_group
+    from topicvae.text.shards import build_bag_of_words
+    from topicvae.text.corpus import TextVectorizer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -347,7 +347,7 @@ def _estimator_rank_main(rank: int, world_size: int, port: int, out_dir: str) ->
 def test_two_processes_fit_shares_of_a_streamed_corpus_and_resume_exactly(tmp_path):
     from conftest import counts_to_documents, planted_corpus
 
-    from topicvae.text import TextVectorizer
+    from topicvae.text.corpus import TextVectorizer
 
     out_dir = _spawn_two(_estimator_rank_main, tmp_path)
     ranks = [torch.load(out_dir / f"estimator-rank{rank}.pt", weights_only=True) for rank in range(2)]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-from topicvae.estimator import ModelFileError, TopicModel
-from topicvae.groups import GroupSpecError
-from topicvae.text import TextVectorizer
+from topicvae.topics.estimator import ModelFileError, TopicModel
+from topicvae.latent.groups import GroupSpecError
+from topicvae.text.corpus import TextVectorizer
 
 from conftest import counts_to_documents, planted_corpus
 

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from topicvae import TopicModel
 from topicvae.cli import app
-from topicvae.evaluation import evaluate
-from topicvae.explorer import explorer_data, render_explorer
-from topicvae.export import pyldavis_input
+from topicvae.topics.evaluation import evaluate
+from topicvae.topics.explorer import explorer_data, render_explorer
+from topicvae.topics.export import pyldavis_input
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "corpora" / "20newsgroups-sample.txt.gz"
@@ -244,7 +244,7 @@ if __name__ == "__main__":
 
 
 def test_a_vocabulary_word_cannot_run_script_on_the_pyldavis_page(fitted, docs, tmp_path):
-    from topicvae.export import save_pyldavis_html
+    from topicvae.topics.export import save_pyldavis_html
 
     _, model = fitted
     prepared = model.to_pyldavis(docs[:300])

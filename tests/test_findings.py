@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from topicvae.analysis import (
+from topicvae.topics.analysis import (
     label_alignment,
     prune_by_gap,
     topic_correlations,
@@ -199,7 +199,7 @@ def test_label_alignment_against_explicit_counts():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fit_learns_the_present_planted_topics_and_none_of_the_absent_ones(seed):
     from topicvae import TopicModel
-    from topicvae.planted import match_topics, planted_corpus
+    from topicvae.topics.planted import match_topics, planted_corpus
 
     # 8 planted topics, 2 of them used by no document; log-normal lengths from 5 to 1,000
     # words with length-dependent filler words; 12 model topics in two groups
@@ -226,14 +226,14 @@ def test_fit_learns_the_present_planted_topics_and_none_of_the_absent_ones(seed)
     ],
 )
 def test_planted_corpus_refuses_bad_input(kwargs, message):
-    from topicvae.planted import planted_corpus
+    from topicvae.topics.planted import planted_corpus
 
     with pytest.raises(ValueError, match=message):
         planted_corpus(10, **kwargs)
 
 
 def test_planted_corpus_has_the_planted_lengths_and_absent_topics():
-    from topicvae.planted import planted_corpus
+    from topicvae.topics.planted import planted_corpus
 
     corpus = planted_corpus(400, n_topics=5, absent=(2,), length_sigma=1.5, seed=3)
     lengths = np.asarray(corpus.counts.sum(1)).ravel()

@@ -1,4 +1,4 @@
-"""Tests of topicvae.groups: the latent group spec ('2x25', '25,25', '10,10c', 'style=10,digit=10c')."""
+"""Tests of topicvae.latent.groups: the latent group spec ('2x25', '25,25', '10,10c', 'style=10,digit=10c')."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from topicvae.groups import GroupSpec, GroupSpecError, LatentGroup
+from topicvae.latent.groups import GroupSpec, GroupSpecError, LatentGroup
 
 
 def layout(spec: GroupSpec) -> list[tuple[str, int, str]]:

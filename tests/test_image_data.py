@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topicvae import image_data
-from topicvae.image_data import (
+from topicvae.images import data as image_data
+from topicvae.images.data import (
     DSPRITES_FACTOR_NAMES,
     DSPRITES_FACTOR_SIZES,
     DSPRITES_FACTORS,

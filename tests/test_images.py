@@ -11,11 +11,11 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import NotFittedError
 
 from topicvae import TopicModel
-from topicvae.groups import GroupSpec
-from topicvae.image_models import ImageVAE
-from topicvae.images import ImageModel
-from topicvae.objective import ObjectiveWeights, hfvae_objective
-from topicvae.persistence import ModelFileError
+from topicvae.latent.groups import GroupSpec
+from topicvae.images.models import ImageVAE
+from topicvae.images.estimator import ImageModel
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
+from topicvae.io.model_files import ModelFileError
 
 from conftest import planted_corpus
 
@@ -180,7 +180,7 @@ def test_classes_needs_a_concrete_group():
 # the style conditioned on the class sample, q(c | x) q(z | x, c) (issue 16)
 # ------------------------------------------------------------------------------------------
 def test_a_class_conditioned_style_is_drawn_at_the_class_sample_and_trains():
-    from topicvae.objective import ClassConditioning
+    from topicvae.objective.terms import ClassConditioning
 
     torch.manual_seed(0)
     net = ImageVAE((1, 8, 8), GroupSpec.parse("3,2,4c"), hidden_sizes=(16,), class_conditioned=True)

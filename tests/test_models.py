@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from topicvae.estimator import TopicModel
-from topicvae.groups import GroupSpec
-from topicvae.models import NVDM, ProdLDA, build_model, dirichlet_laplace_prior
-from topicvae.objective import ObjectiveWeights, hfvae_objective
+from topicvae.topics.estimator import TopicModel
+from topicvae.latent.groups import GroupSpec
+from topicvae.topics.models import NVDM, ProdLDA, build_model, dirichlet_laplace_prior
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
 
 from conftest import planted_corpus
 

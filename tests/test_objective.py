@@ -1,4 +1,4 @@
-"""Tests of topicvae.objective against objective.md, recomputed independently in float64.
+"""Tests of topicvae.objective.terms against objective.md, recomputed independently in float64.
 
 Every reference quantity here is computed with explicit Python/numpy loops in float64
 (scipy.stats.norm.logpdf for Gaussian dimensions, a hand-written ExpConcrete log density
@@ -22,9 +22,9 @@ from scipy.stats import norm
 from torch.distributions import Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-import topicvae.objective as objective_module
-from topicvae.groups import GroupSpec
-from topicvae.objective import (
+import topicvae.objective.terms as objective_module
+from topicvae.latent.groups import GroupSpec
+from topicvae.objective.terms import (
     LogMarginals,
     LossTerms,
     ObjectiveWeights,
@@ -1057,7 +1057,7 @@ def _conditioned_reference(heads, logits, log_c, style, temperature, n, weights)
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_style_group_conditioned_on_the_class_gives_the_terms_of_the_explicit_loops(seed):
-    from topicvae.objective import ClassConditioning
+    from topicvae.objective.terms import ClassConditioning
 
     heads, logits, log_c, style, temperature = _conditioned_problem(seed)
     n = 40
@@ -1081,7 +1081,7 @@ def test_a_style_group_conditioned_on_the_class_gives_the_terms_of_the_explicit_
 
 
 def test_a_conditioning_that_does_not_fit_its_groups_is_refused():
-    from topicvae.objective import ClassConditioning
+    from topicvae.objective.terms import ClassConditioning
 
     heads, logits, log_c, style, temperature = _conditioned_problem(0)
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
@@ -1096,7 +1096,7 @@ def test_a_conditioning_that_does_not_fit_its_groups_is_refused():
 
 
 def test_the_conditioned_joint_is_the_same_in_blocks_and_its_gradient_reaches_every_head():
-    from topicvae.objective import ClassConditioning
+    from topicvae.objective.terms import ClassConditioning
 
     heads, logits, log_c, style, temperature = _conditioned_problem(3)
     leaves = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in heads.items()}

@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from torch.distributions import Normal, RelaxedOneHotCategorical
 
-from topicvae.objective import ObjectiveWeights, hfvae_objective, log_marginals
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective, log_marginals
 
 
 def gaussian_batch(seed, batch, sizes, dtype=torch.float64, scale_floor=0.2):
@@ -110,7 +110,7 @@ def test_compiled_kernels_equal_eager_kernels():
 
 
 def test_a_failing_compiler_warns_once_and_falls_back_to_eager_kernels(monkeypatch):
-    import topicvae.objective as objective
+    import topicvae.objective.terms as objective
 
     def broken_compile(function, **_):
         def raises(*args, **kwargs):
@@ -133,7 +133,7 @@ def test_a_failing_compiler_warns_once_and_falls_back_to_eager_kernels(monkeypat
 
 
 def test_training_compiles_only_large_long_runs(monkeypatch):
-    import topicvae.objective as objective
+    import topicvae.objective.terms as objective
 
     monkeypatch.setattr(objective, "_COMPILED_KERNELS", objective._CompiledKernels())
     monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)

@@ -22,10 +22,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from topicvae.estimator import TopicModel  # noqa: E402
-from topicvae.groups import GroupSpec, LatentGroup  # noqa: E402
-from topicvae.persistence import ModelFileError  # noqa: E402
-from topicvae.text import read_corpus  # noqa: E402
+from topicvae.topics.estimator import TopicModel  # noqa: E402
+from topicvae.latent.groups import GroupSpec, LatentGroup  # noqa: E402
+from topicvae.io.model_files import ModelFileError  # noqa: E402
+from topicvae.text.corpus import read_corpus  # noqa: E402
 
 from conftest import planted_corpus  # noqa: E402
 

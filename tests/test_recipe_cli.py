@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from topicvae.cli import app
-from topicvae.images import ImageModel
-from topicvae.recipes import parse_exclusion
+from topicvae.images.estimator import ImageModel
+from topicvae.images.recipes import parse_exclusion
 
 runner = CliRunner()
 

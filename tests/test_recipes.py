@@ -63,9 +63,9 @@ def test_image_experiments_recipe_runs_the_recipes_and_tabulates(tmp_path, tiny_
 def test_image_experiments_full_counts_are_cached_merged_and_tabulated(tmp_path, monkeypatch):
     """--full-counts: each metric is computed once per run at full counts, added to the cache, and
     tabulated beside the paper; the reduced table shows what the recipe itself scored."""
-    import topicvae.disentanglement
-    import topicvae.image_data
-    import topicvae.images
+    import topicvae.images.disentanglement
+    import topicvae.images.data
+    import topicvae.images.estimator
 
     recipe = load_recipe("image_experiments")
     calls = []
@@ -77,9 +77,9 @@ def test_image_experiments_full_counts_are_cached_merged_and_tabulated(tmp_path,
                           "regressor": dci_regressor, "predictor": "RandomForestRegressor"}}
         return {"sample_counts": "disentanglement_lib defaults", "metrics": list(metrics), **{m: scores[m] for m in metrics}}
 
-    monkeypatch.setattr(topicvae.disentanglement, "evaluate_disentanglement", evaluate)
-    monkeypatch.setattr(topicvae.images.ImageModel, "load", classmethod(lambda cls, path: type("Model", (), {"transform": None})))
-    monkeypatch.setattr(topicvae.image_data, "load_dsprites", lambda: None)
+    monkeypatch.setattr(topicvae.images.disentanglement, "evaluate_disentanglement", evaluate)
+    monkeypatch.setattr(topicvae.images.estimator.ImageModel, "load", classmethod(lambda cls, path: type("Model", (), {"transform": None})))
+    monkeypatch.setattr(topicvae.images.data, "load_dsprites", lambda: None)
     run = tmp_path / "dsprites-hfvae-s0"
     run.mkdir()
     recipe.full_count_scores(run, 0, ["dci", "mig"])

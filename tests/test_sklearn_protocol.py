@@ -25,8 +25,8 @@ from sklearn.utils.estimator_checks import check_estimator
 from sklearn.utils.validation import check_is_fitted
 
 from topicvae import TopicModel
-from topicvae.images import ImageModel
-from topicvae.text import TextVectorizer
+from topicvae.images.estimator import ImageModel
+from topicvae.text.corpus import TextVectorizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::topicvae.EmptyDocumentWarning")
 

@@ -14,8 +14,8 @@ import torch
 
 from conftest import counts_to_documents, planted_corpus
 from topicvae import TopicModel
-from topicvae.streaming import MANIFEST_FILE, ShardBatches, ShardedBagOfWords, build_bag_of_words
-from topicvae.text import CorpusStream, TextVectorizer, read_corpus
+from topicvae.text.shards import MANIFEST_FILE, ShardBatches, ShardedBagOfWords, build_bag_of_words
+from topicvae.text.corpus import CorpusStream, TextVectorizer, read_corpus
 
 SAMPLE = Path(__file__).resolve().parents[1] / "corpora" / "20newsgroups-sample.txt.gz"
 

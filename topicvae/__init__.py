@@ -2,20 +2,25 @@
 
 __version__ = "0.1.0"
 
-from topicvae.estimator import DegenerateCorpusWarning, EmptyDocumentWarning, TopicModel  # noqa: E402  (estimator reads __version__)
-from topicvae.groups import GroupSpec, GroupSpecError, LatentGroup  # noqa: E402
-from topicvae.objective import LossTerms, ObjectiveWeights, hfvae_objective, log_marginals  # noqa: E402
+from topicvae.topics.estimator import DegenerateCorpusWarning, EmptyDocumentWarning, TopicModel  # noqa: E402  (estimator reads __version__)
+from topicvae.latent.groups import GroupSpec, GroupSpecError, LatentGroup  # noqa: E402
+from topicvae.objective.terms import LossTerms, ObjectiveWeights, hfvae_objective, log_marginals  # noqa: E402
+from topicvae.text.corpus import TextVectorizer, read_corpus  # noqa: E402
+from topicvae.images.estimator import ImageModel  # noqa: E402
 
 __all__ = [
     "DegenerateCorpusWarning",
     "EmptyDocumentWarning",
     "GroupSpec",
     "GroupSpecError",
+    "ImageModel",
     "LatentGroup",
     "LossTerms",
+    "TextVectorizer",
     "TopicModel",
     "ObjectiveWeights",
     "hfvae_objective",
     "log_marginals",
+    "read_corpus",
     "__version__",
 ]

@@ -97,7 +97,7 @@ _DECODE_ERRORS_HELP = (
 
 def _read_documents(path: Path, *, text_column: str, encoding: str, decode_errors: DecodeErrors) -> list[str]:
     """``read_corpus``, with a note on stderr of how many undecodable bytes were replaced."""
-    from topicvae.text import read_corpus
+    from topicvae.text.corpus import read_corpus
 
     documents = read_corpus(path, text_column=text_column, encoding=encoding, errors=decode_errors.value)
     _note_replaced_bytes(documents.undecodable_bytes, path)
@@ -150,7 +150,7 @@ def _interrupted(error: KeyboardInterrupt, note: str) -> None:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """topicvae's own warnings as one line on stderr, like its errors; others as Python shows them."""
-    from topicvae.estimator import DegenerateCorpusWarning, EmptyDocumentWarning
+    from topicvae.topics.estimator import DegenerateCorpusWarning, EmptyDocumentWarning
 
     if issubclass(category, (DegenerateCorpusWarning, EmptyDocumentWarning)):
         _echo(f"{_state.get('speaker', '')}warning: {message}", err=True)
@@ -193,12 +193,12 @@ def main(
 def _print_topics(model, n_words: int, information: dict | None = None) -> None:
     """Active topics by group, each with its I(x; z_k); then the pruned ones apart, one line each.
 
-    ``information`` is an :func:`~topicvae.evaluation.information_summary`; without it the
+    ``information`` is an :func:`~topicvae.topics.evaluation.information_summary`; without it the
     model's own analysis of its training documents is used, or, for models saved before it
     existed, every topic is printed.
     """
     if information is None and getattr(model, "analysis_", None) is not None:
-        from topicvae.evaluation import information_summary
+        from topicvae.topics.evaluation import information_summary
 
         information = information_summary(model, model.analysis_.information, pruning=model.analysis_.pruning)
     table = model.topics(n_words)
@@ -261,7 +261,7 @@ def _shown_pairs(model, n_pairs: int, n_words: int):
 
 
 def _print_pairs(model, n_pairs: int, n_words: int) -> None:
-    from topicvae.estimator import DUPLICATE_SHARED_WORDS
+    from topicvae.topics.estimator import DUPLICATE_SHARED_WORDS
 
     shown = _shown_pairs(model, n_pairs, n_words)
     if shown is None:
@@ -353,7 +353,7 @@ def _report(model, n_words: int, n_pairs: int, corpus: Path, information: dict) 
 
 
 def _write_json_atomically(payload: dict, path: Path) -> None:
-    from topicvae.atomic import write_json_atomically
+    from topicvae.io.atomic import write_json_atomically
 
     write_json_atomically(path, payload)
 
@@ -408,11 +408,11 @@ def fit(
     checkpoint_dir = out / CHECKPOINT_DIR if out is not None else None
     temporary_shards = None
     try:
-        from topicvae.distributed import launched_with_torchrun, start_process_group
-        from topicvae.estimator import ANALYSIS_DOCUMENTS, TopicModel, _resolve_device
-        from topicvae.evaluation import check_mi_threshold, information_summary
-        from topicvae.persistence import CHECKPOINT_FILE, CONFIG_FILE
-        from topicvae.text import TextVectorizer, load_vocabulary
+        from topicvae.training.distributed import launched_with_torchrun, start_process_group
+        from topicvae.topics.estimator import ANALYSIS_DOCUMENTS, TopicModel, _resolve_device
+        from topicvae.topics.evaluation import check_mi_threshold, information_summary
+        from topicvae.io.model_files import CHECKPOINT_FILE, CONFIG_FILE
+        from topicvae.text.corpus import TextVectorizer, load_vocabulary
 
         process_group = None
         if launched_with_torchrun():
@@ -549,8 +549,8 @@ _RESUME_ADVICE = "rerun the same command with --resume to continue from it"
 
 def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed, text_column, encoding, decode_errors, progress):
     """The corpus counted in one streaming pass into shard_dir (this rank's part), or the bag-of-words found there."""
-    from topicvae.streaming import MANIFEST_FILE, ShardedBagOfWords, build_bag_of_words, file_source
-    from topicvae.text import CorpusStream
+    from topicvae.text.shards import MANIFEST_FILE, ShardedBagOfWords, build_bag_of_words, file_source
+    from topicvae.text.corpus import CorpusStream
 
     rank, world_size = (0, 1) if process_group is None else (process_group.rank, process_group.world_size)
     directory = shard_dir / f"rank-{rank}-of-{world_size}"
@@ -582,7 +582,7 @@ def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed
 
 def _checkpoint_note(checkpoint_dir: Path | None, what: str, advice: str) -> str:
     """Where the run's checkpoint is, as the disk has it now, and what to do with it."""
-    from topicvae.persistence import ModelFileError, read_checkpoint
+    from topicvae.io.model_files import ModelFileError, read_checkpoint
 
     if checkpoint_dir is None:
         return "nothing was saved (with --out DIR, training is checkpointed and can be resumed)"
@@ -656,8 +656,8 @@ def _run_with_progress(steps, *, enabled: bool) -> int:
 
 def _load_model(model_dir: Path):
     """The saved model in ``model_dir``; a directory that holds only an unfinished run's checkpoint says so."""
-    from topicvae.estimator import TopicModel
-    from topicvae.persistence import CHECKPOINT_FILE, CONFIG_FILE
+    from topicvae.topics.estimator import TopicModel
+    from topicvae.io.model_files import CHECKPOINT_FILE, CONFIG_FILE
 
     if not (model_dir / CONFIG_FILE).exists() and (model_dir / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
         raise FileNotFoundError(
@@ -697,7 +697,7 @@ def transform(
         import numpy as np
         import pandas as pd
 
-        from topicvae.estimator import EmptyDocumentWarning
+        from topicvae.topics.estimator import EmptyDocumentWarning
 
         to_stdout = str(out) == "-"
         if out.is_dir():
@@ -736,7 +736,7 @@ def _write_table(table, out: Path) -> None:
 
     Renaming over a named pipe, a terminal or ``/dev/stdout`` would replace it with a file.
     """
-    from topicvae.atomic import write_file_atomically
+    from topicvae.io.atomic import write_file_atomically
 
     if out.exists() and not out.is_file():
         try:
@@ -768,7 +768,7 @@ def evaluate(
 ) -> None:
     """Coherence, diversity, perplexity, mutual information (with pruned topics) and correlations."""
     try:
-        from topicvae.evaluation import evaluate as evaluate_model
+        from topicvae.topics.evaluation import evaluate as evaluate_model
 
         model = _load_model(model_dir)
         if corpus is None:
@@ -829,7 +829,7 @@ def export(
 ) -> None:
     """Write a ProdLDA model's topics as a pyLDAvis page (topic i there is the model's column i - 1)."""
     try:
-        from topicvae.export import save_pyldavis_html
+        from topicvae.topics.export import save_pyldavis_html
 
         destination = _html_destination(pyldavis, "--pyldavis")
         model = _load_model(model_dir)
@@ -861,7 +861,7 @@ def report(
 ) -> None:
     """Write the explorer page: groups side by side, MI per topic, pruned topics, cross-group associations."""
     try:
-        from topicvae.explorer import explorer_data, write_explorer
+        from topicvae.topics.explorer import explorer_data, write_explorer
 
         destination = _html_destination(html, "--html")
         if labels is not None and corpus is None:
@@ -871,7 +871,7 @@ def report(
         model = _load_model(model_dir)
         evaluation = None
         if corpus is not None:
-            from topicvae.evaluation import evaluate as evaluate_model
+            from topicvae.topics.evaluation import evaluate as evaluate_model
 
             docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
             document_labels = _read_labels(labels, corpus, encoding=encoding, decode_errors=decode_errors) if labels else None
@@ -1002,7 +1002,7 @@ def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architect
                 test_size, temperature, seed, data, exclude, mi_threshold, full_metrics, device, progress, out, data_cache=None,
                 class_conditioned=False, levers=None):
     """Load, train, score and (with ``out``) save one recipe run; returns the scores."""
-    from topicvae.recipes import load_recipe_data, recipe_model, score_image_model, write_image_plots, write_json
+    from topicvae.images.recipes import load_recipe_data, recipe_model, score_image_model, write_image_plots, write_json
 
     model = recipe_model(
         name, objective=objective, groups=groups, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -1139,7 +1139,7 @@ def sweep(
 ) -> None:
     """The paper's Figure 6: HFVAE over beta (gamma = beta, or a fixed gamma), I(x; z) against TC and the label gap against beta."""
     try:
-        from topicvae.recipes import headline, load_recipe_data, plot_sweep, write_json
+        from topicvae.images.recipes import headline, load_recipe_data, plot_sweep, write_json
 
         if seeds < 1:
             raise ValueError(f"--seeds {seeds} is invalid: give a whole number >= 1")
@@ -1176,8 +1176,8 @@ def data_20newsgroups(
 ) -> None:
     """Write the 20 Newsgroups posts one per line (inner newlines folded)."""
     try:
-        from topicvae.datasets import load_20newsgroups
-        from topicvae.text import write_corpus_lines
+        from topicvae.text.newsgroups import load_20newsgroups
+        from topicvae.text.corpus import write_corpus_lines
 
         remove = () if keep_headers else ("headers", "footers", "quotes")
         dataset = load_20newsgroups(subset.value, source=source, remove=remove)

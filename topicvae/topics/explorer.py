@@ -7,7 +7,7 @@ the run's settings and metrics, and, when documents with labels are given, each 
 dominant label.
 
 Two steps, kept apart: :func:`explorer_data` turns a fitted model (and optionally an
-:func:`topicvae.evaluation.evaluate` report on documents) into plain JSON-ready data;
+:func:`topicvae.topics.evaluation.evaluate` report on documents) into plain JSON-ready data;
 :func:`render_explorer` turns that data into HTML with a Jinja2 template and Plotly figures.
 The page carries plotly.js inline, so it opens without a network.
 """
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from topicvae.atomic import write_file_atomically
+from topicvae.io.atomic import write_file_atomically
 
 if TYPE_CHECKING:  # pragma: no cover
-    from topicvae.estimator import TopicModel
+    from topicvae.topics.estimator import TopicModel
 
 __all__ = ["explorer_data", "render_explorer", "write_explorer"]
 
@@ -33,7 +33,7 @@ def _information(model: TopicModel, evaluation: dict | None) -> dict | None:
         return evaluation["information"]
     if getattr(model, "analysis_", None) is None:
         return None
-    from topicvae.evaluation import information_summary
+    from topicvae.topics.evaluation import information_summary
 
     return information_summary(model, model.analysis_.information, pruning=model.analysis_.pruning)
 
@@ -52,7 +52,7 @@ def _correlations(model: TopicModel, evaluation: dict | None, n_pairs: int, n_wo
             return None
         found = model.analysis_.correlations
         matrix, topics, threshold = found.partial.tolist(), [labels[i] for i in found.topics.tolist()], found.threshold
-        from topicvae.evaluation import pair_records
+        from topicvae.topics.evaluation import pair_records
 
         pairs = pair_records(model.correlated_topics(n_pairs, n_words=n_words))
     return {"topics": topics, "partial": matrix, "threshold": threshold, "pairs": pairs[:n_pairs]}
@@ -75,7 +75,7 @@ def explorer_data(
         Fitted (or loaded). Without ``evaluation``, the information and associations are the
         model's own analysis of its training documents (``analysis_``).
     evaluation : dict, optional
-        :func:`topicvae.evaluation.evaluate` on documents: its information, associations,
+        :func:`topicvae.topics.evaluation.evaluate` on documents: its information, associations,
         coherence (NPMI per topic), perplexity and, when it had labels, each topic's dominant
         label are shown instead.
     n_words, n_pairs : int
@@ -197,7 +197,7 @@ def render_explorer(data: dict) -> str:
     import jinja2
 
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("topicvae", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"]),
+        loader=jinja2.PackageLoader("topicvae.topics", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["nats"] = lambda value: "n/a" if value is None else f"{value:.3f}"

@@ -38,7 +38,7 @@ passes its own items' posteriors and samples (the rows b of the estimator) toget
 ``batch_posteriors``, the posteriors of all B items (the columns b'), and ``batch_offset``,
 the position of its first item among them; its terms are means over its own items, and the
 objective of the whole batch is their mean weighted by the processes' item counts. How the
-columns are gathered from the processes is the caller's business (``topicvae.distributed``).
+columns are gathered from the processes is the caller's business (``topicvae.training.distributed``).
 """
 
 from __future__ import annotations

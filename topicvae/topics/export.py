@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from topicvae.atomic import write_file_atomically
+from topicvae.io.atomic import write_file_atomically
 
 if TYPE_CHECKING:  # pragma: no cover
-    from topicvae.estimator import TopicModel
+    from topicvae.topics.estimator import TopicModel
 
 __all__ = ["PyLDAvisInput", "pyldavis_input", "prepare_pyldavis", "save_pyldavis_html"]
 

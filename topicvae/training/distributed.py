@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.distributions import Distribution
 
-from topicvae.models import posterior_parameters, posterior_with_parameters
+from topicvae.topics.models import posterior_parameters, posterior_with_parameters
 
 __all__ = [
     "ProcessGroup",

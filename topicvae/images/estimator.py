@@ -11,15 +11,15 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 
-from topicvae.analysis import InformationReport, encoder_information, sampled_information, subset_indices
-from topicvae.class_levers import ClassLevers
-from topicvae.estimator import _package_version, _resolve_device
-from topicvae.groups import GroupSpec
-from topicvae.image_models import ARCHITECTURES, ImageVAE
-from topicvae.objective import ObjectiveWeights, item_elbo
-from topicvae.persistence import FORMAT_VERSION, interpreting_config, load_weights, plain, read_config, write_model_directory
-from topicvae.random_state import RandomStreams, seeded
-from topicvae.training import ImageBatches, TrainingProgress, check_seed, check_training_options, train
+from topicvae.topics.analysis import InformationReport, encoder_information, sampled_information, subset_indices
+from topicvae.images.class_levers import ClassLevers
+from topicvae.topics.estimator import _package_version, _resolve_device
+from topicvae.latent.groups import GroupSpec
+from topicvae.images.models import ARCHITECTURES, ImageVAE
+from topicvae.objective.terms import ObjectiveWeights, item_elbo
+from topicvae.io.model_files import FORMAT_VERSION, interpreting_config, load_weights, plain, read_config, write_model_directory
+from topicvae.training.random_state import RandomStreams, seeded
+from topicvae.training.loop import ImageBatches, TrainingProgress, check_seed, check_training_options, train
 
 __all__ = ["ImageModel"]
 
@@ -71,7 +71,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
         E.g. ``"10,10c"``: 10 Gaussian dimensions and one 10-way Concrete variable (the paper's
         MNIST prior); ``"10,3c"`` for dSprites.
     architecture : {"mlp", "conv"}
-        See :mod:`topicvae.image_models`.
+        See :mod:`topicvae.images.models`.
     objective : {"hfvae", "vae", "beta-vae", "beta-tcvae"}
         A preset of the objective's weights; ``alpha``, ``beta``, ``gamma``, ``delta`` override
         what the preset lets you set.
@@ -85,14 +85,14 @@ class ImageModel(TransformerMixin, BaseEstimator):
         The Concrete groups' temperature lambda (posterior and prior).
     class_capacity, style_capacity, augmentation : float
         Weights of the levers that move the class into the Concrete group
-        (:mod:`topicvae.class_levers`): a capacity on the categorical I(x; c) rising to log K,
+        (:mod:`topicvae.images.class_levers`): a capacity on the categorical I(x; c) rising to log K,
         a capacity on the style's KL rising to 5 nats, and the consistency of q(c | x) under
         small random affine maps. 0 (the default) leaves a lever off. Measured on MNIST in
         docs/images.md.
     class_conditioned : bool
         Encode the Gaussian style given the class sample, q(c | x) q(z | x, c), as the
         authors' MNIST model does (needs one Concrete group; the heads are affine in c,
-        :class:`~topicvae.image_models.ClassConditionedPosterior`). ``transform`` then gives
+        :class:`~topicvae.images.models.ClassConditionedPosterior`). ``transform`` then gives
         the style at the most probable class.
     seed : int
         Seeds the run's own random numbers (initial weights, batch order, samples).
@@ -301,7 +301,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
     def image_elbo(self, X, *, seed: int = 0) -> np.ndarray:
         """Each image's ELBO in nats, shape [N]: log p(x | z) - KL(q(z | x) || p(z)), one sample.
 
-        The plain bound (:func:`topicvae.objective.item_elbo`) whatever weights the model was
+        The plain bound (:func:`topicvae.objective.terms.item_elbo`) whatever weights the model was
         trained with; the sample is drawn with ``seed`` (a class-conditioned style at the class
         sample, as in training).
         """

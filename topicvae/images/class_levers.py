@@ -117,7 +117,7 @@ class ClassLevers:
     def terms(self, model, images: Tensor, out, progress: float) -> dict[str, Tensor]:
         """The weighted penalties (to add to the loss) and what they act on, named.
 
-        ``model`` is an :class:`~topicvae.image_models.ImageVAE` with one Concrete group,
+        ``model`` is an :class:`~topicvae.images.models.ImageVAE` with one Concrete group,
         ``out`` its output on ``images``, ``progress`` the share of training done (for the
         capacity targets). Returns ``penalty`` (the sum to add to the loss) and the unweighted
         quantities ``class_information``, ``style_kl`` and ``augmentation_kl`` that are in use.

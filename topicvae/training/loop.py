@@ -16,11 +16,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from topicvae.distributed import ProcessGroup, gather_batch, gather_objects, weighted_mean_over_ranks
-from topicvae.models import ModelOutput, posterior_parameters, posterior_with_parameters
-from topicvae.objective import ObjectiveWeights, hfvae_objective, worth_compiling
-from topicvae.persistence import CHECKPOINT_FILE, ModelFileError, read_checkpoint, write_checkpoint
-from topicvae.random_state import RandomStreams
+from topicvae.training.distributed import ProcessGroup, gather_batch, gather_objects, weighted_mean_over_ranks
+from topicvae.topics.models import ModelOutput, posterior_parameters, posterior_with_parameters
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective, worth_compiling
+from topicvae.io.model_files import CHECKPOINT_FILE, ModelFileError, read_checkpoint, write_checkpoint
+from topicvae.training.random_state import RandomStreams
 
 __all__ = [
     "check_training_options", "check_checkpoint_options",
@@ -247,7 +247,7 @@ def train(
 ) -> Iterator[TrainingProgress]:
     """Maximize the HFVAE objective, yielding after every step.
 
-    ``model(batch)`` returns a :class:`~topicvae.models.ModelOutput`. The caller makes the
+    ``model(batch)`` returns a :class:`~topicvae.topics.models.ModelOutput`. The caller makes the
     ``optimizer`` (Adam over ``model.parameters()``) so that it can save and restore its state.
     Training runs epochs ``start_epoch + 1`` to ``epochs``: a resumed run passes the epoch its
     checkpoint reached, after restoring the model, the optimizer and the random states.
@@ -256,12 +256,12 @@ def train(
     is N in the stratified estimator of q(z); it defaults to the number of items in ``batches``.
     ``generator`` orders the batches; dropout masks and samples come from torch's global
     generator, so a caller that keeps its own random numbers apart advances this generator
-    inside :meth:`RandomStreams.active <topicvae.random_state.RandomStreams.active>`.
+    inside :meth:`RandomStreams.active <topicvae.training.random_state.RandomStreams.active>`.
 
     Data-parallel training (``process_group``): ``model`` is wrapped in DistributedDataParallel,
     ``batches`` holds this rank's items and takes as many steps per epoch as every other
     rank's, and ``dataset_size`` is the size of the whole data set. Each step gathers the whole
-    batch's posteriors (see :mod:`topicvae.distributed`); the terms yielded are the whole
+    batch's posteriors (see :mod:`topicvae.training.distributed`); the terms yielded are the whole
     batch's, the same on every rank.
 
     ``autocast_dtype`` (e.g. ``torch.bfloat16`` on GPUs) runs the model's forward pass in mixed
@@ -276,7 +276,7 @@ def train(
     ``regularizer(out, batch, progress)`` (optional; single process) returns named terms after
     each forward pass, ``progress`` being the share of training done before the step: its
     ``penalty`` is added to the loss, and every term is reported with the objective's (e.g.
-    :class:`~topicvae.class_levers.ClassLevers`).
+    :class:`~topicvae.images.class_levers.ClassLevers`).
     """
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule={lr_schedule!r} is unknown: choose one of {', '.join(LR_SCHEDULES)}")
@@ -379,7 +379,7 @@ class TrainingCheckpoints:
 
     At every epoch boundary :meth:`epoch_done` copies the model's state dict, the optimizer's
     state, the random states and the history; every ``every`` epochs, and after the last one,
-    the copy is written (atomically, see :func:`~topicvae.persistence.write_file_atomically`).
+    the copy is written (atomically, see :func:`~topicvae.io.model_files.write_file_atomically`).
     When training stops early, :meth:`write_pending` writes the last copy not yet on disk, so
     an interruption loses at most the epoch in progress. Only epoch boundaries are ever
     written: a resumed run starts a fresh epoch with the restored shuffle generator and

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from topicvae.analysis import InformationReport, plot_correlation, plot_information
-from topicvae.coherence import document_npmi, gensim_coherence, topic_diversity
-from topicvae.estimator import TopicModel, perplexity_from_elbo
+from topicvae.topics.analysis import InformationReport, plot_correlation, plot_information
+from topicvae.topics.coherence import document_npmi, gensim_coherence, topic_diversity
+from topicvae.topics.estimator import TopicModel, perplexity_from_elbo
 
 __all__ = ["evaluate", "information_summary", "pair_records"]
 
@@ -51,7 +51,7 @@ def evaluate(
     ``max_documents`` of them, drawn at random) with N = their number; topics are pruned by
     the gap rule, or below ``mi_threshold`` nats when it is given. With ``labels`` (one per
     document of ``docs``), each topic's dominant label, purity and NMI
-    (:func:`topicvae.analysis.label_alignment`).
+    (:func:`topicvae.topics.analysis.label_alignment`).
     """
     check_mi_threshold(mi_threshold)
     reference_docs = docs if reference_docs is None else reference_docs
@@ -185,9 +185,9 @@ def information_summary(model, information: InformationReport, mi_threshold: flo
 
     A variable is a Gaussian topic or a whole Concrete group (its categories share one
     variable, so they are kept or pruned together). Without ``mi_threshold`` the pruned
-    variables are those below the gap of the sorted I(x; z_de) (:func:`topicvae.analysis.prune_by_gap`;
+    variables are those below the gap of the sorted I(x; z_de) (:func:`topicvae.topics.analysis.prune_by_gap`;
     none when the curve has no gap); with it, those below that many nats. ``pruning`` (a
-    :class:`~topicvae.analysis.Pruning` decided before, e.g. ``analysis_.pruning``) overrides both.
+    :class:`~topicvae.topics.analysis.Pruning` decided before, e.g. ``analysis_.pruning``) overrides both.
     """
     check_mi_threshold(mi_threshold)
     names = [group.name for group in model.groups_]

@@ -2,7 +2,7 @@
 
 Both models map a bag of words x (counts, [B, V]) to one posterior q(z_d | x) per latent group
 and decode the side-by-side code of all groups back to a distribution over the vocabulary.
-The training objective lives in :mod:`topicvae.objective`; a model only supplies the
+The training objective lives in :mod:`topicvae.objective.terms`; a model only supplies the
 likelihood, the posteriors, the priors and the samples it needs.
 
 ProdLDA (Srivastava & Sutton, 2017)
@@ -36,7 +36,7 @@ from torch import nn
 from torch.distributions import Distribution, Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from topicvae.groups import GroupSpec
+from topicvae.latent.groups import GroupSpec
 
 __all__ = [
     "ModelOutput", "NeuralTopicModel", "ProdLDA", "NVDM", "build_model", "MODEL_DEFAULTS",

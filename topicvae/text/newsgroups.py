@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import fetch_20newsgroups
 
-from topicvae.text import strip_newsgroup_post
+from topicvae.text.corpus import strip_newsgroup_post
 
 __all__ = ["Dataset", "load_20newsgroups"]
 
@@ -80,7 +80,7 @@ def load_20newsgroups(
     data_home : str or path-like, optional
         scikit-learn's download cache; ignored when ``source`` is given.
     remove : iterable of {"headers", "footers", "quotes"}
-        Parts of each post to strip (see :func:`topicvae.text.strip_newsgroup_post`).
+        Parts of each post to strip (see :func:`topicvae.text.corpus.strip_newsgroup_post`).
 
     Returns
     -------

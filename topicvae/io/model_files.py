@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from topicvae.atomic import write_file_atomically
+from topicvae.io.atomic import write_file_atomically
 
 __all__ = [
     "FORMAT_VERSION", "RESTORE_ADVICE", "CONFIG_FILE", "WEIGHTS_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT_VERSION", "ModelFileError",

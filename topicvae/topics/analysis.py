@@ -26,8 +26,8 @@ import torch
 from torch.distributions import Distribution, Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from topicvae.objective import ClassConditioning, log_marginals
-from topicvae.random_state import seeded
+from topicvae.objective.terms import ClassConditioning, log_marginals
+from topicvae.training.random_state import seeded
 
 __all__ = ["InformationReport", "information_report", "encoder_information", "sampled_information", "concatenate_posteriors", "subset_indices"]
 

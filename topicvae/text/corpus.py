@@ -44,7 +44,7 @@ from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.utils.validation import check_is_fitted
 
-from topicvae.atomic import write_file_atomically
+from topicvae.io.atomic import write_file_atomically
 
 __all__ = [
     "DEFAULT_TOKEN_PATTERN",
@@ -828,7 +828,7 @@ class TextVectorizer(BaseEstimator):
 
         The same stripping, lowercasing, token pattern and stop words as ``fit``; with
         :meth:`set_vocabulary_from_frequencies`, it lets a corpus too large for memory be
-        counted one document at a time (:mod:`topicvae.streaming`).
+        counted one document at a time (:mod:`topicvae.text.shards`).
         """
         stop_words = self._validated_stop_words()
         self._check_options()

@@ -1,6 +1,6 @@
 """Image VAEs whose latent code is split into groups: Gaussian style groups beside Concrete classes.
 
-The same :class:`~topicvae.groups.GroupSpec`, :class:`~topicvae.models.GroupedPosterior` and
+The same :class:`~topicvae.latent.groups.GroupSpec`, :class:`~topicvae.topics.models.GroupedPosterior` and
 objective that serve the topic models serve images; only the encoder, the decoder and the
 likelihood change (the paper's Section 5 and Table 2: 10 Gaussian dimensions with a 10-way
 Concrete group for MNIST and Fashion-MNIST, with a 3-way one for dSprites).
@@ -35,9 +35,9 @@ from torch import nn
 from torch.distributions import Distribution, Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from topicvae.groups import GroupSpec
-from topicvae.models import GroupedPosterior, ModelOutput
-from topicvae.objective import ClassConditioning
+from topicvae.latent.groups import GroupSpec
+from topicvae.topics.models import GroupedPosterior, ModelOutput
+from topicvae.objective.terms import ClassConditioning
 
 __all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES"]
 
@@ -188,7 +188,7 @@ class ClassConditionedPosterior(nn.Module):
 
     with c the relaxed one-hot sample: a linear map of the features to E (K + 1) numbers for
     each head. The objective then has every pair q(z^b | x^b', c^b) in closed form
-    (:class:`~topicvae.objective.ClassConditioning`).
+    (:class:`~topicvae.objective.terms.ClassConditioning`).
     """
 
     def __init__(self, in_features: int, groups: GroupSpec, *, temperature: float):

@@ -1,6 +1,6 @@
 """Image recipes: MNIST, Fashion-MNIST and dSprites through the latent-group API.
 
-A recipe loads a data set, trains an :class:`~topicvae.images.ImageModel` (the defaults follow
+A recipe loads a data set, trains an :class:`~topicvae.images.estimator.ImageModel` (the defaults follow
 the paper's Table 2: 10 Gaussian dimensions beside a 10-way Concrete group for MNIST and
 Fashion-MNIST, a 3-way one for dSprites) and scores it:
 
@@ -11,7 +11,7 @@ Fashion-MNIST, a 3-way one for dSprites) and scores it:
   one-to-one matching of categories to classes), I(y; z_e) for every Gaussian dimension and
   I(y; c) for the Concrete argmax c (20-bin histograms, as disentanglement_lib), and the paper's
   Figure 6 gap I(y; c) - max_e I(y; z_e), also divided by H(y);
-* dSprites: the FactorVAE score, DCI and MIG (:mod:`topicvae.disentanglement`), and the
+* dSprites: the FactorVAE score, DCI and MIG (:mod:`topicvae.images.disentanglement`), and the
   Concrete group's accuracy against the shape.
 
 With ``exclude`` a recipe leaves chosen factor combinations out of training (the paper's
@@ -32,18 +32,18 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import mutual_info_score
 
-from topicvae.analysis import InformationReport, plot_information
-from topicvae.atomic import write_json_atomically
-from topicvae.disentanglement import (
+from topicvae.topics.analysis import InformationReport, plot_information
+from topicvae.io.atomic import write_json_atomically
+from topicvae.images.disentanglement import (
     discrete_mutual_information,
     evaluate_disentanglement,
     factor_entropy,
     unsupervised_accuracy,
 )
-from topicvae.evaluation import information_summary
-from topicvae.image_data import DSPRITES_FACTORS, DSPRITES_SHAPE_NAMES, DSprites, load_dsprites, load_idx_dataset
-from topicvae.images import ImageModel
-from topicvae.persistence import plain
+from topicvae.topics.evaluation import information_summary
+from topicvae.images.data import DSPRITES_FACTORS, DSPRITES_SHAPE_NAMES, DSprites, load_dsprites, load_idx_dataset
+from topicvae.images.estimator import ImageModel
+from topicvae.io.model_files import plain
 
 __all__ = ["RECIPES", "RECIPE_WEIGHTS", "RecipeSettings", "ImageData", "load_recipe_data", "parse_exclusion", "score_image_model", "write_image_plots"]
 
@@ -466,7 +466,7 @@ def _plot_generalization(model: ImageModel, data: ImageData, report: dict[str, A
 
 
 def write_json(payload: dict, path: str | Path) -> None:
-    """Write JSON atomically (see :func:`topicvae.atomic.write_json_atomically`), NumPy values as plain ones."""
+    """Write JSON atomically (see :func:`topicvae.io.atomic.write_json_atomically`), NumPy values as plain ones."""
     write_json_atomically(path, plain(payload))
 
 

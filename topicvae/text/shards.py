@@ -4,7 +4,7 @@
 tokenized by the vectorizer's own analyzer and its counts are written to disk at once, under
 provisional word ids, while the document and corpus frequencies of every token are tallied.
 At the end of the pass the vocabulary is chosen from those tallies by CountVectorizer's own
-rule (so it is the vocabulary :class:`~topicvae.text.TextVectorizer` would choose with the
+rule (so it is the vocabulary :class:`~topicvae.text.corpus.TextVectorizer` would choose with the
 whole corpus in memory), and the provisional counts are rewritten under the final ids into
 shards. Each document goes to a shard drawn at random, so every shard is a uniform random
 sample of the corpus: reading shards in a random order and shuffling within each gives
@@ -14,7 +14,7 @@ say), while only one shard is ever in memory.
 Peak memory is set by the shard size and the number of distinct tokens, not by the number of
 documents: what is held is the token tallies, one chunk of provisional counts and one shard.
 
-In data-parallel training each rank (see :mod:`topicvae.distributed`) reads the documents
+In data-parallel training each rank (see :mod:`topicvae.training.distributed`) reads the documents
 ``rank, rank + R, rank + 2R, ...`` of the same corpus into its own directory; the ranks
 exchange their token tallies once, so that all choose the same vocabulary, and their
 document counts, so that all know N.
@@ -41,9 +41,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from topicvae.atomic import write_json_atomically
-from topicvae.distributed import ProcessGroup, gather_objects
-from topicvae.text import PATTERN_CHECK_DOCUMENTS, TextVectorizer, load_vocabulary
+from topicvae.io.atomic import write_json_atomically
+from topicvae.training.distributed import ProcessGroup, gather_objects
+from topicvae.text.corpus import PATTERN_CHECK_DOCUMENTS, TextVectorizer, load_vocabulary
 
 __all__ = ["ShardedBagOfWords", "ShardBatches", "build_bag_of_words", "file_source", "MANIFEST_FILE"]
 
@@ -160,7 +160,7 @@ def build_bag_of_words(
     Parameters
     ----------
     documents : iterable of str
-        Read once, one document at a time (e.g. a :class:`~topicvae.text.CorpusStream`).
+        Read once, one document at a time (e.g. a :class:`~topicvae.text.corpus.CorpusStream`).
     directory : path
         Created; it must not exist yet. It is built beside its final place and renamed at the
         end, so an error leaves nothing half-written.

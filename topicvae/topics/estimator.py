@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
-from topicvae.analysis import (
+from topicvae.topics.analysis import (
     InformationReport,
     LabelAlignment,
     TopicAnalysis,
@@ -31,14 +31,14 @@ from topicvae.analysis import (
     subset_indices,
     topic_correlations,
 )
-from topicvae.distributed import ProcessGroup, current_process_group, gather_objects
-from topicvae.groups import GroupSpec
-from topicvae.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
-from topicvae.objective import ObjectiveWeights, item_elbo
-from topicvae.persistence import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, plain, read_config, write_model_directory
-from topicvae.streaming import ShardBatches, ShardedBagOfWords
-from topicvae.text import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
-from topicvae.training import (
+from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects
+from topicvae.latent.groups import GroupSpec
+from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
+from topicvae.objective.terms import ObjectiveWeights, item_elbo
+from topicvae.io.model_files import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, plain, read_config, write_model_directory
+from topicvae.text.shards import ShardBatches, ShardedBagOfWords
+from topicvae.text.corpus import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
+from topicvae.training.loop import (
     BagOfWordsBatches,
     TrainingCheckpoints,
     TrainingProgress,
@@ -49,7 +49,7 @@ from topicvae.training import (
     data_parallel_steps,
     train,
 )
-from topicvae.random_state import RandomStreams, seeded
+from topicvae.training.random_state import RandomStreams, seeded
 
 __all__ = ["TopicModel", "ModelFileError", "EmptyDocumentWarning", "DegenerateCorpusWarning", "FORMAT_VERSION"]
 
@@ -245,7 +245,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
     ----------
     model : {"prodlda", "nvdm"}
     groups : str or GroupSpec
-        How the topics are split into groups, e.g. ``"2x25"`` (see :mod:`topicvae.groups`).
+        How the topics are split into groups, e.g. ``"2x25"`` (see :mod:`topicvae.latent.groups`).
     objective : {"hfvae", "vae", "beta-vae", "beta-tcvae"}
         A preset of the objective's weights; ``alpha``, ``beta``, ``gamma``, ``delta`` override
         the weights the preset lets you set (see :meth:`ObjectiveWeights.preset`).
@@ -293,9 +293,9 @@ class TopicModel(TransformerMixin, BaseEstimator):
         it). The objective's pairwise log-densities are always computed in float32.
 
     Data-parallel training: when ``torch.distributed`` is initialized with two or more
-    processes (``torchrun``, see :mod:`topicvae.distributed`), ``fit`` trains with
+    processes (``torchrun``, see :mod:`topicvae.training.distributed`), ``fit`` trains with
     DistributedDataParallel. Pass each process its own share as a
-    :class:`~topicvae.streaming.ShardedBagOfWords` built with the process group, or the whole
+    :class:`~topicvae.text.shards.ShardedBagOfWords` built with the process group, or the whole
     corpus (every process then trains on the rows rank, rank + R, ...).
     """
 
@@ -497,7 +497,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         usable as it stands (``topics``, ``transform``, ``save``), but the analysis of the
         training documents that ends a complete fit is not made: ``analysis_`` and
         ``topic_correlation_`` are None until ``analysis_ = analyse(X)``. The run draws its
-        random numbers from its own streams (:class:`~topicvae.random_state.RandomStreams`):
+        random numbers from its own streams (:class:`~topicvae.training.random_state.RandomStreams`):
         the caller's global Python, NumPy and torch generators are left as they were.
         """
         groups, weights, lr = self._validate()
@@ -850,14 +850,14 @@ class TopicModel(TransformerMixin, BaseEstimator):
         return np.asarray(self.topic_labels(), dtype=object)
 
     def to_pyldavis(self, X, **options):
-        """pyLDAvis's prepared data for the documents X (ProdLDA; see :mod:`topicvae.export`).
+        """pyLDAvis's prepared data for the documents X (ProdLDA; see :mod:`topicvae.topics.export`).
 
         The topic-term matrix is each Gaussian topic's decoder output alone, p(w | e_k), the
         document-topic matrix :meth:`transform`'s proportions; ``options`` go to
         ``pyLDAvis.prepare``. Show it with ``pyLDAvis.display`` in a notebook or write it with
-        :func:`topicvae.export.save_pyldavis_html`.
+        :func:`topicvae.topics.export.save_pyldavis_html`.
         """
-        from topicvae.export import prepare_pyldavis
+        from topicvae.topics.export import prepare_pyldavis
 
         return prepare_pyldavis(self, X, **options)
 
@@ -1029,9 +1029,9 @@ class TopicModel(TransformerMixin, BaseEstimator):
         """Which topics are active, and how active topics associate, over the documents X.
 
         The information per topic (:meth:`information`) decides the active topics by the gap
-        rule (:func:`topicvae.analysis.prune_by_gap`), or, with ``mi_threshold``, as those
+        rule (:func:`topicvae.topics.analysis.prune_by_gap`), or, with ``mi_threshold``, as those
         reaching that many nats; between the active Gaussian topics,
-        :func:`topicvae.analysis.topic_correlations` gives their correlation under q(z) with
+        :func:`topicvae.topics.analysis.topic_correlations` gives their correlation under q(z) with
         log document length partialled out, their partial correlations (graphical lasso) and a
         permutation null at ``level``. ``max_documents`` (default 5,000; None for all) bounds the
         O(N^2) cost with a random subset drawn with ``seed``. Documents without vocabulary
@@ -1053,7 +1053,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         softmax of the posterior means. A document's top topic is chosen among ``topics``
         (code columns; default: the active Gaussian topics of ``analysis_``, or all Gaussian
         topics when there is no analysis or none is active). See
-        :func:`topicvae.analysis.label_alignment`.
+        :func:`topicvae.topics.analysis.label_alignment`.
         """
         self._check_fitted()
         counts = self._counts(X, fit=False)

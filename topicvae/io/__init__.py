@@ -1,0 +1,2 @@
+"""Files: model directories (JSON config, vocabulary, tensors loaded with weights_only=True) and
+atomic writes."""

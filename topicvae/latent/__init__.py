@@ -1,0 +1,1 @@
+"""The latent code: groups of Gaussian dimensions and Concrete variables (GroupSpec)."""
