@@ -23,7 +23,7 @@ from torch.distributions import Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.training.distributed import gather_batch, weighted_mean_over_ranks
-from topicvae.topics.models import ModelOutput
+from topicvae.latent.posteriors import ModelOutput
 from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
 from topicvae.training.loop import data_parallel_steps, train
 

@@ -27,23 +27,13 @@ DOMAINS = ("text", "topics", "images")
 #: (importing module, imported module, name or None for the module itself): breaks that the
 #: splits of issue 19 still have to remove.
 KNOWN: set[tuple[str, str, str | None]] = {
-    ("topicvae.training.loop", "topicvae.topics.models", "ModelOutput"),
-    ("topicvae.training.loop", "topicvae.topics.models", "posterior_parameters"),
-    ("topicvae.training.loop", "topicvae.topics.models", "posterior_with_parameters"),
-    ("topicvae.training.distributed", "topicvae.topics.models", "posterior_parameters"),
-    ("topicvae.training.distributed", "topicvae.topics.models", "posterior_with_parameters"),
-    ("topicvae.images.models", "topicvae.topics.models", "GroupedPosterior"),
-    ("topicvae.images.models", "topicvae.topics.models", "ModelOutput"),
     ("topicvae.images.estimator", "topicvae.topics.analysis", "InformationReport"),
     ("topicvae.images.estimator", "topicvae.topics.analysis", "encoder_information"),
     ("topicvae.images.estimator", "topicvae.topics.analysis", "sampled_information"),
     ("topicvae.images.estimator", "topicvae.topics.analysis", "subset_indices"),
-    ("topicvae.images.estimator", "topicvae.topics.estimator", "_package_version"),
-    ("topicvae.images.estimator", "topicvae.topics.estimator", "_resolve_device"),
     ("topicvae.images.recipes", "topicvae.topics.analysis", "InformationReport"),
     ("topicvae.images.recipes", "topicvae.topics.analysis", "plot_information"),
     ("topicvae.images.recipes", "topicvae.topics.evaluation", "information_summary"),
-    ("topicvae.cli", "topicvae.topics.estimator", "_resolve_device"),
     # the sharded bag-of-words batches tensors and gathers across processes: its batching
     # belongs in the bag-of-words source the estimator trains from, outside text/
     ("topicvae.text.shards", "torch", None),

@@ -409,14 +409,15 @@ def fit(
     temporary_shards = None
     try:
         from topicvae.training.distributed import launched_with_torchrun, start_process_group
-        from topicvae.topics.estimator import ANALYSIS_DOCUMENTS, TopicModel, _resolve_device
+        from topicvae.topics.estimator import ANALYSIS_DOCUMENTS, TopicModel
+        from topicvae.training.distributed import resolve_device
         from topicvae.topics.evaluation import check_mi_threshold, information_summary
         from topicvae.io.model_files import CHECKPOINT_FILE, CONFIG_FILE
         from topicvae.text.corpus import TextVectorizer, load_vocabulary
 
         process_group = None
         if launched_with_torchrun():
-            process_group, _ = start_process_group(_resolve_device(device))
+            process_group, _ = start_process_group(resolve_device(device))
             _state["speaker"] = "" if process_group.is_main else f"rank {process_group.rank}: "
             progress = progress and process_group.is_main
 

@@ -13,11 +13,11 @@ from sklearn.exceptions import NotFittedError
 
 from topicvae.topics.analysis import InformationReport, encoder_information, sampled_information, subset_indices
 from topicvae.images.class_levers import ClassLevers
-from topicvae.topics.estimator import _package_version, _resolve_device
 from topicvae.latent.groups import GroupSpec
 from topicvae.images.models import ARCHITECTURES, ImageVAE
 from topicvae.objective.terms import ObjectiveWeights, item_elbo
-from topicvae.io.model_files import FORMAT_VERSION, interpreting_config, load_weights, plain, read_config, write_model_directory
+from topicvae.io.model_files import FORMAT_VERSION, interpreting_config, load_weights, package_version, plain, read_config, write_model_directory
+from topicvae.training.distributed import resolve_device
 from topicvae.training.random_state import RandomStreams, seeded
 from topicvae.training.loop import ImageBatches, TrainingProgress, check_seed, check_training_options, train
 
@@ -192,7 +192,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
     def fit_iter(self, X) -> Iterator[TrainingProgress]:
         """Like :meth:`fit`, but yield a :class:`TrainingProgress` after every optimizer step."""
         groups, weights = self._validate()
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         images, scale = _image_tensor(X)
         if images.shape[0] < 2:
             raise ValueError(f"X holds {images.shape[0]} image: training needs at least 2")
@@ -365,7 +365,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
         config = {
             "format_version": FORMAT_VERSION,
             "estimator": "ImageModel",
-            "topicvae_version": _package_version(),
+            "topicvae_version": package_version(),
             "params": params,
             "weights": self.weights_.as_dict(),
             "fitted": {"image_shape": list(self.image_shape_), "n_images": self.n_images_, "history": self.history_},
@@ -390,5 +390,5 @@ class ImageModel(TransformerMixin, BaseEstimator):
             estimator.history_ = fitted["history"]
             model = estimator._build(estimator.image_shape_, estimator.groups_)
         load_weights(directory, model)
-        estimator.model_ = model.to(_resolve_device(device)).eval()
+        estimator.model_ = model.to(resolve_device(device)).eval()
         return estimator

@@ -1,6 +1,6 @@
 """Image VAEs whose latent code is split into groups: Gaussian style groups beside Concrete classes.
 
-The same :class:`~topicvae.latent.groups.GroupSpec`, :class:`~topicvae.topics.models.GroupedPosterior` and
+The same :class:`~topicvae.latent.groups.GroupSpec`, :class:`~topicvae.latent.posteriors.GroupedPosterior` and
 objective that serve the topic models serve images; only the encoder, the decoder and the
 likelihood change (the paper's Section 5 and Table 2: 10 Gaussian dimensions with a 10-way
 Concrete group for MNIST and Fashion-MNIST, with a 3-way one for dSprites).
@@ -36,7 +36,7 @@ from torch.distributions import Distribution, Normal
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.latent.groups import GroupSpec
-from topicvae.topics.models import GroupedPosterior, ModelOutput
+from topicvae.latent.posteriors import GroupedPosterior, ModelOutput
 from topicvae.objective.terms import ClassConditioning
 
 __all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES"]

@@ -229,3 +229,10 @@ def read_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
             "resume it with the topicvae that wrote it, or delete it to start again"
         )
     return checkpoint
+
+
+def package_version() -> str:
+    """topicvae's version, as saved configs record it."""
+    from topicvae import __version__
+
+    return __version__

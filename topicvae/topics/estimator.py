@@ -8,7 +8,6 @@ import json
 import math
 import numbers
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -31,11 +30,15 @@ from topicvae.topics.analysis import (
     subset_indices,
     topic_correlations,
 )
-from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects
+from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects, resolve_device
 from topicvae.latent.groups import GroupSpec
-from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, POSTERIOR_NORMS, NeuralTopicModel, build_model
+from topicvae.latent.posteriors import POSTERIOR_NORMS
+from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.objective.terms import ObjectiveWeights, item_elbo
-from topicvae.io.model_files import CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, plain, read_config, write_model_directory
+from topicvae.io.model_files import (
+    CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, package_version, plain, read_config,
+    write_model_directory,
+)
 from topicvae.text.shards import ShardBatches, ShardedBagOfWords
 from topicvae.text.corpus import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
 from topicvae.training.loop import (
@@ -74,27 +77,6 @@ LEGACY_ARCHITECTURE = {
     "prodlda": {"encoder_input": "counts", "posterior_norm": "none", "word_shift": False, "init": "default", "lr_schedule": "constant"},
     "nvdm": {"encoder_input": "counts", "posterior_norm": None, "word_shift": None, "init": None, "lr_schedule": "constant"},
 }
-
-
-def _package_version() -> str:
-    from topicvae import __version__
-
-    return __version__
-
-
-def _resolve_device(device: str, process_group: ProcessGroup | None = None) -> torch.device:
-    """The torch device for 'auto', 'cpu', 'cuda' or 'cuda:K'; in data-parallel training on GPUs, this rank's GPU."""
-    if not isinstance(device, str):
-        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:K'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} is not available on this machine: use 'cpu'")
-    if process_group is not None and device.startswith("cuda"):
-        return torch.device("cuda", process_group.local_rank)  # one GPU per process
-    return torch.device(device)
 
 
 #: The precisions of TopicModel(precision=...). "auto" is bfloat16 mixed precision on GPUs that
@@ -503,7 +485,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         groups, weights, lr = self._validate()
         check_checkpoint_options(checkpoint_dir, checkpoint_every, resume)
         process_group = current_process_group()
-        device = _resolve_device(self.device, process_group)
+        device = resolve_device(self.device, process_group)
         autocast_dtype = _autocast_dtype(self.precision, device)
         data = self._training_data(X, vocabulary, process_group)
         if process_group is None or process_group.is_main:
@@ -1144,7 +1126,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         return {
             "format_version": FORMAT_VERSION,
             "estimator": "TopicModel",
-            "topicvae_version": _package_version(),
+            "topicvae_version": package_version(),
             "params": self._params_config(),
             "weights": self.weights_.as_dict(),
             "vectorizer": self.vectorizer_.to_config() if self.vectorizer_ is not None else None,
@@ -1206,5 +1188,5 @@ class TopicModel(TransformerMixin, BaseEstimator):
                 **estimator._architecture(),
             )
         load_weights(directory, model, described_by=f"{CONFIG_FILE} and {VOCABULARY_FILE} ({len(vocabulary)} words)")
-        estimator.model_ = model.to(_resolve_device(device)).eval()
+        estimator.model_ = model.to(resolve_device(device)).eval()
         return estimator

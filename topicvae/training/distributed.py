@@ -20,6 +20,7 @@ batch's mean.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.distributions import Distribution
 
-from topicvae.topics.models import posterior_parameters, posterior_with_parameters
+from topicvae.latent.posteriors import posterior_parameters, posterior_with_parameters
 
 __all__ = [
     "ProcessGroup",
@@ -178,3 +179,18 @@ def weighted_mean_over_ranks(values: Mapping[str, float], weight: float, device:
     names = list(values)
     sums = sum_over_ranks([weight * values[name] for name in names] + [weight], device)
     return {name: total / sums[-1] for name, total in zip(names, sums[:-1])}
+
+
+def resolve_device(device: str, process_group: ProcessGroup | None = None) -> torch.device:
+    """The torch device for 'auto', 'cpu', 'cuda' or 'cuda:K'; in data-parallel training on GPUs, this rank's GPU."""
+    if not isinstance(device, str):
+        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu' or 'cuda'")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"device={device!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:K'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is not available on this machine: use 'cpu'")
+    if process_group is not None and device.startswith("cuda"):
+        return torch.device("cuda", process_group.local_rank)  # one GPU per process
+    return torch.device(device)

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from topicvae.training.distributed import ProcessGroup, gather_batch, gather_objects, weighted_mean_over_ranks
-from topicvae.topics.models import ModelOutput, posterior_parameters, posterior_with_parameters
+from topicvae.latent.posteriors import ModelOutput, posterior_parameters, posterior_with_parameters
 from topicvae.objective.terms import ObjectiveWeights, hfvae_objective, worth_compiling
 from topicvae.io.model_files import CHECKPOINT_FILE, ModelFileError, read_checkpoint, write_checkpoint
 from topicvae.training.random_state import RandomStreams
@@ -247,7 +247,7 @@ def train(
 ) -> Iterator[TrainingProgress]:
     """Maximize the HFVAE objective, yielding after every step.
 
-    ``model(batch)`` returns a :class:`~topicvae.topics.models.ModelOutput`. The caller makes the
+    ``model(batch)`` returns a :class:`~topicvae.latent.posteriors.ModelOutput`. The caller makes the
     ``optimizer`` (Adam over ``model.parameters()``) so that it can save and restore its state.
     Training runs epochs ``start_epoch + 1`` to ``epochs``: a resumed run passes the epoch its
     checkpoint reached, after restoring the model, the optimizer and the random states.
