@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from torch.distributions import Normal
 
-from topicvae.topics.analysis import information_report
+from topicvae.objective.information import information_report
 from topicvae.topics.estimator import TopicModel
 
 from conftest import correlated_corpus, planted_corpus

@@ -10,12 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from topicvae.topics.analysis import (
-    label_alignment,
-    prune_by_gap,
-    topic_correlations,
-    transform_agreement,
-)
+from topicvae.topics.analysis import label_alignment, topic_correlations, transform_agreement
+from topicvae.objective.information import prune_by_gap
 
 
 # ---------------------------------------------------------------------------------------------

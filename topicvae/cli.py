@@ -193,12 +193,12 @@ def main(
 def _print_topics(model, n_words: int, information: dict | None = None) -> None:
     """Active topics by group, each with its I(x; z_k); then the pruned ones apart, one line each.
 
-    ``information`` is an :func:`~topicvae.topics.evaluation.information_summary`; without it the
+    ``information`` is an :func:`~topicvae.objective.information.information_summary`; without it the
     model's own analysis of its training documents is used, or, for models saved before it
     existed, every topic is printed.
     """
     if information is None and getattr(model, "analysis_", None) is not None:
-        from topicvae.topics.evaluation import information_summary
+        from topicvae.objective.information import information_summary
 
         information = information_summary(model, model.analysis_.information, pruning=model.analysis_.pruning)
     table = model.topics(n_words)
@@ -411,7 +411,7 @@ def fit(
         from topicvae.training.distributed import launched_with_torchrun, start_process_group
         from topicvae.topics.estimator import ANALYSIS_DOCUMENTS, TopicModel
         from topicvae.training.distributed import resolve_device
-        from topicvae.topics.evaluation import check_mi_threshold, information_summary
+        from topicvae.objective.information import check_mi_threshold, information_summary
         from topicvae.io.model_files import CHECKPOINT_FILE, CONFIG_FILE
         from topicvae.text.corpus import TextVectorizer, load_vocabulary
 

@@ -11,14 +11,14 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 
-from topicvae.topics.analysis import InformationReport, encoder_information, sampled_information, subset_indices
+from topicvae.objective.information import InformationReport, encoder_information, sampled_information, subset_indices
 from topicvae.images.class_levers import ClassLevers
 from topicvae.latent.groups import GroupSpec
 from topicvae.images.models import ARCHITECTURES, ImageVAE
 from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.io.model_files import FORMAT_VERSION, interpreting_config, load_weights, package_version, plain, read_config, write_model_directory
 from topicvae.training.distributed import resolve_device
-from topicvae.training.random_state import RandomStreams, seeded
+from topicvae.utils.random_state import RandomStreams, seeded
 from topicvae.training.loop import ImageBatches, TrainingProgress, check_seed, check_training_options, train
 
 __all__ = ["ImageModel"]

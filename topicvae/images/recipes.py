@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import mutual_info_score
 
-from topicvae.topics.analysis import InformationReport, plot_information
+from topicvae.objective.information import InformationReport, plot_information
 from topicvae.io.atomic import write_json_atomically
 from topicvae.images.disentanglement import (
     discrete_mutual_information,
@@ -40,7 +40,7 @@ from topicvae.images.disentanglement import (
     factor_entropy,
     unsupervised_accuracy,
 )
-from topicvae.topics.evaluation import information_summary
+from topicvae.objective.information import information_summary
 from topicvae.images.data import DSPRITES_FACTORS, DSPRITES_SHAPE_NAMES, DSprites, load_dsprites, load_idx_dataset
 from topicvae.images.estimator import ImageModel
 from topicvae.io.model_files import plain

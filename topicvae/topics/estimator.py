@@ -21,15 +21,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
-from topicvae.topics.analysis import (
-    InformationReport,
-    LabelAlignment,
-    TopicAnalysis,
-    encoder_information,
-    label_alignment,
-    subset_indices,
-    topic_correlations,
-)
+from topicvae.topics.analysis import LabelAlignment, TopicAnalysis, label_alignment, topic_correlations
+from topicvae.objective.information import InformationReport, encoder_information, subset_indices
 from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects, resolve_device
 from topicvae.latent.groups import GroupSpec
 from topicvae.latent.posteriors import POSTERIOR_NORMS
@@ -52,7 +45,7 @@ from topicvae.training.loop import (
     data_parallel_steps,
     train,
 )
-from topicvae.training.random_state import RandomStreams, seeded
+from topicvae.utils.random_state import RandomStreams, seeded
 
 __all__ = ["TopicModel", "ModelFileError", "EmptyDocumentWarning", "DegenerateCorpusWarning", "FORMAT_VERSION"]
 
@@ -479,7 +472,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         usable as it stands (``topics``, ``transform``, ``save``), but the analysis of the
         training documents that ends a complete fit is not made: ``analysis_`` and
         ``topic_correlation_`` are None until ``analysis_ = analyse(X)``. The run draws its
-        random numbers from its own streams (:class:`~topicvae.training.random_state.RandomStreams`):
+        random numbers from its own streams (:class:`~topicvae.utils.random_state.RandomStreams`):
         the caller's global Python, NumPy and torch generators are left as they were.
         """
         groups, weights, lr = self._validate()
@@ -1011,7 +1004,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         """Which topics are active, and how active topics associate, over the documents X.
 
         The information per topic (:meth:`information`) decides the active topics by the gap
-        rule (:func:`topicvae.topics.analysis.prune_by_gap`), or, with ``mi_threshold``, as those
+        rule (:func:`topicvae.objective.information.prune_by_gap`), or, with ``mi_threshold``, as those
         reaching that many nats; between the active Gaussian topics,
         :func:`topicvae.topics.analysis.topic_correlations` gives their correlation under q(z) with
         log document length partialled out, their partial correlations (graphical lasso) and a

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from topicvae.topics.analysis import InformationReport, plot_correlation, plot_information
+from topicvae.topics.analysis import plot_correlation
+from topicvae.objective.information import check_mi_threshold, information_summary, plot_information
 from topicvae.topics.coherence import document_npmi, gensim_coherence, topic_diversity
 from topicvae.topics.estimator import TopicModel, perplexity_from_elbo
 
-__all__ = ["evaluate", "information_summary", "pair_records"]
+__all__ = ["evaluate", "pair_records"]
 
 
 def pair_records(pairs) -> list[dict]:
@@ -167,47 +168,3 @@ def _active_diversity(topics, summary: dict, model) -> float | None:
     return topic_diversity([topics[k] for k in columns], top_n=25) if columns else None
 
 
-def check_mi_threshold(mi_threshold: float | None) -> None:
-    """Raise a ValueError that names ``mi_threshold`` unless it is None or a finite number >= 0."""
-    if mi_threshold is not None and (not np.isfinite(mi_threshold) or mi_threshold < 0):
-        raise ValueError(f"mi_threshold={mi_threshold!r} is invalid: give a number of nats >= 0, or leave it out for the gap rule")
-
-
-#: Said wherever the estimates are printed: an unused topic's estimate scatters around 0.
-NEGATIVE_NOTE = (
-    "I(x; z_k) is a Monte-Carlo estimate (one sample per document): an unused topic's value scatters "
-    "around 0 by about its standard error and can be slightly negative"
-)
-
-
-def information_summary(model, information: InformationReport, mi_threshold: float | None = None, *, pruning=None) -> dict:
-    """The information quantities as a JSON-ready dict, with the variables kept and pruned.
-
-    A variable is a Gaussian topic or a whole Concrete group (its categories share one
-    variable, so they are kept or pruned together). Without ``mi_threshold`` the pruned
-    variables are those below the gap of the sorted I(x; z_de) (:func:`topicvae.topics.analysis.prune_by_gap`;
-    none when the curve has no gap); with it, those below that many nats. ``pruning`` (a
-    :class:`~topicvae.topics.analysis.Pruning` decided before, e.g. ``analysis_.pruning``) overrides both.
-    """
-    check_mi_threshold(mi_threshold)
-    names = [group.name for group in model.groups_]
-    labels = model.groups_.variable_labels()
-    pruning = pruning if pruning is not None else information.pruning(mi_threshold)
-    active, rule, gap = pruning.active, pruning.rule, pruning.gap
-    se = information.per_variable_se
-    return {
-        "dataset_size": information.dataset_size,
-        "mutual_information": information.mutual_information,
-        "per_group": dict(zip(names, information.per_group.tolist())),
-        "tc_between": information.tc_between,
-        "tc_within": dict(zip(names, information.tc_within.tolist())),
-        "per_topic": dict(zip(labels, information.per_variable.tolist())),
-        "per_topic_standard_error": None if se is None else dict(zip(labels, se.tolist())),
-        "rule": rule,
-        "threshold": pruning.threshold,
-        "gap": gap,
-        "largest_ratio": None if pruning.threshold is not None else pruning.largest_ratio,
-        "active_topics": [labels[i] for i in np.flatnonzero(active)],
-        "pruned_topics": [labels[i] for i in np.flatnonzero(~active)],
-        "note": NEGATIVE_NOTE,
-    }

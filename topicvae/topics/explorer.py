@@ -33,7 +33,7 @@ def _information(model: TopicModel, evaluation: dict | None) -> dict | None:
         return evaluation["information"]
     if getattr(model, "analysis_", None) is None:
         return None
-    from topicvae.topics.evaluation import information_summary
+    from topicvae.objective.information import information_summary
 
     return information_summary(model, model.analysis_.information, pruning=model.analysis_.pruning)
 

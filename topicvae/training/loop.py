@@ -20,7 +20,7 @@ from topicvae.training.distributed import ProcessGroup, gather_batch, gather_obj
 from topicvae.latent.posteriors import ModelOutput, posterior_parameters, posterior_with_parameters
 from topicvae.objective.terms import ObjectiveWeights, hfvae_objective, worth_compiling
 from topicvae.io.model_files import CHECKPOINT_FILE, ModelFileError, read_checkpoint, write_checkpoint
-from topicvae.training.random_state import RandomStreams
+from topicvae.utils.random_state import RandomStreams
 
 __all__ = [
     "check_training_options", "check_checkpoint_options",
@@ -256,7 +256,7 @@ def train(
     is N in the stratified estimator of q(z); it defaults to the number of items in ``batches``.
     ``generator`` orders the batches; dropout masks and samples come from torch's global
     generator, so a caller that keeps its own random numbers apart advances this generator
-    inside :meth:`RandomStreams.active <topicvae.training.random_state.RandomStreams.active>`.
+    inside :meth:`RandomStreams.active <topicvae.utils.random_state.RandomStreams.active>`.
 
     Data-parallel training (``process_group``): ``model`` is wrapped in DistributedDataParallel,
     ``batches`` holds this rank's items and takes as many steps per epoch as every other
