@@ -302,7 +302,7 @@ class BagOfWords:
 
     train_texts: list[str]
     test_texts: list[str]
-    vectorizer: object  # a fitted topicvae.text.corpus.TextVectorizer
+    vectorizer: object  # a fitted topicvae.text.vectorizer.TextVectorizer
     train_counts: sp.csr_matrix  # rows with at least one vocabulary word
     test_counts: sp.csr_matrix
     vocabulary: list[str] = field(default_factory=list)
@@ -327,7 +327,7 @@ def newsgroups_bow(data: Path, train_documents: int | None = None, test_document
     The vocabulary is fitted on the (subset of the) training posts; documents without any
     vocabulary word are dropped from both count matrices, as ``TopicModel.fit`` drops them.
     """
-    from topicvae.text.corpus import TextVectorizer
+    from topicvae.text.vectorizer import TextVectorizer
 
     train_all, test_all = newsgroups_texts(data, "train"), newsgroups_texts(data, "test")
     train = [train_all[i] for i in random_subset(len(train_all), train_documents)]

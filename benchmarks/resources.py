@@ -79,7 +79,7 @@ def _vectorizer_contenders() -> dict[str, object]:
     """
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from topicvae.text.corpus import TextVectorizer, english_stop_words
+    from topicvae.text.vectorizer import TextVectorizer, english_stop_words
 
     config = TextVectorizer().to_config()
     shared = {key: config[key] for key in ("min_df", "max_df", "max_features", "lowercase")}
@@ -102,7 +102,7 @@ def _vocabulary_of(vectorizer) -> list[str]:
 
 def vectorizer(mode: Mode, data: Path) -> tuple[dict, dict]:
     """Seconds and documents/s of turning the raw posts into counts, against CountVectorizer."""
-    from topicvae.text.corpus import english_stop_words
+    from topicvae.text.vectorizer import english_stop_words
 
     train_all = newsgroups_texts(data, "train", remove=())
     test_all = newsgroups_texts(data, "test", remove=())

@@ -63,7 +63,8 @@ def _child_stream(corpus: str, work: str) -> dict:
 def _child_memory(corpus: str) -> dict:
     """The in-memory path: every document read, vectorized at once, then one epoch."""
     from topicvae import TopicModel
-    from topicvae.text.corpus import TextVectorizer, read_corpus
+    from topicvae.text.corpus import read_corpus
+    from topicvae.text.vectorizer import TextVectorizer
 
     started = time.perf_counter()
     documents = read_corpus(corpus)

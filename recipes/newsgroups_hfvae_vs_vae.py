@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                     print("fitted", future.result(), flush=True)
     if args.score:
         from topicvae import __version__
-        from topicvae.text.corpus import TextVectorizer, read_corpus
+        from topicvae.text.corpus import read_corpus
+        from topicvae.text.vectorizer import TextVectorizer
 
         train_docs, test_docs = read_corpus(args.work / "train.txt"), read_corpus(args.work / "test.txt")
         test_labels = (args.work / "test.labels.txt").read_text().splitlines()

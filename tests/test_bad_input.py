@@ -137,7 +137,7 @@ def _enormous_document(tmp: Path) -> list[str]:
 def _shards(tmp: Path, *, same_corpus: bool) -> list[str]:
     """Shards counted with other vocabulary options, from the same corpus file or from another one."""
     from topicvae.text.shards import build_bag_of_words, file_source
-    from topicvae.text.corpus import TextVectorizer
+    from topicvae.text.vectorizer import TextVectorizer
 
     corpus = Path(_corpus(tmp))
     build_bag_of_words(good_documents(), tmp / "shards" / "rank-0-of-1", TextVectorizer(min_df=1, stop_words=None),
@@ -169,7 +169,7 @@ HINDI = ["मैं आज बाज़ार गया और सब्ज़�
 def _unfinished_run(tmp: Path) -> list[str]:
     """An --out directory as a killed fit leaves it: a checkpoint and no saved model yet."""
     from topicvae import TopicModel
-    from topicvae.text.corpus import TextVectorizer
+    from topicvae.text.vectorizer import TextVectorizer
 
     model = TopicModel("prodlda", "2x2", epochs=3, batch_size=20, vectorizer=TextVectorizer(min_df=1))
     for progress in model.fit_iter(good_documents(), checkpoint_dir=tmp / "out" / "checkpoint"):
@@ -442,7 +442,7 @@ import torch
 from torch import eye, ones, zeros
 from torch.distributions import Independent, MultivariateNormal, Normal
 from topicvae import ObjectiveWeights, TopicModel, hfvae_objective
-from topicvae.text.corpus import TextVectorizer
+from topicvae.text.vectorizer import TextVectorizer
 
 docs = DOCUMENTS
 model = TopicModel("prodlda", vectorizer=TextVectorizer(min_df=1), **TINY).fit(docs)

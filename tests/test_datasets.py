@@ -13,7 +13,9 @@ from conftest import sklearn_newsgroup_helpers
 
 import topicvae.text.newsgroups as datasets
 from topicvae.text.newsgroups import Dataset, load_20newsgroups
-from topicvae.text.corpus import TextVectorizer, read_corpus, strip_newsgroup_post
+from topicvae.text.corpus import read_corpus
+from topicvae.text.vectorizer import TextVectorizer
+from topicvae.text.newsgroups import strip_newsgroup_post
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_20NG = REPO.parent / "shared" / "data" / "20newsgroups"

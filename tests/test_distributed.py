@@ -303,7 +303,7 @@ def _estimator_rank_main(rank: int, world_size: int, port: int, out_dir: str) ->
     from topicvae import TopicModel
     from topicvae.training.distributed import current_process_group
     from topicvae.text.shards import build_bag_of_words
-    from topicvae.text.corpus import TextVectorizer
+    from topicvae.text.vectorizer import TextVectorizer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -347,7 +347,7 @@ def _estimator_rank_main(rank: int, world_size: int, port: int, out_dir: str) ->
 def test_two_processes_fit_shares_of_a_streamed_corpus_and_resume_exactly(tmp_path):
     from conftest import counts_to_documents, planted_corpus
 
-    from topicvae.text.corpus import TextVectorizer
+    from topicvae.text.vectorizer import TextVectorizer
 
     out_dir = _spawn_two(_estimator_rank_main, tmp_path)
     ranks = [torch.load(out_dir / f"estimator-rank{rank}.pt", weights_only=True) for rank in range(2)]

@@ -11,7 +11,7 @@ from sklearn.exceptions import NotFittedError
 
 from topicvae.topics.estimator import ModelFileError, TopicModel
 from topicvae.latent.groups import GroupSpecError
-from topicvae.text.corpus import TextVectorizer
+from topicvae.text.vectorizer import TextVectorizer
 
 from conftest import counts_to_documents, planted_corpus
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from topicvae import DegenerateCorpusWarning, TopicModel
 from topicvae.cli import app
-from topicvae.text.corpus import DEFAULT_TOKEN_PATTERN, TextVectorizer, word_pattern
+from topicvae.text.vectorizer import DEFAULT_TOKEN_PATTERN, TextVectorizer, word_pattern
 
 # segmented Chinese (words split by spaces, as jieba writes them): most words have 2 characters,
 # some 1 (了, 的) or 3 (望远镜); two themes, cooking and astronomy

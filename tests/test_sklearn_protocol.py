@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from topicvae import TopicModel
 from topicvae.images.estimator import ImageModel
-from topicvae.text.corpus import TextVectorizer
+from topicvae.text.vectorizer import TextVectorizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::topicvae.EmptyDocumentWarning")
 

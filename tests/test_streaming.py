@@ -15,7 +15,8 @@ import torch
 from conftest import counts_to_documents, planted_corpus
 from topicvae import TopicModel
 from topicvae.text.shards import MANIFEST_FILE, ShardBatches, ShardedBagOfWords, build_bag_of_words
-from topicvae.text.corpus import CorpusStream, TextVectorizer, read_corpus
+from topicvae.text.corpus import CorpusStream, read_corpus
+from topicvae.text.vectorizer import TextVectorizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "corpora" / "20newsgroups-sample.txt.gz"
 

@@ -13,18 +13,9 @@ import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from topicvae.text.corpus import (
-    DEFAULT_TOKEN_PATTERN,
-    TextVectorizer,
-    english_stop_words,
-    load_vocabulary,
-    read_corpus,
-    strip_newsgroup_footer,
-    strip_newsgroup_header,
-    strip_newsgroup_post,
-    strip_newsgroup_quoting,
-    write_corpus_lines,
-)
+from topicvae.text.corpus import read_corpus, write_corpus_lines
+from topicvae.text.vectorizer import DEFAULT_TOKEN_PATTERN, TextVectorizer, english_stop_words, load_vocabulary
+from topicvae.text.newsgroups import strip_newsgroup_footer, strip_newsgroup_header, strip_newsgroup_post, strip_newsgroup_quoting
 
 # ---------------------------------------------------------------------------
 # read_corpus
@@ -268,7 +259,7 @@ def test_counts_on_a_tiny_corpus_are_exact():
 
 def test_empty_documents_are_counted_not_fatal(caplog):
     vectorizer = loose()
-    with caplog.at_level(logging.INFO, logger="topicvae.text.corpus"):
+    with caplog.at_level(logging.INFO, logger="topicvae.text.vectorizer"):
         vectorizer.fit(TINY)
     assert vectorizer.n_empty_documents_ == 1
     assert vectorizer.empty_documents_.tolist() == [3]
@@ -388,7 +379,7 @@ def test_text_without_spaces_between_words_is_named_as_the_cause(text):
 
 
 def test_unsegmented_text_is_told_from_ordinary_words():
-    from topicvae.text.corpus import unsegmented_text
+    from topicvae.text.vectorizer import unsegmented_text
 
     assert unsegmented_text(["internationalization", "apple", "pear", "counterrevolutionary", "fig"]) is None
     assert unsegmented_text(["望远镜", "土星", "光环", "卫星", "蛋糕"]) is None  # segmented Chinese: short words
@@ -481,7 +472,7 @@ HINDI = ["मैं आज बाज़ार गया और सब्ज़�
 
 
 def test_a_token_pattern_that_misses_most_words_is_named():
-    from topicvae.text.corpus import DegenerateCorpusWarning, words_missed_by_pattern
+    from topicvae.text.vectorizer import DegenerateCorpusWarning, words_missed_by_pattern
 
     letters_only = r"(?u)\b[^\W\d_]{3,}\b"  # the default before it kept marks and short CJK words
     missed, examples = words_missed_by_pattern(HINDI, letters_only)

@@ -413,7 +413,7 @@ def fit(
         from topicvae.training.distributed import resolve_device
         from topicvae.objective.information import check_mi_threshold, information_summary
         from topicvae.io.model_files import CHECKPOINT_FILE, CONFIG_FILE
-        from topicvae.text.corpus import TextVectorizer, load_vocabulary
+        from topicvae.text.vectorizer import TextVectorizer, load_vocabulary
 
         process_group = None
         if launched_with_torchrun():

@@ -5,13 +5,15 @@ Kept free of torch so that the text pipeline can use it without loading torch.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["write_file_atomically", "write_json_atomically"]
+__all__ = ["write_file_atomically", "write_json_atomically", "write_text_atomically"]
 
 
 def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -80,3 +82,24 @@ def _first_file_among_parents(path: Path) -> Path:
         if parent.exists() and not parent.is_dir():
             return parent
     return path.parent
+
+
+def write_text_atomically(path: Path, write: Any) -> None:
+    """Call ``write(stream)`` on a UTF-8 stream (gzip-compressed for a ``.gz`` path) and move the result to ``path``."""
+
+    def write_bytes(raw: IO[bytes]) -> None:
+        if path.name.lower().endswith(".gz"):
+            # mtime=0 and the final name in the header make the output reproducible.
+            with gzip.GzipFile(filename=path.name[: -len(".gz")], mode="wb", fileobj=raw, mtime=0) as compressed:
+                _write_utf8(compressed, write)
+        else:
+            _write_utf8(raw, write)
+
+    write_file_atomically(path, write_bytes)
+
+
+def _write_utf8(binary: IO[bytes], write: Any) -> None:
+    stream = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
+    write(stream)
+    stream.flush()
+    stream.detach()  # leave closing `binary` to its owner

@@ -4,7 +4,7 @@
 tokenized by the vectorizer's own analyzer and its counts are written to disk at once, under
 provisional word ids, while the document and corpus frequencies of every token are tallied.
 At the end of the pass the vocabulary is chosen from those tallies by CountVectorizer's own
-rule (so it is the vocabulary :class:`~topicvae.text.corpus.TextVectorizer` would choose with the
+rule (so it is the vocabulary :class:`~topicvae.text.vectorizer.TextVectorizer` would choose with the
 whole corpus in memory), and the provisional counts are rewritten under the final ids into
 shards. Each document goes to a shard drawn at random, so every shard is a uniform random
 sample of the corpus: reading shards in a random order and shuffling within each gives
@@ -43,7 +43,7 @@ import torch
 
 from topicvae.io.atomic import write_json_atomically
 from topicvae.training.distributed import ProcessGroup, gather_objects
-from topicvae.text.corpus import PATTERN_CHECK_DOCUMENTS, TextVectorizer, load_vocabulary
+from topicvae.text.vectorizer import PATTERN_CHECK_DOCUMENTS, TextVectorizer, load_vocabulary
 
 __all__ = ["ShardedBagOfWords", "ShardBatches", "build_bag_of_words", "file_source", "MANIFEST_FILE"]
 

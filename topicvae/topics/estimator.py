@@ -33,7 +33,7 @@ from topicvae.io.model_files import (
     write_model_directory,
 )
 from topicvae.text.shards import ShardBatches, ShardedBagOfWords
-from topicvae.text.corpus import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
+from topicvae.text.vectorizer import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
 from topicvae.training.loop import (
     BagOfWordsBatches,
     TrainingCheckpoints,
