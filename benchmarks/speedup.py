@@ -4,7 +4,7 @@ The profile of an HFVAE epoch (``machine_limit``'s operator table) showed the es
 batch marginals (the B x B x variables pairwise term) taking most of the time. Two changes
 followed, and this section measures what they bought:
 
-* the fused Gaussian kernels of ``topicvae.objective.terms`` run through ``torch.compile`` when a
+* the fused Gaussian kernels of ``topicvae.objective.kernels`` run through ``torch.compile`` when a
   training run is large enough to win back the compile time (``worth_compiling``);
 * with all four weights equal (``vae``, ``beta-vae``) the marginals cannot reach the gradient,
   so they are estimated without their backward pass.

@@ -93,16 +93,17 @@ def test_resume_compiles_as_the_uninterrupted_run_did_and_matches_it(tmp_path, c
     # Training compiles the estimator's kernels when the whole run is long enough. The
     # thresholds are lowered so that 6 epochs qualify and the 4 left after a resume would not:
     # the resumed run must still compile, or its arithmetic (and its bits) would differ.
-    import topicvae.objective.terms as objective
+    import topicvae.objective.kernels as kernels
+    import topicvae.objective.marginals as marginals
 
     monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
-    monkeypatch.setattr(objective, "_COMPILED_KERNELS", objective._CompiledKernels())
+    monkeypatch.setattr(kernels, "_COMPILED_KERNELS", kernels._CompiledKernels())
     per_step = 40 * 40 * 4  # B^2 x variables of tiny(): batches of 40, groups 2x2
-    monkeypatch.setattr(objective, "COMPILE_MIN_ELEMENTS", per_step)
-    monkeypatch.setattr(objective, "COMPILE_MIN_TOTAL_ELEMENTS", per_step * STEPS_PER_EPOCH * 5)
+    monkeypatch.setattr(marginals, "COMPILE_MIN_ELEMENTS", per_step)
+    monkeypatch.setattr(marginals, "COMPILE_MIN_TOTAL_ELEMENTS", per_step * STEPS_PER_EPOCH * 5)
     compiled_calls = []
-    run = objective._COMPILED_KERNELS.run
-    monkeypatch.setattr(objective._COMPILED_KERNELS, "run", lambda *args: compiled_calls.append(args[0]) or run(*args))
+    run = kernels._COMPILED_KERNELS.run
+    monkeypatch.setattr(kernels._COMPILED_KERNELS, "run", lambda *args: compiled_calls.append(args[0]) or run(*args))
     counts, vocabulary = corpus
     reference = tiny().fit(counts, vocabulary=vocabulary)
     assert compiled_calls.count("backward") == 6 * STEPS_PER_EPOCH  # compiled at every step, one block each

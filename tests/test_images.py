@@ -180,7 +180,7 @@ def test_classes_needs_a_concrete_group():
 # the style conditioned on the class sample, q(c | x) q(z | x, c) (issue 16)
 # ------------------------------------------------------------------------------------------
 def test_a_class_conditioned_style_is_drawn_at_the_class_sample_and_trains():
-    from topicvae.objective.terms import ClassConditioning
+    from topicvae.objective.marginals import ClassConditioning
 
     torch.manual_seed(0)
     net = ImageVAE((1, 8, 8), GroupSpec.parse("3,2,4c"), hidden_sizes=(16,), class_conditioned=True)

@@ -24,13 +24,8 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 import topicvae.objective.terms as objective_module
 from topicvae.latent.groups import GroupSpec
-from topicvae.objective.terms import (
-    LogMarginals,
-    LossTerms,
-    ObjectiveWeights,
-    hfvae_objective,
-    log_marginals,
-)
+from topicvae.objective.terms import LossTerms, ObjectiveWeights, hfvae_objective
+from topicvae.objective.marginals import LogMarginals, log_marginals
 
 SEEDS = [0, 1, 2]
 ARBITRARY = dict(alpha=0.7, beta=0.1, gamma=4.0, delta=1.3)
@@ -1057,7 +1052,7 @@ def _conditioned_reference(heads, logits, log_c, style, temperature, n, weights)
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_style_group_conditioned_on_the_class_gives_the_terms_of_the_explicit_loops(seed):
-    from topicvae.objective.terms import ClassConditioning
+    from topicvae.objective.marginals import ClassConditioning
 
     heads, logits, log_c, style, temperature = _conditioned_problem(seed)
     n = 40
@@ -1081,7 +1076,7 @@ def test_a_style_group_conditioned_on_the_class_gives_the_terms_of_the_explicit_
 
 
 def test_a_conditioning_that_does_not_fit_its_groups_is_refused():
-    from topicvae.objective.terms import ClassConditioning
+    from topicvae.objective.marginals import ClassConditioning
 
     heads, logits, log_c, style, temperature = _conditioned_problem(0)
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
@@ -1096,7 +1091,7 @@ def test_a_conditioning_that_does_not_fit_its_groups_is_refused():
 
 
 def test_the_conditioned_joint_is_the_same_in_blocks_and_its_gradient_reaches_every_head():
-    from topicvae.objective.terms import ClassConditioning
+    from topicvae.objective.marginals import ClassConditioning
 
     heads, logits, log_c, style, temperature = _conditioned_problem(3)
     leaves = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in heads.items()}

@@ -11,7 +11,8 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from torch.distributions import Normal, RelaxedOneHotCategorical
 
-from topicvae.objective.terms import ObjectiveWeights, hfvae_objective, log_marginals
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
+from topicvae.objective.marginals import log_marginals
 
 
 def gaussian_batch(seed, batch, sizes, dtype=torch.float64, scale_floor=0.2):
@@ -110,7 +111,7 @@ def test_compiled_kernels_equal_eager_kernels():
 
 
 def test_a_failing_compiler_warns_once_and_falls_back_to_eager_kernels(monkeypatch):
-    import topicvae.objective.terms as objective
+    import topicvae.objective.kernels as objective
 
     def broken_compile(function, **_):
         def raises(*args, **kwargs):
@@ -133,9 +134,10 @@ def test_a_failing_compiler_warns_once_and_falls_back_to_eager_kernels(monkeypat
 
 
 def test_training_compiles_only_large_long_runs(monkeypatch):
-    import topicvae.objective.terms as objective
+    import topicvae.objective.kernels as kernels
+    import topicvae.objective.marginals as objective
 
-    monkeypatch.setattr(objective, "_COMPILED_KERNELS", objective._CompiledKernels())
+    monkeypatch.setattr(kernels, "_COMPILED_KERNELS", kernels._CompiledKernels())
     monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
 
     def gaussian(batch, width=50):

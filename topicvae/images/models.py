@@ -37,7 +37,7 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from topicvae.latent.groups import GroupSpec
 from topicvae.latent.posteriors import GroupedPosterior, ModelOutput
-from topicvae.objective.terms import ClassConditioning
+from topicvae.objective.marginals import ClassConditioning
 
 __all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES"]
 
@@ -188,7 +188,7 @@ class ClassConditionedPosterior(nn.Module):
 
     with c the relaxed one-hot sample: a linear map of the features to E (K + 1) numbers for
     each head. The objective then has every pair q(z^b | x^b', c^b) in closed form
-    (:class:`~topicvae.objective.terms.ClassConditioning`).
+    (:class:`~topicvae.objective.marginals.ClassConditioning`).
     """
 
     def __init__(self, in_features: int, groups: GroupSpec, *, temperature: float):

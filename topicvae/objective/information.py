@@ -20,7 +20,7 @@ import torch
 from torch.distributions import Distribution
 
 from topicvae.latent.posteriors import posterior_parameters, posterior_with_parameters
-from topicvae.objective.terms import ClassConditioning, log_marginals
+from topicvae.objective.marginals import ClassConditioning, log_marginals
 from topicvae.utils.random_state import seeded
 
 __all__ = [

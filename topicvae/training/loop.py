@@ -18,7 +18,8 @@ import torch
 
 from topicvae.training.distributed import ProcessGroup, gather_batch, gather_objects, weighted_mean_over_ranks
 from topicvae.latent.posteriors import ModelOutput, posterior_parameters, posterior_with_parameters
-from topicvae.objective.terms import ObjectiveWeights, hfvae_objective, worth_compiling
+from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
+from topicvae.objective.marginals import worth_compiling
 from topicvae.io.model_files import CHECKPOINT_FILE, ModelFileError, read_checkpoint, write_checkpoint
 from topicvae.utils.random_state import RandomStreams
 
