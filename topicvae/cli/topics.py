@@ -1,10 +1,9 @@
-"""The ``topicvae`` command line: parse, call the library, print."""
+"""The commands of the text domain: ``fit``, ``topics``, ``transform``, ``evaluate``, ``export`` and
+``report``."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
 import sys
 import tempfile
@@ -16,60 +15,18 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(
-    name="topicvae",
-    help="Neural topic models (ProdLDA, NVDM) with grouped latent topics, trained with the HFVAE objective.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from topicvae.cli.app import (
+    USER_ERRORS, DecodeErrors, DecodeErrorsOption, Encoding, Objective, TextColumn, app, check_creatable,
+    echo, fail, interrupted, note_replaced_bytes, print_information, read_documents, run_with_progress, state,
 )
-data_app = typer.Typer(help="Fetch or convert public corpora into one-document-per-line files.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
-_state = {"debug": False}
-
-
-def _echo(message: str = "", *, err: bool = False) -> None:
-    """Print a line; once a reader closes the stream (``| head``, a pager quit early), stay quiet.
-
-    A closed pipe is not an error of the command: what it computed and wrote stays written.
-    The rest of its output goes to the null device and the command finishes its work (files
-    it has still to write included) with the exit status it would have had. Any other failure
-    to write (a full disk) is an error, said on stderr.
-    """
-    stream = "stderr" if err else "stdout"
-    if _state.get(f"{stream}_closed"):
-        return
-    try:
-        typer.echo(message, err=err)
-    except BrokenPipeError:
-        _silence(stream)
-    except OSError as error:
-        if err:
-            raise
-        _silence("stdout")
-        _fail(OSError(f"could not write the output ({error.strerror or error}); files the command writes are complete"))
-
-
-def _silence(stream: str) -> None:
-    """Send the rest of ``stream`` ("stdout" or "stderr") to the null device: its reader has gone."""
-    _state[f"{stream}_closed"] = True
-    # Python flushes the stream again at exit: point its descriptor at the null device so that
-    # the unwritten rest of the buffer goes nowhere instead of failing again
-    try:
-        descriptor = getattr(sys, stream).fileno()
-    except (AttributeError, OSError, ValueError):  # not a file (captured output): nothing to flush at exit
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, descriptor)
-    os.close(devnull)
+#: What `fit --out DIR` writes beside the model: the results, the same for the same seed and
+#: inputs on CPU (REPORT_FILE), and the facts of this one process's run (RUN_FILE).
+REPORT_FILE, RUN_FILE = "report.json", "run.json"
 
 
 #: Where `fit --out DIR` keeps its training checkpoint: DIR/checkpoint/checkpoint.pt.
 CHECKPOINT_DIR = "checkpoint"
-
-#: Short names for the progress bar.
-_BAR_TERMS = {"loss": "loss", "reconstruction": "LL", "mutual_information": "MI", "tc_between": "TCb", "tc_within": "TCw", "dimwise_kl": "KL"}
 
 
 class ModelKind(str, Enum):
@@ -77,114 +34,10 @@ class ModelKind(str, Enum):
     nvdm = "nvdm"
 
 
-class Objective(str, Enum):
-    hfvae = "hfvae"
-    vae = "vae"
-    beta_vae = "beta-vae"
-    beta_tcvae = "beta-tcvae"
-
-
-class DecodeErrors(str, Enum):
-    strict = "strict"
-    replace = "replace"
-
-
-_DECODE_ERRORS_HELP = (
-    "Bytes the encoding cannot decode: stop with an error (strict), or replace each with U+FFFD "
-    "and report how many (replace)."
-)
-
-
-def _read_documents(path: Path, *, text_column: str, encoding: str, decode_errors: DecodeErrors) -> list[str]:
-    """``read_corpus``, with a note on stderr of how many undecodable bytes were replaced."""
-    from topicvae.text.corpus import read_corpus
-
-    documents = read_corpus(path, text_column=text_column, encoding=encoding, errors=decode_errors.value)
-    _note_replaced_bytes(documents.undecodable_bytes, path)
-    return documents
-
-
-def _note_replaced_bytes(count: int, path: Path) -> None:
-    if count:
-        _echo(f"note: replaced {count} undecodable byte(s) of {path} with U+FFFD (--decode-errors replace)", err=True)
-
-
 class Precision(str, Enum):
     auto = "auto"
     float32 = "float32"
     bfloat16 = "bfloat16"
-
-
-class Subset(str, Enum):
-    train = "train"
-    test = "test"
-    all = "all"
-
-
-def _fail(error: BaseException, note: str | None = None) -> None:
-    """One line on stderr (``note`` appended after a semicolon) and exit code 1; the traceback only with --debug.
-
-    In data-parallel runs the other ranks' lines start with their rank: an error may be theirs alone
-    (a file one host cannot read), and torchrun does not show their output otherwise.
-    """
-    if isinstance(error, typer.Exit):  # a RuntimeError to click: an exit already decided (and said), not an error
-        raise error
-    if _state["debug"]:
-        raise error
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    _echo(f"{_state.get('speaker', '')}error: {message}" + (f"; {note}" if note else ""), err=True)
-    raise typer.Exit(code=1)
-
-
-#: Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
-INTERRUPTED_EXIT_CODE = 130
-
-
-def _interrupted(error: KeyboardInterrupt, note: str) -> None:
-    """Ctrl-C: one line on stderr and exit code 130 instead of a traceback."""
-    if _state["debug"]:
-        raise error
-    _echo(f"\ninterrupted: {note}", err=True)
-    raise typer.Exit(code=INTERRUPTED_EXIT_CODE)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """topicvae's own warnings as one line on stderr, like its errors; others as Python shows them."""
-    from topicvae.topics.estimator import DegenerateCorpusWarning, EmptyDocumentWarning
-
-    if issubclass(category, (DegenerateCorpusWarning, EmptyDocumentWarning)):
-        _echo(f"{_state.get('speaker', '')}warning: {message}", err=True)
-    else:
-        _state["showwarning"](message, category, filename, lineno, file, line)
-
-
-#: The corpus-reading options every command that reads documents takes, declared once.
-_TextColumn = Annotated[str, typer.Option(help="Column (.csv) or field (.jsonl) holding the text.")]
-_Encoding = Annotated[str, typer.Option(help="The corpus's text encoding, e.g. utf-8 or latin-1.")]
-_DecodeErrorsOption = Annotated[DecodeErrors, typer.Option(help=_DECODE_ERRORS_HELP)]
-
-# OSError covers missing, unreadable and existing paths and failed downloads
-_USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, UnicodeError)
-
-
-@app.callback()
-def main(
-    context: typer.Context,
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
-) -> None:
-    _state["debug"] = debug
-    _state["speaker"] = ""
-    _state["stdout_closed"] = _state["stderr_closed"] = False
-    # topicvae's warnings as one line each while the command runs; Python's display again after
-    _state["showwarning"] = warnings.showwarning
-    warnings.showwarning = _show_warning
-    context.call_on_close(lambda: setattr(warnings, "showwarning", _state["showwarning"]))
-    if context.invoked_subcommand != "fit" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
-        # every process would run the whole command and write the same files
-        _fail(ValueError(
-            f"'topicvae {context.invoked_subcommand}' runs in one process: only 'fit' trains data-parallel under "
-            "torchrun; run it without torchrun"
-        ))
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,39 +66,17 @@ def _print_topics(model, n_words: int, information: dict | None = None) -> None:
         if information is not None and not group.is_concrete:
             rows.sort(key=lambda item: -per_topic[item[0]])
             shown += f", {len(rows)} active"
-        _echo(f"\ngroup {group.name} ({shown})")
+        echo(f"\ngroup {group.name} ({shown})")
         for label, row in rows:
             mi = "" if information is None or group.is_concrete else f"  MI {per_topic[label]:.3f}"
-            _echo(f"  {label:>8}{mi}  {' '.join(row['words'])}")
+            echo(f"  {label:>8}{mi}  {' '.join(row['words'])}")
     gaussian_pruned = [label for label in information["pruned_topics"] if ":" in label] if information else []
     if gaussian_pruned:
-        _echo(f"\npruned topics ({len(gaussian_pruned)}; the encoder does not use them, so their words mean nothing):")
+        echo(f"\npruned topics ({len(gaussian_pruned)}; the encoder does not use them, so their words mean nothing):")
         errors = information.get("per_topic_standard_error") or {}
         for label in sorted(gaussian_pruned, key=lambda label: -per_topic[label]):
             noise = f" ± {2 * errors[label]:.4f} (two standard errors)" if label in errors else ""
-            _echo(f"  {label:>8}  MI {per_topic[label]:+.4f}{noise}")
-
-
-def _print_information(information: dict, documents: str, variables: str = "topics") -> None:
-    """I(x; z), the TCs and the topics kept and pruned, with the rule that decided."""
-    _echo(
-        f"\nI(x; z) = {information['mutual_information']:.3f} nats over {information['dataset_size']} {documents} "
-        f"(at most log N = {math.log(information['dataset_size']):.2f}); TC between groups = {information['tc_between']:.3f}; "
-        f"TC within groups: {', '.join(f'{k} {v:.3f}' for k, v in information['tc_within'].items())}"
-    )
-    active, pruned = information["active_topics"], information["pruned_topics"]
-    if information.get("threshold") is not None:
-        decided = f"I(x; z_k) >= {information['threshold']:g} nats"
-    elif information.get("gap") is not None:
-        decided = f"above the gap in the sorted I(x; z_k) (a factor {information['gap']:.0f} between the smallest kept and the next)"
-    else:
-        decided = (
-            f"no gap in the sorted I(x; z_k) (largest step a factor {information['largest_ratio']:.1f}, under 10), so only "
-            "estimates within two standard errors of 0 count as pruned"
-        )
-    _echo(f"{len(active)} of {len(active) + len(pruned)} {variables} active: {decided}")
-    if "note" in information:
-        _echo(f"({information['note']})")
+            echo(f"  {label:>8}  MI {per_topic[label]:+.4f}{noise}")
 
 
 def _shown_pairs(model, n_pairs: int, n_words: int):
@@ -268,24 +99,21 @@ def _print_pairs(model, n_pairs: int, n_words: int) -> None:
         return
     associations, duplicates = shown
     corr = model.analysis_.correlations
-    _echo(
+    echo(
         f"\nassociated topics across groups (partial correlation under q(z) between active topics, document length "
         f"removed; significant beyond a permutation null at {corr.level:g}, |partial| > {corr.threshold:.3f}):"
     )
     if associations.empty:
-        _echo("  none beyond the null" + (" (the null is degenerate: every permuted partial correlation is 0)" if corr.threshold <= 0 else ""))
+        echo("  none beyond the null" + (" (the null is degenerate: every permuted partial correlation is 0)" if corr.threshold <= 0 else ""))
     for row in associations.itertuples():
-        _echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
-        _echo(f"  {'':14}  {row.topic_b:>8}  {' '.join(row.words_b)}")
+        echo(f"  partial={row.partial:+.3f}  {row.topic_a:>8}  {' '.join(row.words_a)}")
+        echo(f"  {'':14}  {row.topic_b:>8}  {' '.join(row.words_b)}")
     if not duplicates.empty:
-        _echo(f"duplicates (one theme in both groups: at least {DUPLICATE_SHARED_WORDS} of the top 10 words shared):")
+        echo(f"duplicates (one theme in both groups: at least {DUPLICATE_SHARED_WORDS} of the top 10 words shared):")
         for row in duplicates.itertuples():
-            _echo(f"  {row.topic_a:>8} ~ {row.topic_b:<8}  {' '.join(row.words_a[:6])}")
+            echo(f"  {row.topic_a:>8} ~ {row.topic_b:<8}  {' '.join(row.words_a[:6])}")
 
 
-#: What `fit --out DIR` writes beside the model: the results, the same for the same seed and
-#: inputs on CPU (REPORT_FILE), and the facts of this one process's run (RUN_FILE).
-REPORT_FILE, RUN_FILE = "report.json", "run.json"
 #: The last column of `transform`'s CSV: the document's tokens that are vocabulary words.
 VOCABULARY_WORDS_COLUMN = "vocabulary_words"
 
@@ -383,9 +211,9 @@ def fit(
     token_pattern: Annotated[Optional[str], typer.Option(help="Regular expression of a word [default: 3 or more letters of any script, with their vowel signs and accents, and Chinese, Japanese or Korean words of any length]; e.g. '\\S+' keeps any run of non-space characters.")] = None,
     min_word_length: Annotated[Optional[int], typer.Option(help="The shortest word kept, in letters, in alphabetic scripts (instead of --token-pattern), e.g. 2 for 'tv' or 'ai', 1 for single letters; Chinese, Japanese and Korean words are kept at any length.")] = None,
     strip_newsgroup: Annotated[bool, typer.Option(help="Strip newsgroup headers, quotes and signatures first.")] = False,
-    text_column: _TextColumn = "text",
-    encoding: _Encoding = "utf-8",
-    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
+    text_column: TextColumn = "text",
+    encoding: Encoding = "utf-8",
+    decode_errors: DecodeErrorsOption = DecodeErrors.strict,
     top_words: Annotated[int, typer.Option(help="Words printed per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs printed.")] = 10,
     mi_threshold: Annotated[Optional[float], typer.Option(help="Call topics with I(x; z_k) below this many nats pruned [default: the gap rule, docs/analysis.md].")] = None,
@@ -418,7 +246,7 @@ def fit(
         process_group = None
         if launched_with_torchrun():
             process_group, _ = start_process_group(resolve_device(device))
-            _state["speaker"] = "" if process_group.is_main else f"rank {process_group.rank}: "
+            state["speaker"] = "" if process_group.is_main else f"rank {process_group.rank}: "
             progress = progress and process_group.is_main
 
         check_mi_threshold(mi_threshold)
@@ -428,7 +256,7 @@ def fit(
             option, value = ("--top-words", top_words) if top_words < 1 else ("--pairs", pairs)
             raise ValueError(f"{option} {value} is invalid: give a whole number >= {1 if option == '--top-words' else 0}")
         if out is not None:
-            _check_creatable(out, "--out")
+            check_creatable(out, "--out")
         if out is None and (resume or checkpoint_every is not None):
             option = "--resume" if resume else "--checkpoint-every"
             raise ValueError(f"{option} needs --out DIR: checkpoints are kept in DIR/{CHECKPOINT_DIR}")
@@ -466,7 +294,7 @@ def fit(
                 decode_errors=decode_errors, progress=progress,
             )
         else:
-            docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+            docs = read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         estimator = TopicModel(
             model.value,
             groups,
@@ -487,7 +315,7 @@ def fit(
         steps = estimator.fit_iter(
             docs, checkpoint_dir=checkpoint_dir, checkpoint_every=1 if checkpoint_every is None else checkpoint_every, resume=resume
         )
-        epochs_run = _run_with_progress(steps, enabled=progress)
+        epochs_run = run_with_progress(steps, enabled=progress)
         seconds = time.perf_counter() - started
         if process_group is not None and not process_group.is_main:
             return  # rank 0 analyses (on its share of the documents), prints and saves
@@ -496,17 +324,17 @@ def fit(
             estimator.analysis_ = estimator.analyse(docs, max_documents=mi_documents, seed=seed, mi_threshold=mi_threshold)
         information = information_summary(estimator, estimator.analysis_.information, pruning=estimator.analysis_.pruning)
     except KeyboardInterrupt as error:
-        _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
+        interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
         return
     except FloatingPointError as error:
         # resuming with the same options repeats the divergence on CPU, so offer both ways on
-        _fail(error, _checkpoint_note(
+        fail(error, _checkpoint_note(
             checkpoint_dir, "the last good checkpoint",
             "delete it to start again with other options, or rerun with --resume to continue it unchanged",
         ))
         return
-    except _USER_ERRORS as error:
-        _fail(error)
+    except USER_ERRORS as error:
+        fail(error)
         return
     finally:
         if temporary_shards is not None:
@@ -521,28 +349,28 @@ def fit(
             _write_json_atomically(_report(estimator, top_words, pairs, corpus, information), out / REPORT_FILE)
             _write_json_atomically(_run_facts(seconds, epochs_run, resumed_from, process_group), out / RUN_FILE)
         except KeyboardInterrupt as error:
-            _interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
-        except _USER_ERRORS as error:
-            _fail(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
+            interrupted(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
+        except USER_ERRORS as error:
+            fail(error, _checkpoint_note(checkpoint_dir, "the checkpoint of the last completed epoch", _RESUME_ADVICE))
         # the saved model supersedes the checkpoint, and a later fit into DIR must not find it
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     timing = f"{epochs_run} epochs in {seconds:.1f} s ({seconds / epochs_run:.2f} s per epoch)" if epochs_run else "nothing left to train"
     if process_group is not None:
-        _echo(
+        echo(
             f"data-parallel over {process_group.world_size} processes ({process_group.backend}); "
             f"information measured on rank 0's share of the documents"
         )
-    _echo(
+    echo(
         f"{estimator.model} with groups {estimator.groups_} on {estimator.n_documents_} documents "
         f"({estimator.n_empty_documents_} left empty by the vocabulary and skipped), {len(estimator.vocabulary_)} words; "
         f"{', '.join(f'{k}={v:g}' for k, v in estimator.weights_.as_dict().items())}; "
         + (f"resumed from epoch {resumed_from} of {estimator.epochs}, then {timing}" if resumed_from else timing)
     )
     _print_topics(estimator, top_words, information)
-    _print_information(information, "training documents")
+    print_information(information, "training documents")
     _print_pairs(estimator, pairs, top_words)
     if out is not None:
-        _echo(f"\nsaved the model, {REPORT_FILE} and {RUN_FILE} to {out}")
+        echo(f"\nsaved the model, {REPORT_FILE} and {RUN_FILE} to {out}")
 
 
 _RESUME_ADVICE = "rerun the same command with --resume to continue from it"
@@ -577,7 +405,7 @@ def _streamed_bag_of_words(corpus, shard_dir, vectorizer, process_group, *, seed
             documents, directory, vectorizer, seed=seed, process_group=process_group,
             progress=lambda read: bar.update(read - bar.n), source=source,
         )
-    _note_replaced_bytes(documents.undecodable_bytes, corpus)
+    note_replaced_bytes(documents.undecodable_bytes, corpus)
     return bag_of_words
 
 
@@ -605,56 +433,6 @@ def _count_or_fraction(value: float, *, low_is_fraction: bool) -> int | float:
     return float(value)
 
 
-def _run_with_progress(steps, *, enabled: bool) -> int:
-    """Drive a fit_iter generator with a progress bar; returns the number of epochs it completed.
-
-    The bar writes to stderr: if its reader goes away (``2>&1 | head``), the bar stops and
-    training goes on.
-    """
-    from tqdm import tqdm
-
-    bar, epochs_done, reader_gone = None, 0, False
-
-    def drawn(action) -> None:
-        nonlocal reader_gone
-        if reader_gone:
-            return
-        try:
-            action()
-        except BrokenPipeError:
-            reader_gone = True
-            _silence("stderr")
-
-    try:
-        for progress in steps:
-            if bar is None:
-                def start(progress=progress) -> None:
-                    nonlocal bar
-                    bar = tqdm(
-                        total=progress.epochs * progress.steps_per_epoch,
-                        initial=(progress.epoch - 1) * progress.steps_per_epoch,  # a resumed run starts part way
-                        disable=not enabled,
-                        file=sys.stderr,
-                        unit="step",
-                        dynamic_ncols=True,
-                    )
-
-                drawn(start)
-            drawn(lambda: bar.update(1))
-            epochs_done += progress.epoch_done
-            if progress.step == progress.steps_per_epoch or progress.step % 10 == 0:
-                terms = progress.epoch_terms or progress.terms
-                drawn(lambda: bar.set_description(f"epoch {progress.epoch}/{progress.epochs}", refresh=False))
-                drawn(lambda: bar.set_postfix({short: f"{terms[name]:.3g}" for name, short in _BAR_TERMS.items()}, refresh=False))
-    finally:
-        # Closing the generator now (not whenever it is collected) lets fit_iter write the last
-        # completed epoch's checkpoint when Ctrl-C arrives while this loop, not training, runs.
-        steps.close()
-        if bar is not None:
-            drawn(bar.close)
-    return epochs_done
-
-
 def _load_model(model_dir: Path):
     """The saved model in ``model_dir``; a directory that holds only an unfinished run's checkpoint says so."""
     from topicvae.topics.estimator import TopicModel
@@ -677,11 +455,11 @@ def topics(
     """Print the topics and the most correlated topic pairs of a saved model."""
     try:
         estimator = _load_model(model_dir)
-        _echo(f"{estimator.model} with groups {estimator.groups_}, {len(estimator.vocabulary_)} words")
+        echo(f"{estimator.model} with groups {estimator.groups_}, {len(estimator.vocabulary_)} words")
         _print_topics(estimator, top_words)
         _print_pairs(estimator, pairs, top_words)
-    except _USER_ERRORS as error:
-        _fail(error)
+    except USER_ERRORS as error:
+        fail(error)
 
 
 @app.command()
@@ -689,9 +467,9 @@ def transform(
     model_dir: Annotated[Path, typer.Argument(help="A directory written by `topicvae fit --out`.")],
     corpus: Annotated[Path, typer.Argument(help="Documents to represent, in any format `fit` reads.")],
     out: Annotated[Path, typer.Option(help="CSV file (- for stdout): one row per document, one column per topic, and vocabulary_words (0: no word of the vocabulary, topic columns left empty).")],
-    text_column: _TextColumn = "text",
-    encoding: _Encoding = "utf-8",
-    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
+    text_column: TextColumn = "text",
+    encoding: Encoding = "utf-8",
+    decode_errors: DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Write each document's topic proportions (ProdLDA) or coordinates (NVDM) to a CSV file."""
     try:
@@ -706,7 +484,7 @@ def transform(
         estimator = _load_model(model_dir)
         if estimator.vectorizer_ is None:
             raise ValueError(f"{model_dir} was fitted on a count matrix, not on text: transform documents from Python with its vocabulary")
-        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+        docs = read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         counts = estimator.vectorizer_.transform(docs)
         with warnings.catch_warnings():
             # said below in the command's words, with the column that marks the rows
@@ -718,14 +496,14 @@ def transform(
         empty = int((table[VOCABULARY_WORDS_COLUMN] == 0).sum())
         if not to_stdout:
             _write_table(table, out)
-    except _USER_ERRORS as error:
-        _fail(error)
+    except USER_ERRORS as error:
+        fail(error)
         return
     if to_stdout:  # the table is the output; what was written goes to stderr
-        _echo(table.to_csv().rstrip("\n"))
-    _echo(f"wrote {len(table)} documents x {table.shape[1] - 1} topics to {'stdout' if to_stdout else out}", err=to_stdout)
+        echo(table.to_csv().rstrip("\n"))
+    echo(f"wrote {len(table)} documents x {table.shape[1] - 1} topics to {'stdout' if to_stdout else out}", err=to_stdout)
     if empty:
-        _echo(
+        echo(
             f"note: {empty} of {len(table)} documents have no word of the model's vocabulary: their topic columns are "
             f"left empty and their {VOCABULARY_WORDS_COLUMN} is 0",
             err=True,
@@ -763,9 +541,9 @@ def evaluate(
     within_groups: Annotated[bool, typer.Option(help="Also pair topics of the same group.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
     plots: Annotated[Optional[Path], typer.Option(help="Directory for PNG plots (MI bars, correlation heatmap).")] = None,
-    text_column: _TextColumn = "text",
-    encoding: _Encoding = "utf-8",
-    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
+    text_column: TextColumn = "text",
+    encoding: Encoding = "utf-8",
+    decode_errors: DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Coherence, diversity, perplexity, mutual information (with pruned topics) and correlations."""
     try:
@@ -774,9 +552,9 @@ def evaluate(
         model = _load_model(model_dir)
         if corpus is None:
             corpus = _recorded_corpus(model_dir)
-        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+        docs = read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         reference_docs = (
-            _read_documents(reference, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+            read_documents(reference, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
             if reference else None
         )
         document_labels = _read_labels(labels, corpus, encoding=encoding, decode_errors=decode_errors) if labels else None
@@ -785,31 +563,13 @@ def evaluate(
             reference_name=str(reference) if reference else None, top_n=top_n, window=window,
             mi_threshold=mi_threshold, n_pairs=pairs, within_groups=within_groups, plots=plots, labels=document_labels,
         )
-    except _USER_ERRORS as error:
-        _fail(error)
+    except USER_ERRORS as error:
+        fail(error)
         return
     if as_json:
-        _echo(json.dumps(report, indent=2))
+        echo(json.dumps(report, indent=2))
         return
     _print_evaluation(report)
-
-
-def _check_creatable(path: Path, option: str) -> None:
-    """That the folder ``path`` exists or can be made, said before any work (nothing is left behind:
-    the probe folder is removed at once)."""
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{option} {path} exists and is not a directory: choose another path")
-    ancestor = path
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise NotADirectoryError(f"{option} {path}: {ancestor} is a file, not a folder: choose another path")
-    if path.exists():
-        return
-    try:
-        Path(tempfile.mkdtemp(prefix=".topicvae-probe-", dir=ancestor)).rmdir()
-    except OSError as error:
-        raise type(error)(f"{option} {path} cannot be created in {ancestor} ({error.strerror}): choose a writable folder") from None
 
 
 def _html_destination(out: Path, option: str) -> Path:
@@ -824,9 +584,9 @@ def export(
     pyldavis: Annotated[Path, typer.Option(help="HTML file for pyLDAvis's page (opens without a network).")],
     corpus: Annotated[Optional[Path], typer.Option(help="Documents whose topic proportions and word counts pyLDAvis shows (default: the training corpus named in report.json).")] = None,
     top_words: Annotated[int, typer.Option(help="Words listed per topic on the page (pyLDAvis's R).")] = 30,
-    text_column: _TextColumn = "text",
-    encoding: _Encoding = "utf-8",
-    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
+    text_column: TextColumn = "text",
+    encoding: Encoding = "utf-8",
+    decode_errors: DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Write a ProdLDA model's topics as a pyLDAvis page (topic i there is the model's column i - 1)."""
     try:
@@ -838,14 +598,14 @@ def export(
             raise ValueError(f"{model_dir} was fitted on a count matrix, not on text: use TopicModel.to_pyldavis(counts) from Python")
         if corpus is None:
             corpus = _recorded_corpus(model_dir)
-        docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+        docs = read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
         if top_words < 1:
             raise ValueError(f"--top-words {top_words} is invalid: give a whole number >= 1")
         save_pyldavis_html(model.to_pyldavis(docs, R=top_words), destination)
-    except _USER_ERRORS as error:
-        _fail(error)
+    except USER_ERRORS as error:
+        fail(error)
         return
-    _echo(f"wrote {destination}: pyLDAvis of {corpus}")
+    echo(f"wrote {destination}: pyLDAvis of {corpus}")
 
 
 @app.command()
@@ -856,9 +616,9 @@ def report(
     labels: Annotated[Optional[str], typer.Option(help="With --corpus: one label per document (a file, or a .csv/.jsonl column); shows each topic's dominant label.")] = None,
     top_words: Annotated[int, typer.Option(help="Words shown per topic.")] = 10,
     pairs: Annotated[int, typer.Option(help="Associated topic pairs listed.")] = 15,
-    text_column: _TextColumn = "text",
-    encoding: _Encoding = "utf-8",
-    decode_errors: _DecodeErrorsOption = DecodeErrors.strict,
+    text_column: TextColumn = "text",
+    encoding: Encoding = "utf-8",
+    decode_errors: DecodeErrorsOption = DecodeErrors.strict,
 ) -> None:
     """Write the explorer page: groups side by side, MI per topic, pruned topics, cross-group associations."""
     try:
@@ -874,7 +634,7 @@ def report(
         if corpus is not None:
             from topicvae.topics.evaluation import evaluate as evaluate_model
 
-            docs = _read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
+            docs = read_documents(corpus, text_column=text_column, encoding=encoding, decode_errors=decode_errors)
             document_labels = _read_labels(labels, corpus, encoding=encoding, decode_errors=decode_errors) if labels else None
             evaluation = evaluate_model(
                 model, docs, corpus_name=str(corpus), top_n=top_words, n_pairs=pairs, labels=document_labels,
@@ -884,10 +644,10 @@ def report(
             run={"model directory": str(model_dir.resolve())},
         )
         write_explorer(data, destination)
-    except _USER_ERRORS as error:
-        _fail(error)
+    except USER_ERRORS as error:
+        fail(error)
         return
-    _echo(f"wrote {destination}")
+    echo(f"wrote {destination}")
 
 
 def _recorded_corpus(model_dir: Path) -> Path:
@@ -920,7 +680,7 @@ def _read_labels(labels: str, corpus: Path, *, encoding: str, decode_errors: Dec
         return lines
     if corpus.suffix.lower() in (".csv", ".jsonl") or corpus.name.lower().endswith((".csv.gz", ".jsonl.gz")):
         try:
-            return list(_read_documents(corpus, text_column=labels, encoding=encoding, decode_errors=decode_errors))
+            return list(read_documents(corpus, text_column=labels, encoding=encoding, decode_errors=decode_errors))
         except ValueError as error:  # the reader names --text-column, which is not what the user gave
             raise ValueError(
                 f"--labels {labels} is neither a file nor a column or field of {corpus}: give a file with one label "
@@ -947,251 +707,42 @@ def _unscored(entry: dict) -> str:
 def _print_evaluation(report: dict) -> None:
     coherence, information = report["coherence"], report["information"]
     doc, win = coherence["npmi_document"], coherence["npmi_window"]
-    _echo(f"corpus: {report['corpus']['name']} ({report['corpus']['documents_with_words']} documents with vocabulary words)")
-    _echo(f"NPMI, whole documents, top {doc['top_n']}, reference {doc['reference']}: {_score(doc['mean'])}{_unscored(doc)}")
-    _echo(f"NPMI, sliding window {win['window']}, top {win['top_n']}, reference {win['reference']}: {_score(win['mean'])}{_unscored(win)}")
+    echo(f"corpus: {report['corpus']['name']} ({report['corpus']['documents_with_words']} documents with vocabulary words)")
+    echo(f"NPMI, whole documents, top {doc['top_n']}, reference {doc['reference']}: {_score(doc['mean'])}{_unscored(doc)}")
+    echo(f"NPMI, sliding window {win['window']}, top {win['top_n']}, reference {win['reference']}: {_score(win['mean'])}{_unscored(win)}")
     for name, label in (("c_v", "C_V"), ("u_mass", "UMass")):
         entry = coherence[name]
-        _echo(f"{label} (gensim), {'window ' + str(entry['window']) if entry['window'] != 'whole document' else 'whole documents'}, top {entry['top_n']}: {_score(entry['mean'])}{_unscored(entry)}")
+        echo(f"{label} (gensim), {'window ' + str(entry['window']) if entry['window'] != 'whole document' else 'whole documents'}, top {entry['top_n']}: {_score(entry['mean'])}{_unscored(entry)}")
     absent = sorted({word for words in doc["absent_words"].values() for word in words})
     if absent:
-        _echo(
+        echo(
             f"  top words absent from the reference, left out of their topics' pairs: {' '.join(absent[:20])}"
             + (f" ... ({len(absent)} words)" if len(absent) > 20 else "") + f" (in {len(doc['absent_words'])} topic{'s' if len(doc['absent_words']) != 1 else ''})"
         )
-    _echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
+    echo(f"topic diversity (top 25): {report['diversity']['value']:.3f}")
     for name, entry in report["perplexity"].items():
-        _echo(f"perplexity, {name.replace('_', '-')} = {entry['formula']}: {entry['value']:.1f}")
+        echo(f"perplexity, {name.replace('_', '-')} = {entry['formula']}: {entry['value']:.1f}")
     for name, entry in (("NPMI, whole documents", doc), ("NPMI, window", win)):
         if entry.get("mean_active_topics") is not None:
-            _echo(f"{name}, active topics only: {entry['mean_active_topics']:.3f}")
+            echo(f"{name}, active topics only: {entry['mean_active_topics']:.3f}")
     if report["diversity"].get("active_topics") is not None:
-        _echo(f"topic diversity (top 25), active topics only: {report['diversity']['active_topics']:.3f}")
-    _print_information(information, "evaluated documents")
+        echo(f"topic diversity (top 25), active topics only: {report['diversity']['active_topics']:.3f}")
+    print_information(information, "evaluated documents")
     correlations = report["correlations"]
-    _echo(f"\nstrongest associations ({correlations['measure']}; null: {correlations['null']})")
+    echo(f"\nstrongest associations ({correlations['measure']}; null: {correlations['null']})")
     for pair in correlations["strongest"]:
         flag = "*" if pair["significant"] else " "
         kind = " duplicate" if pair["kind"] == "duplicate" else ""
         label_a = f"  [{pair['label_a']}]" if "label_a" in pair else ""
         label_b = f"  [{pair['label_b']}]" if "label_b" in pair else ""
         lead = f"  {flag}partial={pair['partial']:+.3f} null={pair['null_quantile']:.3f}{kind}  "
-        _echo(f"{lead}{pair['topic_a']:>8}  {' '.join(pair['words_a'])}{label_a}")
-        _echo(f"{'':{len(lead)}}{pair['topic_b']:>8}  {' '.join(pair['words_b'])}{label_b}")
+        echo(f"{lead}{pair['topic_a']:>8}  {' '.join(pair['words_a'])}{label_a}")
+        echo(f"{'':{len(lead)}}{pair['topic_b']:>8}  {' '.join(pair['words_b'])}{label_b}")
     if "labels" in report:
         aligned = report["labels"]
-        _echo(f"\nlabels: purity {aligned['purity']:.3f}, NMI {aligned['nmi']:.3f} of the documents' top topics over {aligned['documents']} documents")
+        echo(f"\nlabels: purity {aligned['purity']:.3f}, NMI {aligned['nmi']:.3f} of the documents' top topics over {aligned['documents']} documents")
         for topic, entry in aligned["per_topic"].items():
             if topic in information["active_topics"]:
-                _echo(f"  {topic:>8}  {entry['label']} ({entry['share']:.0%})")
+                echo(f"  {topic:>8}  {entry['label']} ({entry['share']:.0%})")
     for path in report.get("plots", []):
-        _echo(f"wrote {path}")
-
-
-class ImageRecipe(str, Enum):
-    mnist = "mnist"
-    fashion_mnist = "fashion-mnist"
-    dsprites = "dsprites"
-
-
-class Architecture(str, Enum):
-    mlp = "mlp"
-    conv = "conv"
-
-
-def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architecture, epochs, batch_size, lr, train_size,
-                test_size, temperature, seed, data, exclude, mi_threshold, full_metrics, device, progress, out, data_cache=None,
-                class_conditioned=False, levers=None):
-    """Load, train, score and (with ``out``) save one recipe run; returns the scores."""
-    from topicvae.images.recipes import load_recipe_data, recipe_model, score_image_model, write_image_plots, write_json
-
-    model = recipe_model(
-        name, objective=objective, groups=groups, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr,
-        temperature=temperature, seed=seed, device=device, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
-        class_conditioned=class_conditioned, **(levers or {}),
-    )
-    model._validate()  # a bad weight or option fails before the data are loaded
-    images = data_cache if data_cache is not None else load_recipe_data(
-        name, data_dir=data, train_size=train_size, test_size=test_size, exclude=exclude, seed=seed
-    )
-    started = time.perf_counter()
-    _run_with_progress(model.fit_iter(images.train), enabled=progress)
-    seconds = time.perf_counter() - started
-    scores = score_image_model(model, images, mi_threshold=mi_threshold, seed=seed, quick_disentanglement=not full_metrics)
-    scores["training"] = {
-        "images": int(len(images.train)), "epochs": model.epochs, "batch_size": model.batch_size, "seconds": seconds,
-        "groups": str(model.groups_), "architecture": model.architecture, "objective": model.objective,
-        "class_conditioned": model.class_conditioned,
-        "class_levers": {"class_capacity": model.class_capacity, "style_capacity": model.style_capacity, "augmentation": model.augmentation},
-        "weights": model.weights_.as_dict(), "seed": seed, "history": model.history_,
-    }
-    if out is not None:
-        model.save(out)
-        scores["plots"] = write_image_plots(model, images, scores, out / "plots")
-        write_json(scores, out / "metrics.json")
-    return scores, images
-
-
-def _print_recipe(scores: dict) -> None:
-    training, information = scores["training"], scores["information"]
-    _echo(
-        f"{scores['dataset']}: {training['objective']} {training['groups']} ({training['architecture']}), "
-        f"{', '.join(f'{k}={v:g}' for k, v in training['weights'].items())}; {training['images']} images, "
-        f"{training['epochs']} epochs in {training['seconds']:.1f} s"
-    )
-    _print_information(information, "test images", "latent variables")
-    gaussian_pruned = information["pruned_gaussian_dimensions"]
-    _echo(f"pruned Gaussian dimensions ({len(gaussian_pruned)}): {' '.join(gaussian_pruned) or 'none'}")
-    _echo(f"reconstruction error: {scores['reconstruction_error']['mean_nats_per_image']:.1f} nats per image")
-    labels = scores.get("labels")
-    if labels and "concrete_accuracy" in labels:
-        _echo(
-            f"Concrete group against the {labels['label_meaning']}: accuracy {labels['concrete_accuracy']:.3f}, "
-            f"I(y; c) = {labels['concrete']:.3f} nats of H(y) = {labels['label_entropy']:.3f}; "
-            f"gap I(y; c) - max_e I(y; z_e) = {labels['gap']:.3f} nats ({labels['normalized_gap']:.3f} of H(y))"
-        )
-    if "disentanglement" in scores:
-        d = scores["disentanglement"]
-        _echo(
-            f"FactorVAE score {d['factor_vae']['score']:.3f}; DCI disentanglement {d['dci']['disentanglement']:.3f}, "
-            f"completeness {d['dci']['completeness']:.3f}, informativeness {d['dci']['informativeness_test']:.3f} "
-            f"({d['dci']['regressor']}); MIG {d['mig']['mig']:.3f} ({d['sample_counts']})"
-        )
-    if "generalization" in scores:
-        g = scores["generalization"]
-        _echo(
-            f"never trained on {g['rule']} ({g['left_out_of_training']} training images or grid points left out): "
-            f"reconstruction error {g['reconstruction_error_left_out']:.1f} nats on {g['left_out_images']} left-out images "
-            f"against {g['reconstruction_error_seen']:.1f} on seen ones"
-        )
-        for name, entry in g.get("factors", {}).items():
-            _echo(f"  {name}: |r| with {entry['dimension']} {entry['abs_correlation_seen']:.2f} seen, {entry['abs_correlation_left_out']:.2f} left out")
-    for path in scores.get("plots", []):
-        _echo(f"wrote {path}")
-
-
-_RECIPE_HELP = {
-    "objective": "Objective preset; the recipes use beta-VAE 4, beta-TCVAE 4 and HFVAE beta 4, gamma 3 unless the weights are given.",
-    "groups": "Latent groups (default 10,10c for MNIST and Fashion-MNIST, 10,3c for dSprites).",
-    "data": "Folder holding the data files (the four IDX .gz files, or the dSprites npz); default: the download cache.",
-    "exclude": "Leave these combinations out of training, e.g. 'label=7,ink>=0.75' or 'shape=heart,pos_x>=0.5'.",
-}
-
-
-@app.command()
-def recipe(
-    name: Annotated[ImageRecipe, typer.Argument(help="The data set.")],
-    objective: Annotated[Objective, typer.Option(help=_RECIPE_HELP["objective"])] = Objective.hfvae,
-    groups: Annotated[Optional[str], typer.Option(help=_RECIPE_HELP["groups"])] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="Weight of I(x; z).")] = None,
-    beta: Annotated[Optional[float], typer.Option(help="Weight of the TC between groups.")] = None,
-    gamma: Annotated[Optional[float], typer.Option(help="Weight of the TC within groups.")] = None,
-    delta: Annotated[Optional[float], typer.Option(help="Weight of the dimension-wise KL.")] = None,
-    architecture: Annotated[Optional[Architecture], typer.Option(help="mlp or conv (default mlp for MNIST, conv for dSprites).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
-    train_size: Annotated[Optional[int], typer.Option(help="Training images (default: all of MNIST; 100,000 dSprites samples).")] = None,
-    test_size: Annotated[Optional[int], typer.Option(help="Test images scored.")] = None,
-    temperature: Annotated[float, typer.Option(help="Temperature of the Concrete groups.")] = 0.66,
-    class_conditioned: Annotated[bool, typer.Option("--class-conditioned", help="Encode the style given the class sample, q(c | x) q(z | x, c), as the authors' MNIST model does.")] = False,
-    class_capacity: Annotated[float, typer.Option(help="Weight of |I(x; c) - C(t)|, C rising to log K: confident, balanced categories (0: off; docs/images.md).")] = 0.0,
-    style_capacity: Annotated[float, typer.Option(help="Weight of |KL(style) - C(t)|, C rising to 5 nats: the style cannot take the class early (0: off).")] = 0.0,
-    augmentation: Annotated[float, typer.Option(help="Weight of KL(q(c|x) || q(c|T(x))) for small random affine maps T: the class survives deformations (0: off).")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seeds the run's own random numbers and the data sample.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Directory for the model, metrics.json and plots/.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
-    exclude: Annotated[Optional[str], typer.Option(help=_RECIPE_HELP["exclude"])] = None,
-    mi_threshold: Annotated[float, typer.Option(help="Variables with I(x; z_e) below this many nats are reported as pruned.")] = 0.1,
-    full_metrics: Annotated[bool, typer.Option(help="dSprites: disentanglement_lib's full sample counts (slow) instead of 10x fewer.")] = False,
-    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")] = "auto",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
-) -> None:
-    """Train an image model (MNIST, Fashion-MNIST, dSprites) and report MI, pruning, accuracy and disentanglement."""
-    try:
-        if out is not None:
-            _check_creatable(out, "--out")
-        scores, _ = _recipe_run(
-            name.value, objective=objective.value, groups=groups, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
-            architecture=architecture.value if architecture else None, epochs=epochs, batch_size=batch_size, lr=lr,
-            train_size=train_size, test_size=test_size, temperature=temperature, seed=seed, data=data, exclude=exclude,
-            mi_threshold=mi_threshold, full_metrics=full_metrics, device=device, progress=progress, out=out,
-            class_conditioned=class_conditioned,
-            levers={"class_capacity": class_capacity, "style_capacity": style_capacity, "augmentation": augmentation},
-        )
-    except _USER_ERRORS as error:
-        _fail(error)
-        return
-    _print_recipe(scores)
-
-
-@app.command()
-def sweep(
-    name: Annotated[ImageRecipe, typer.Argument(help="The data set.")],
-    out: Annotated[Path, typer.Option(help="Directory for every run, sweep.json and the plots.")],
-    beta: Annotated[list[float], typer.Option(help="Values of beta (repeat the option).")] = [1.0, 2.0, 4.0, 8.0],
-    gamma: Annotated[Optional[float], typer.Option(help="Fixed gamma; without it gamma = beta (the beta-TCVAE line).")] = None,
-    seeds: Annotated[int, typer.Option(help="Restarts per setting (seeds 0, 1, ...).")] = 1,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images.")] = None,
-    train_size: Annotated[Optional[int], typer.Option(help="Training images.")] = None,
-    test_size: Annotated[Optional[int], typer.Option(help="Test images scored.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
-) -> None:
-    """The paper's Figure 6: HFVAE over beta (gamma = beta, or a fixed gamma), I(x; z) against TC and the label gap against beta."""
-    try:
-        from topicvae.images.recipes import headline, load_recipe_data, plot_sweep, write_json
-
-        if seeds < 1:
-            raise ValueError(f"--seeds {seeds} is invalid: give a whole number >= 1")
-        images = load_recipe_data(name.value, data_dir=data, train_size=train_size, test_size=test_size, seed=0)
-        runs = []
-        for b in beta:
-            g = b if gamma is None else gamma
-            for seed in range(seeds):
-                run_dir = out / f"beta{b:g}-gamma{g:g}-seed{seed}"
-                scores, _ = _recipe_run(
-                    name.value, objective="hfvae", groups=None, alpha=None, beta=b, gamma=g, delta=None, architecture=None,
-                    epochs=epochs, batch_size=None, lr=None, train_size=train_size, test_size=test_size, temperature=0.66,
-                    seed=seed, data=data, exclude=None, mi_threshold=0.1, full_metrics=False, device="cpu",
-                    progress=progress, out=run_dir, data_cache=images,
-                )
-                runs.append({"beta": b, "gamma": g, "seed": seed, "directory": run_dir.name, **headline(scores)})
-                _echo(f"beta={b:g} gamma={g:g} seed={seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in headline(scores).items()))
-        plots = plot_sweep(runs, out)
-        write_json({"dataset": name.value, "gamma": "beta" if gamma is None else gamma, "runs": runs, "plots": plots}, out / "sweep.json")
-    except _USER_ERRORS as error:
-        _fail(error)
-        return
-    for path in plots:
-        _echo(f"wrote {path}")
-
-
-@data_app.command("20newsgroups")
-def data_20newsgroups(
-    out: Annotated[Path, typer.Option(help="Output file, one post per line (.txt or .txt.gz).")],
-    subset: Annotated[Subset, typer.Option(help="The bydate split.")] = Subset.train,
-    source: Annotated[Optional[Path], typer.Option(help="A local copy (jsonl.gz files or the bydate folders); without it scikit-learn downloads and caches the data.")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="Also write each written post's newsgroup, one per line.")] = None,
-    keep_headers: Annotated[bool, typer.Option(help="Keep headers, quotes and signatures (they leak the newsgroup).")] = False,
-) -> None:
-    """Write the 20 Newsgroups posts one per line (inner newlines folded)."""
-    try:
-        from topicvae.text.newsgroups import load_20newsgroups
-        from topicvae.text.corpus import write_corpus_lines
-
-        remove = () if keep_headers else ("headers", "footers", "quotes")
-        dataset = load_20newsgroups(subset.value, source=source, remove=remove)
-        kept = [i for i, text in enumerate(dataset.texts) if text.split()]
-        write_corpus_lines([dataset.texts[i] for i in kept], out)
-        if labels is not None:
-            write_corpus_lines([dataset.label_names[dataset.labels[i]] for i in kept], labels)
-    except _USER_ERRORS as error:
-        _fail(error)
-        return
-    skipped = len(dataset.texts) - len(kept)
-    _echo(f"wrote {len(kept)} posts of the {subset.value} split to {out} ({skipped} left empty by stripping were skipped)")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
+        echo(f"wrote {path}")

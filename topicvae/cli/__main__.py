@@ -1,0 +1,3 @@
+from topicvae.cli import app
+
+app()
