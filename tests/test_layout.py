@@ -9,14 +9,15 @@ groups, the objective, training, files) serving two domains (text topics and ima
 - nothing outside the CLI imports the CLI;
 - no module imports a private name (``_x``) of another module.
 
-``KNOWN`` lists the imports that break a rule today, each by importer and imported name, until
-the split that removes it: the test fails on any new one, and on a listed one that is gone
-(so that the list only shrinks).
+A runtime check backs the first rule: importing the text modules in a fresh interpreter loads
+no torch.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,17 +27,6 @@ CORE = ("latent", "objective", "training", "io")
 #: Leaf utilities (random streams): anyone may import them, and they import nothing of topicvae.
 UTILS = "utils"
 DOMAINS = ("text", "topics", "images")
-
-#: (importing module, imported module, name or None for the module itself): breaks that the
-#: splits of issue 19 still have to remove.
-KNOWN: set[tuple[str, str, str | None]] = {
-    # the sharded bag-of-words batches tensors and gathers across processes: its batching
-    # belongs in the bag-of-words source the estimator trains from, outside text/
-    ("topicvae.text.shards", "torch", None),
-    ("topicvae.text.shards", "topicvae.training.distributed", "ProcessGroup"),
-    ("topicvae.text.shards", "topicvae.training.distributed", "gather_objects"),
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -97,12 +87,16 @@ def all_breaks() -> dict[tuple[str, str, str | None], str]:
     return found
 
 
-def test_the_rules_hold_but_for_the_known_breaks():
+def test_the_rules_hold():
     found = all_breaks()
-    new = {key: rule for key, rule in found.items() if key not in KNOWN}
-    assert not new, "imports that break the layout's rules: " + "; ".join(f"{a} imports {n or m} from {m} ({r})" for (a, m, n), r in new.items())
-    gone = KNOWN - set(found)
-    assert not gone, f"these breaks are gone: remove them from KNOWN: {sorted(gone, key=str)}"
+    assert not found, "imports that break the layout's rules: " + "; ".join(f"{a} imports {n or m} from {m} ({r})" for (a, m, n), r in found.items())
+
+
+def test_the_text_modules_load_without_torch():
+    modules = sorted(module_name(path) for path in (PACKAGE / "text").glob("*.py"))
+    code = f"import sys\nfor name in {modules!r}:\n    __import__(name)\nprint('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False", f"importing {modules} loaded torch"
 
 
 @pytest.mark.parametrize(

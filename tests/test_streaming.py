@@ -14,7 +14,8 @@ import torch
 
 from conftest import counts_to_documents, planted_corpus
 from topicvae import TopicModel
-from topicvae.text.shards import MANIFEST_FILE, ShardBatches, ShardedBagOfWords, build_bag_of_words
+from topicvae.text.shards import MANIFEST_FILE, ShardedBagOfWords, build_bag_of_words
+from topicvae.topics.source import ShardBatches
 from topicvae.text.corpus import CorpusStream, read_corpus
 from topicvae.text.vectorizer import TextVectorizer
 

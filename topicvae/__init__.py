@@ -1,28 +1,46 @@
-"""topicvae: neural topic models with hierarchically factorized latent groups (HFVAE)."""
+"""topicvae: neural topic models with hierarchically factorized latent groups (HFVAE).
+
+One core (``latent``: the groups and their posteriors; ``objective``: the HFVAE objective, its
+estimator of the inference marginals and the information quantities; ``training``; ``io``)
+serves two domains (``text`` and ``topics`` for documents, ``images``); ``cli`` is the
+command line. The public API below loads on first use, so that ``topicvae.text`` (reading and
+vectorizing corpora) can be used without starting torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from topicvae.topics.estimator import DegenerateCorpusWarning, EmptyDocumentWarning, TopicModel  # noqa: E402  (estimator reads __version__)
-from topicvae.latent.groups import GroupSpec, GroupSpecError, LatentGroup  # noqa: E402
-from topicvae.objective.terms import LossTerms, ObjectiveWeights, hfvae_objective
-from topicvae.objective.marginals import log_marginals
-from topicvae.text.corpus import read_corpus
-from topicvae.text.vectorizer import TextVectorizer
-from topicvae.images.estimator import ImageModel  # noqa: E402
+#: Each public name and the module it lives in.
+_EXPORTS = {
+    "TopicModel": "topicvae.topics.estimator",
+    "EmptyDocumentWarning": "topicvae.topics.estimator",
+    "ImageModel": "topicvae.images.estimator",
+    "GroupSpec": "topicvae.latent.groups",
+    "GroupSpecError": "topicvae.latent.groups",
+    "LatentGroup": "topicvae.latent.groups",
+    "ObjectiveWeights": "topicvae.objective.terms",
+    "LossTerms": "topicvae.objective.terms",
+    "hfvae_objective": "topicvae.objective.terms",
+    "log_marginals": "topicvae.objective.marginals",
+    "read_corpus": "topicvae.text.corpus",
+    "TextVectorizer": "topicvae.text.vectorizer",
+    "DegenerateCorpusWarning": "topicvae.text.vectorizer",
+}
 
-__all__ = [
-    "DegenerateCorpusWarning",
-    "EmptyDocumentWarning",
-    "GroupSpec",
-    "GroupSpecError",
-    "ImageModel",
-    "LatentGroup",
-    "LossTerms",
-    "TextVectorizer",
-    "TopicModel",
-    "ObjectiveWeights",
-    "hfvae_objective",
-    "log_marginals",
-    "read_corpus",
-    "__version__",
-]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'topicvae' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups find it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -35,17 +35,31 @@ import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from topicvae.io.atomic import write_json_atomically
-from topicvae.training.distributed import ProcessGroup, gather_objects
 from topicvae.text.vectorizer import PATTERN_CHECK_DOCUMENTS, TextVectorizer, load_vocabulary
 
-__all__ = ["ShardedBagOfWords", "ShardBatches", "build_bag_of_words", "file_source", "MANIFEST_FILE"]
+__all__ = ["ShardedBagOfWords", "ProcessRanks", "build_bag_of_words", "file_source", "MANIFEST_FILE"]
+
+
+class ProcessRanks(Protocol):
+    """What building a sharded bag-of-words needs of a process group
+    (:class:`topicvae.training.distributed.ProcessRanks` is one): this process's rank, the
+    number of processes, and a way to gather one picklable value from every rank, in rank order.
+    Text processing needs no torch, so it asks for no more than this."""
+
+    rank: int
+    world_size: int
+
+    def gather(self, value: Any) -> list[Any]: ...
+
+
+def _gather(value: Any, group: ProcessRanks | None) -> list[Any]:
+    return [value] if group is None else group.gather(value)
 
 MANIFEST_FILE = "manifest.json"
 VOCABULARY_FILE = "vocabulary.txt"
@@ -126,11 +140,11 @@ class _TokenTally:
         return self.document_frequencies[:size], self.term_frequencies[:size]
 
 
-def _merged_tallies(terms: list[str], dfs: np.ndarray, tfs: np.ndarray, documents: int, group: ProcessGroup | None):
+def _merged_tallies(terms: list[str], dfs: np.ndarray, tfs: np.ndarray, documents: int, group: ProcessRanks | None):
     """Every rank's tallies summed term by term (in one process: the tallies as they are)."""
     if group is None:
         return terms, dfs, tfs, documents
-    gathered = gather_objects((terms, dfs, tfs, documents), group)
+    gathered = _gather((terms, dfs, tfs, documents), group)
     index: dict[str, int] = {}
     for rank_terms, _, _, _ in gathered:
         for term in rank_terms:
@@ -151,7 +165,7 @@ def build_bag_of_words(
     *,
     documents_per_shard: int = DEFAULT_DOCUMENTS_PER_SHARD,
     seed: int = 0,
-    process_group: ProcessGroup | None = None,
+    process_group: ProcessRanks | None = None,
     progress: Any = None,
     source: dict[str, Any] | None = None,
 ) -> ShardedBagOfWords:
@@ -171,7 +185,7 @@ def build_bag_of_words(
         The shard size, the unit that training holds in memory.
     seed : int
         Draws each document's shard.
-    process_group : ProcessGroup, optional
+    process_group : ProcessRanks, optional
         In data-parallel training: this rank keeps the documents rank, rank + R, ... and the
         ranks agree on the vocabulary and the corpus size. Every rank must call this function.
     progress : callable, optional
@@ -204,7 +218,7 @@ def build_bag_of_words(
         del tally, terms, dfs, tfs
         n_shards = min(MAX_SHARDS, max(1, math.ceil(documents_read / documents_per_shard)))
         shards, kept = _write_shards(chunks, remap, len(vocabulary), n_shards, staging, np.random.default_rng([seed, rank]))
-        kept_and_read = gather_objects((kept, documents_read), process_group)  # one exchange for both counts
+        kept_and_read = _gather((kept, documents_read), process_group)  # one exchange for both counts
         rank_documents = [int(kept) for kept, _ in kept_and_read]
         empty = [int(read - kept) for kept, read in kept_and_read]
         vectorizer.save_vocabulary(staging / VOCABULARY_FILE)
@@ -412,49 +426,3 @@ class ShardedBagOfWords:
         return {"documents": self.local_documents, "words": len(self.vocabulary), "sha256": digest.hexdigest()}
 
 
-class ShardBatches:
-    """Shuffled mini-batches of a sharded bag-of-words, read lazily: at most two shards in memory.
-
-    Each epoch visits the shards in a random order and each shard's documents in a random
-    order, cutting the stream into ``steps_per_epoch`` batches of near-equal size (a batch
-    may span two shards). Every shard is a uniform random sample of the corpus, so the
-    batches are as mixed as those of a global shuffle.
-    """
-
-    def __init__(self, bag_of_words: ShardedBagOfWords, steps_per_epoch: int, *, device: torch.device | str = "cpu"):
-        self.bag_of_words = bag_of_words
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.device = torch.device(device)
-
-    @property
-    def num_items(self) -> int:
-        return self.bag_of_words.local_documents
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def _sizes(self) -> list[int]:
-        base, extra = divmod(self.num_items, self.steps_per_epoch)
-        return [base + 1] * extra + [base] * (self.steps_per_epoch - extra)
-
-    def epoch(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        sizes = iter(self._sizes())
-        wanted = next(sizes)
-        parts: list[sp.csr_matrix] = []
-        held = 0
-        for shard in torch.randperm(len(self.bag_of_words.shards), generator=generator).tolist():
-            matrix = self.bag_of_words.read_shard(shard)
-            matrix = matrix[torch.randperm(matrix.shape[0], generator=generator).numpy()]
-            start = 0
-            while start < matrix.shape[0]:
-                if wanted == 0:
-                    raise ValueError(f"{self.bag_of_words.directory} holds more documents than its manifest says: build it again")
-                take = min(wanted - held, matrix.shape[0] - start)
-                parts.append(matrix[start : start + take])
-                held += take
-                start += take
-                if held == wanted:
-                    batch = parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
-                    yield torch.from_numpy(batch.toarray()).to(self.device)
-                    parts, held = [], 0
-                    wanted = next(sizes, 0)

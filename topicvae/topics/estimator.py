@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import numbers
@@ -32,17 +31,16 @@ from topicvae.io.model_files import (
     CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, package_version, plain, read_config,
     write_model_directory,
 )
-from topicvae.text.shards import ShardBatches, ShardedBagOfWords
+from topicvae.text.shards import ShardedBagOfWords
+from topicvae.topics.source import BagOfWordsSource
 from topicvae.text.vectorizer import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
 from topicvae.training.loop import (
-    BagOfWordsBatches,
     TrainingCheckpoints,
     TrainingProgress,
     check_checkpoint_options,
     LR_SCHEDULES,
     check_seed,
     check_training_options,
-    data_parallel_steps,
     train,
 )
 from topicvae.utils.random_state import RandomStreams, seeded
@@ -52,7 +50,6 @@ __all__ = ["TopicModel", "ModelFileError", "EmptyDocumentWarning", "DegenerateCo
 
 class EmptyDocumentWarning(UserWarning):
     """Documents without any word of the model's vocabulary were given: they get no representation."""
-
 
 
 VOCABULARY_FILE = "vocabulary.txt"
@@ -91,64 +88,6 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def _check_choice(name: str, value, choices: Sequence[str]) -> None:
     if value is not None and value not in choices:
         raise ValueError(f"{name}={value!r} is unknown: choose one of {', '.join(map(repr, choices))}, or None for the default")
-
-
-class _TrainingData:
-    """The training documents as this process holds them: in memory, or a sharded bag-of-words on disk."""
-
-    def __init__(self, *, vocab_size: int, n_documents: int, rank_documents: list[int], fingerprint, make_batches, matrices):
-        self.vocab_size = vocab_size
-        self.n_documents = n_documents  # N over all processes
-        self.rank_documents = rank_documents
-        self.fingerprint = fingerprint
-        self._make_batches = make_batches
-        self.matrices = matrices  # () -> iterable of this process's count matrices
-
-    def batches(self, batch_size: int, device: torch.device):
-        return self._make_batches(batch_size, device)
-
-    @classmethod
-    def in_memory(cls, counts: sp.csr_matrix, vocabulary: Sequence[str], process_group: ProcessGroup | None) -> _TrainingData:
-        n_documents = counts.shape[0]
-        if process_group is None:
-            local, rank_documents = counts, [n_documents]
-        else:
-            # every rank holds the whole matrix and trains on the rows rank, rank + R, ...
-            rank, world_size = process_group.rank, process_group.world_size
-            local = counts[rank::world_size]
-            rank_documents = [len(range(r, n_documents, world_size)) for r in range(world_size)]
-        fingerprint = _corpus_fingerprint(local, vocabulary)
-
-        def make_batches(batch_size: int, device: torch.device) -> BagOfWordsBatches:
-            steps = None if process_group is None else data_parallel_steps(rank_documents, batch_size)
-            return BagOfWordsBatches(local, min(batch_size, local.shape[0]), device=device, steps_per_epoch=steps)
-
-        return cls(
-            vocab_size=counts.shape[1], n_documents=n_documents, rank_documents=rank_documents,
-            fingerprint=lambda: fingerprint, make_batches=make_batches, matrices=lambda: [local],
-        )
-
-    @classmethod
-    def sharded(cls, bag_of_words: ShardedBagOfWords) -> _TrainingData:
-        def make_batches(batch_size: int, device: torch.device) -> ShardBatches:
-            return ShardBatches(bag_of_words, data_parallel_steps(bag_of_words.rank_documents, batch_size), device=device)
-
-        return cls(
-            vocab_size=len(bag_of_words.vocabulary), n_documents=bag_of_words.n_documents,
-            rank_documents=bag_of_words.rank_documents, fingerprint=bag_of_words.fingerprint,
-            make_batches=make_batches, matrices=bag_of_words.matrices,
-        )
-
-
-def _corpus_fingerprint(counts: sp.csr_matrix, vocabulary: Sequence[str]) -> dict[str, Any]:
-    """The training matrix's size and a SHA-256 of its exact content, row order and vocabulary."""
-    counts = sp.csr_matrix(counts, dtype=np.float32, copy=True)
-    counts.sum_duplicates()  # a canonical CSR form: sorted column indices, no repeated entries
-    digest = hashlib.sha256()
-    for part in (np.asarray(counts.shape, np.int64), counts.indptr.astype(np.int64), counts.indices.astype(np.int64), counts.data):
-        digest.update(part.tobytes())
-    digest.update("\n".join(vocabulary).encode("utf-8"))
-    return {"documents": int(counts.shape[0]), "words": int(counts.shape[1]), "sha256": digest.hexdigest()}
 
 
 def perplexity_from_elbo(elbo: np.ndarray, lengths: np.ndarray, *, per_document: bool = False) -> float:
@@ -559,7 +498,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
             analysis = TopicAnalysis.from_dict(gather_objects(analysis.to_dict(), process_group)[0])
         self.analysis_ = analysis
 
-    def _training_data(self, X, vocabulary: Sequence[str] | None, process_group: ProcessGroup | None) -> _TrainingData:
+    def _training_data(self, X, vocabulary: Sequence[str] | None, process_group: ProcessGroup | None) -> BagOfWordsSource:
         """The training documents as this process holds them, and the fitted vocabulary attributes."""
         self.vectorizer_ = None
         if isinstance(X, ShardedBagOfWords):
@@ -581,7 +520,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
             self.n_features_in_ = len(self.vocabulary_)
             self.__dict__.pop("feature_names_in_", None)
             self.n_empty_documents_ = X.n_empty_documents
-            return _TrainingData.sharded(X)
+            return BagOfWordsSource.sharded(X)
         counts = self._counts(X, fit=True)
         n_docs, vocab_size = counts.shape
         if self.vectorizer_ is not None:
@@ -603,7 +542,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
                 "training needs 3): "
                 "pass more documents or loosen the vocabulary filters (min_df, max_df, stop words)"
             )
-        return _TrainingData.in_memory(counts, self.vocabulary_, process_group)
+        return BagOfWordsSource.in_memory(counts, self.vocabulary_, process_group)
 
     def _warn_if_degenerate(self, groups: GroupSpec, n_training_documents: int) -> None:
         """Warn (DegenerateCorpusWarning) when the bag-of-words can hardly hold the topics asked for.

@@ -62,6 +62,10 @@ class ProcessGroup:
         """Rank 0: the only process that prints and writes outputs."""
         return self.rank == 0
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (any picklable object), in rank order (:func:`gather_objects`)."""
+        return gather_objects(value, self)
+
 
 def current_process_group() -> ProcessGroup | None:
     """The initialized default process group with two or more ranks, or None (a single process)."""
