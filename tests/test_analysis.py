@@ -153,3 +153,27 @@ def test_planted_topic_correlations_are_the_strongest(seed):
                 strongest_other = max(strongest_other, correlation[i, j])
     assert set(best_for_pair) == partner_pairs, owner
     assert min(best_for_pair.values()) > strongest_other, (best_for_pair, strongest_other)
+
+
+def test_correlation_under_q_matches_a_float64_loop_and_adds_over_parts():
+    from topicvae.topics.analysis import CodeMoments, correlation_under_q
+
+    rng = np.random.default_rng(3)
+    means = rng.normal(size=(40, 5)) @ rng.normal(size=(5, 5))
+    variances = rng.uniform(0.1, 2.0, size=(40, 5))
+    # law of total covariance, written out: Cov_n(mu) (unbiased) + mean_n diag(sigma^2)
+    expected = np.zeros((5, 5))
+    mu = means.mean(0)
+    for n in range(40):
+        expected += np.outer(means[n] - mu, means[n] - mu) / 39
+    for k in range(5):
+        expected[k, k] += variances[:, k].mean()
+    expected /= np.sqrt(np.outer(np.diag(expected), np.diag(expected)))
+    whole = CodeMoments.of(means, variances)
+    parts = CodeMoments.zero(5) + CodeMoments.of(means[:13], variances[:13]) + CodeMoments.of(means[13:], variances[13:])
+    np.testing.assert_allclose(correlation_under_q(whole), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(correlation_under_q(parts), expected, rtol=1e-12, atol=1e-12)
+    summed_over_ranks = CodeMoments.from_vector(CodeMoments.of(means[:7], variances[:7]).as_vector() + CodeMoments.of(means[7:], variances[7:]).as_vector(), 5)
+    np.testing.assert_allclose(correlation_under_q(summed_over_ranks), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="holds 1 document with words"):
+        correlation_under_q(CodeMoments.of(means[:1], variances[:1]))

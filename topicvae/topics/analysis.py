@@ -18,7 +18,7 @@ import numpy as np
 from topicvae.objective.information import InformationReport, Pruning
 
 __all__ = [
-    "TopicAgreement", "transform_agreement", "TopicCorrelations", "topic_correlations", "LabelAlignment", "label_alignment",
+    "CodeMoments", "correlation_under_q", "TopicAgreement", "transform_agreement", "TopicCorrelations", "topic_correlations", "LabelAlignment", "label_alignment",
     "TopicAnalysis", "plot_correlation",
 ]
 
@@ -125,6 +125,83 @@ def transform_agreement(theta: np.ndarray, counts, top_word_ids: Sequence[Sequen
 # ---------------------------------------------------------------------------------------------
 # Correlations between topics: direct associations, with document length removed, against a null
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodeMoments:
+    """Sums over documents of what the correlation under q(z) needs: the posterior means, their
+    outer products and the posterior variances. Sums add over batches, shards and processes
+    (``+``, or a sum of :meth:`as_vector` over ranks), so every document counts once.
+
+    Attributes
+    ----------
+    count : int
+        Documents summed.
+    total : numpy.ndarray
+        sum_n mu_n, [K].
+    outer : numpy.ndarray
+        sum_n mu_n mu_n^T, [K, K].
+    variance : numpy.ndarray
+        sum_n diag Cov(q(z | x_n)), [K] (mean-field posteriors: the diagonal is all there is).
+    """
+
+    count: int
+    total: np.ndarray
+    outer: np.ndarray
+    variance: np.ndarray
+
+    @classmethod
+    def of(cls, means: np.ndarray, variances: np.ndarray) -> CodeMoments:
+        """The moments of N documents' posterior means and variances, [N, K] each (float64 sums)."""
+        means, variances = np.asarray(means, dtype=np.float64), np.asarray(variances, dtype=np.float64)
+        return cls(means.shape[0], means.sum(0), means.T @ means, variances.sum(0))
+
+    @classmethod
+    def zero(cls, size: int) -> CodeMoments:
+        return cls(0, np.zeros(size), np.zeros((size, size)), np.zeros(size))
+
+    def __add__(self, other: CodeMoments) -> CodeMoments:
+        return CodeMoments(self.count + other.count, self.total + other.total, self.outer + other.outer, self.variance + other.variance)
+
+    def as_vector(self) -> np.ndarray:
+        """Every sum in one float64 vector [1 + K + K^2 + K], to be summed over processes."""
+        return np.concatenate([[float(self.count)], self.total, self.outer.ravel(), self.variance])
+
+    @classmethod
+    def from_vector(cls, vector, size: int) -> CodeMoments:
+        vector = np.asarray(vector, dtype=np.float64)
+        k = size
+        return cls(int(round(vector[0])), vector[1 : 1 + k], vector[1 + k : 1 + k + k * k].reshape(k, k), vector[1 + k + k * k :])
+
+
+def correlation_under_q(moments: CodeMoments) -> np.ndarray:
+    """Correlation between code columns under the inference marginal q(z) = mean_n q(z | x_n), [K, K].
+
+    By the law of total covariance, Cov_q(z) = Cov_n(mean of q(z | x_n)) + mean_n Cov(q(z | x_n)),
+    and the mean-field posterior adds only to the diagonal. The second term matters: a topic
+    the encoder does not use keeps a posterior close to the prior, whose variance then
+    dominates and shrinks its correlations towards 0, while the means alone (rescaled by the
+    encoder's batch-norm) would correlate it with everything. The covariance of the means is
+    the unbiased sample covariance (as ``numpy.cov``). A column of zero variance correlates 0.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 documents.
+    """
+    count = moments.count
+    if count < 2:
+        raise ValueError(
+            f"X holds {count} document{'s' if count != 1 else ''} with words of the model's vocabulary: a correlation "
+            "needs at least 2; pass more documents"
+        )
+    mean = moments.total / count
+    covariance = (moments.outer - count * np.outer(mean, mean)) / (count - 1)
+    covariance[np.diag_indices_from(covariance)] += moments.variance / count
+    scale = np.sqrt(np.diag(covariance))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = covariance / np.outer(scale, scale)
+    return np.nan_to_num(correlation, nan=0.0)
 
 
 @dataclass(frozen=True)

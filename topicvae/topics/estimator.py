@@ -20,20 +20,20 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
-from topicvae.topics.analysis import LabelAlignment, TopicAnalysis, label_alignment, topic_correlations
-from topicvae.objective.information import InformationReport, encoder_information, subset_indices
-from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects, resolve_device
-from topicvae.latent.groups import GroupSpec
-from topicvae.latent.posteriors import POSTERIOR_NORMS
-from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, NeuralTopicModel, build_model
-from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.io.model_files import (
     CONFIG_FILE, FORMAT_VERSION, RESTORE_ADVICE, ModelFileError, interpreting_config, load_weights, package_version, plain, read_config,
     write_model_directory,
 )
+from topicvae.latent.groups import GroupSpec
+from topicvae.latent.posteriors import POSTERIOR_NORMS
+from topicvae.objective.information import InformationReport, encoder_information, subset_indices
+from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.text.shards import ShardedBagOfWords
-from topicvae.topics.source import BagOfWordsSource
 from topicvae.text.vectorizer import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
+from topicvae.topics.analysis import CodeMoments, LabelAlignment, TopicAnalysis, correlation_under_q, label_alignment, topic_correlations
+from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, NeuralTopicModel, build_model
+from topicvae.topics.source import BagOfWordsSource
+from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects, resolve_device, sum_over_ranks
 from topicvae.training.loop import (
     TrainingCheckpoints,
     TrainingProgress,
@@ -818,20 +818,15 @@ class TopicModel(TransformerMixin, BaseEstimator):
         return pd.DataFrame(rows, index=pd.Index(self.topic_labels(), name="label"))
 
     def _marginal_correlation(self, matrices: Iterable[sp.csr_matrix], process_group: ProcessGroup | None = None) -> np.ndarray:
-        """Correlation between topics under the inference marginal q(z) = mean_n q(z | x_n).
-
-        By the law of total covariance, Cov_q(z) = Cov_n(mean of q(z | x_n)) + mean_n Cov(q(z | x_n)),
-        and the mean-field posterior adds only to the diagonal. The second term matters: a topic
-        the encoder does not use keeps a posterior close to the prior, whose variance then
-        dominates and shrinks its correlations towards 0, while the means alone (rescaled by
-        the encoder's batch-norm) would correlate it with everything.
+        """Correlation between topics under the inference marginal q(z) = mean_n q(z | x_n)
+        (:func:`topicvae.topics.analysis.correlation_under_q`).
 
         The documents come as a sequence of count matrices (a corpus on disk shard by shard);
         the moments are accumulated as sums in float64, and summed over the ranks in
         data-parallel training, so every document of every rank counts once. Documents without
         vocabulary words are left out.
         """
-        count, total, outer, variance = 0, 0.0, 0.0, 0.0
+        moments = CodeMoments.zero(self.groups_.num_columns)
         for matrix in matrices:
             # a document without vocabulary words has no posterior of its own (every such
             # document maps to one point): it is left out, as information() leaves it out
@@ -840,32 +835,11 @@ class TopicModel(TransformerMixin, BaseEstimator):
             if matrix.shape[0] == 0:
                 continue
             means, variances = self._batched_moments(matrix)
-            codes = torch.cat(means, dim=1).double()
-            count += codes.shape[0]
-            total = total + codes.sum(0)
-            outer = outer + codes.T @ codes
-            variance = variance + variances.double().sum(0)
+            moments = moments + CodeMoments.of(torch.cat(means, dim=1).double().numpy(), variances.double().numpy())
         if process_group is not None:
-            summed = torch.cat([torch.tensor([float(count)], dtype=torch.float64), total, outer.ravel(), variance])
             device = next(self.model_.parameters()).device  # NCCL reduces GPU tensors only
-            summed = summed.to(device)
-            torch.distributed.all_reduce(summed)
-            summed = summed.cpu()
-            k = total.shape[0]
-            count, total, outer, variance = int(summed[0]), summed[1 : 1 + k], summed[1 + k : 1 + k + k * k].view(k, k), summed[1 + k + k * k :]
-        if count < 2:
-            raise ValueError(
-                f"X holds {count} document{'s' if count != 1 else ''} with words of the model's vocabulary: a correlation "
-                "needs at least 2; pass more documents"
-            )
-        mean = total / count
-        # the unbiased sample covariance of the means (as numpy.cov), plus the mean posterior variance
-        covariance = ((outer - count * torch.outer(mean, mean)) / max(count - 1, 1)).numpy()
-        covariance[np.diag_indices_from(covariance)] += (variance / count).numpy()
-        scale = np.sqrt(np.diag(covariance))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            correlation = covariance / np.outer(scale, scale)
-        return np.nan_to_num(correlation, nan=0.0)
+            moments = CodeMoments.from_vector(sum_over_ranks(moments.as_vector(), device), self.groups_.num_columns)
+        return correlation_under_q(moments)
 
     def topic_correlation(self, X=None) -> np.ndarray:
         """Topic-by-topic correlation under q(z) on X (or the training corpus, computed at fit)."""
