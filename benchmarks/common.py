@@ -385,7 +385,7 @@ def _closed_form_elbo_epoch_ends(setup: TrainingSetup, counts: sp.csr_matrix, ep
     from topicvae.latent.groups import GroupSpec
     from topicvae.topics.models import MODEL_DEFAULTS, build_model
     from topicvae.utils.random_state import RandomStreams
-    from topicvae.training.loop import BagOfWordsBatches
+    from topicvae.training.batches import BagOfWordsBatches
 
     streams = RandomStreams(seed, cuda=device.startswith("cuda"))
     with streams.active():

@@ -137,7 +137,7 @@ def full_count_scores(run_directory: Path, seed: int, metrics: list[str]) -> dic
     missing = [m for m in metrics if report is None or m not in report]
     if missing:
         from topicvae.images.disentanglement import evaluate_disentanglement
-        from topicvae.images.data import load_dsprites
+        from topicvae.images.dsprites import load_dsprites
         from topicvae.images.estimator import ImageModel
 
         print(f"scoring {run_directory.name} at full sample counts: {', '.join(missing)}", flush=True)

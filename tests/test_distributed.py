@@ -25,7 +25,8 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from topicvae.training.distributed import gather_batch, weighted_mean_over_ranks
 from topicvae.latent.posteriors import ModelOutput
 from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
-from topicvae.training.loop import data_parallel_steps, train
+from topicvae.training.loop import train
+from topicvae.training.batches import data_parallel_steps
 
 WEIGHTS = ObjectiveWeights(alpha=0.8, beta=0.3, gamma=3.0, delta=1.4)
 DATASET_SIZE = 40

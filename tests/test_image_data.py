@@ -10,22 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topicvae.images import data as image_data
-from topicvae.images.data import (
-    DSPRITES_FACTOR_NAMES,
-    DSPRITES_FACTOR_SIZES,
-    DSPRITES_FACTORS,
-    DSPRITES_NPZ_NAME,
-    IDX_DATASETS,
-    DSprites,
-    IdxSource,
-    ImageDataset,
-    default_cache_dir,
-    load_dsprites,
-    load_idx_dataset,
-    read_idx,
-    render_dsprites,
-)
+from topicvae.images import dsprites
+from topicvae.images.data import IDX_DATASETS, IdxSource, ImageDataset, default_cache_dir, load_idx_dataset, read_idx
+from topicvae.images.dsprites import DSPRITES_FACTOR_NAMES, DSPRITES_FACTOR_SIZES, DSPRITES_FACTORS, DSPRITES_NPZ_NAME, DSprites, load_dsprites, render_dsprites
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
@@ -439,6 +426,6 @@ def test_load_dsprites_sources(tmp_path):
 
 def test_window_covers_every_sprite():
     # The renderer draws in a window around the centre; a sprite reaching past it would be clipped.
-    assert image_data._MAX_SPRITE_RADIUS < image_data._WINDOW_REACH
+    assert dsprites._MAX_SPRITE_RADIUS < dsprites._WINDOW_REACH
     biggest = render_dsprites(np.array([[s, 5, o, 31, 31] for s in range(3) for o in range(0, 40, 3)]))
     assert not biggest[:, :, :30].any() and not biggest[:, :30, :].any()

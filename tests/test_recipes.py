@@ -64,7 +64,7 @@ def test_image_experiments_full_counts_are_cached_merged_and_tabulated(tmp_path,
     """--full-counts: each metric is computed once per run at full counts, added to the cache, and
     tabulated beside the paper; the reduced table shows what the recipe itself scored."""
     import topicvae.images.disentanglement
-    import topicvae.images.data
+    import topicvae.images.dsprites
     import topicvae.images.estimator
 
     recipe = load_recipe("image_experiments")
@@ -79,7 +79,7 @@ def test_image_experiments_full_counts_are_cached_merged_and_tabulated(tmp_path,
 
     monkeypatch.setattr(topicvae.images.disentanglement, "evaluate_disentanglement", evaluate)
     monkeypatch.setattr(topicvae.images.estimator.ImageModel, "load", classmethod(lambda cls, path: type("Model", (), {"transform": None})))
-    monkeypatch.setattr(topicvae.images.data, "load_dsprites", lambda: None)
+    monkeypatch.setattr(topicvae.images.dsprites, "load_dsprites", lambda: None)
     run = tmp_path / "dsprites-hfvae-s0"
     run.mkdir()
     recipe.full_count_scores(run, 0, ["dci", "mig"])

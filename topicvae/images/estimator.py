@@ -19,7 +19,8 @@ from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.io.model_files import FORMAT_VERSION, interpreting_config, load_weights, package_version, plain, read_config, write_model_directory
 from topicvae.training.distributed import resolve_device
 from topicvae.utils.random_state import RandomStreams, seeded
-from topicvae.training.loop import ImageBatches, TrainingProgress, check_seed, check_training_options, train
+from topicvae.training.loop import TrainingProgress, check_seed, check_training_options, train
+from topicvae.training.batches import ImageBatches
 
 __all__ = ["ImageModel"]
 

@@ -41,7 +41,8 @@ from topicvae.images.disentanglement import (
     unsupervised_accuracy,
 )
 from topicvae.objective.information import information_summary
-from topicvae.images.data import DSPRITES_FACTORS, DSPRITES_SHAPE_NAMES, DSprites, load_dsprites, load_idx_dataset
+from topicvae.images.data import load_idx_dataset
+from topicvae.images.dsprites import DSPRITES_FACTORS, DSPRITES_SHAPE_NAMES, DSprites, load_dsprites
 from topicvae.images.estimator import ImageModel
 from topicvae.io.model_files import plain
 

@@ -34,15 +34,8 @@ from topicvae.topics.analysis import CodeMoments, LabelAlignment, TopicAnalysis,
 from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, NeuralTopicModel, build_model
 from topicvae.topics.source import BagOfWordsSource
 from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects, resolve_device, sum_over_ranks
-from topicvae.training.loop import (
-    TrainingCheckpoints,
-    TrainingProgress,
-    check_checkpoint_options,
-    LR_SCHEDULES,
-    check_seed,
-    check_training_options,
-    train,
-)
+from topicvae.training.loop import TrainingProgress, LR_SCHEDULES, check_seed, check_training_options, train
+from topicvae.training.checkpoints import TrainingCheckpoints, check_checkpoint_options
 from topicvae.utils.random_state import RandomStreams, seeded
 
 __all__ = ["TopicModel", "ModelFileError", "EmptyDocumentWarning", "DegenerateCorpusWarning", "FORMAT_VERSION"]

@@ -21,7 +21,7 @@ import torch
 
 from topicvae.text.shards import ShardedBagOfWords
 from topicvae.training.distributed import ProcessGroup
-from topicvae.training.loop import BagOfWordsBatches, data_parallel_steps
+from topicvae.training.batches import BagOfWordsBatches, data_parallel_steps
 
 __all__ = ["BagOfWordsSource", "ShardBatches"]
 
