@@ -8,7 +8,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from topicvae.io.model_files import (
 )
 from topicvae.latent.groups import GroupSpec
 from topicvae.latent.posteriors import POSTERIOR_NORMS
-from topicvae.objective.information import InformationReport, encoder_information, subset_indices
+from topicvae.objective.information import InformationReport, encoder_information
 from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.text.shards import ShardedBagOfWords
 from topicvae.text.vectorizer import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
@@ -486,7 +486,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         self.topic_correlation_ = self._marginal_correlation(data.matrices(), process_group)
         # The pruned topics and the associations between the active ones, on (a random subset of)
         # this process's training documents; under data parallelism every rank takes rank 0's.
-        analysis = self._analyse_counts(self._subset_of(data.matrices, ANALYSIS_DOCUMENTS, seed), seed=seed)
+        analysis = self._analyse_counts(data.subset(ANALYSIS_DOCUMENTS, seed), seed=seed)
         if process_group is not None:  # every rank takes rank 0's, sent as plain data
             analysis = TopicAnalysis.from_dict(gather_objects(analysis.to_dict(), process_group)[0])
         self.analysis_ = analysis
@@ -663,20 +663,17 @@ class TopicModel(TransformerMixin, BaseEstimator):
                 f"X has {counts.shape[1]} columns but the model's vocabulary has {len(self.vocabulary_)} words"
             )
 
-    def _chosen_documents(self, X, max_documents: int | None, seed: int) -> sp.csr_matrix:
-        """The documents of X with vocabulary words (this process's, for a sharded bag-of-words),
-        or ``max_documents`` of them drawn at random with ``seed``: what ``information`` and
-        ``analyse`` evaluate."""
-        if isinstance(X, ShardedBagOfWords):  # this process's documents, never more than the subset in memory
-            chosen = subset_indices(X.local_documents, max_documents, seed, name="max_documents")
-            counts = X.rows(chosen) if chosen is not None else sp.vstack(list(X.matrices()), format="csr")
-            self._check_vocabulary_width(counts)
-            return counts
+    def _source(self, X) -> BagOfWordsSource:
+        """The documents of X with vocabulary words, wherever they live: a sharded bag-of-words
+        (this process's shards, counted with this model's vocabulary), or anything ``transform``
+        takes, counted in memory."""
+        if isinstance(X, ShardedBagOfWords):
+            if X.vocabulary != self.vocabulary_:
+                raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
+            return BagOfWordsSource.sharded(X)
         counts = self._counts(X, fit=False)
         self._check_vocabulary_width(counts)
-        counts = counts[np.asarray(counts.sum(axis=1)).ravel() > 0]
-        chosen = subset_indices(counts.shape[0], max_documents, seed, name="max_documents")
-        return counts if chosen is None else counts[chosen]
+        return BagOfWordsSource.in_memory(counts[np.asarray(counts.sum(axis=1)).ravel() > 0], self.vocabulary_)
 
     def information(self, X, *, seed: int = 0, max_documents: int | None = None) -> InformationReport:
         """I(x; z), I(x; z_d), I(x; z_de) and the total correlations over the documents X.
@@ -688,7 +685,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         (with ``seed``), and N is that number.
         """
         self._check_fitted()
-        counts = self._chosen_documents(X, max_documents, seed)
+        counts = self._source(X).subset(max_documents, seed)
         if counts.shape[0] < 2:
             raise ValueError(f"{counts.shape[0]} of the documents have vocabulary words: information needs at least 2")
         return encoder_information(self.model_.encode, self._eval_batches(counts), seed=seed)
@@ -844,34 +841,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
                     "documents: pass the documents, topic_correlation(X)"
                 )
             return self.topic_correlation_
-        if isinstance(X, ShardedBagOfWords):  # shard by shard: the moments are sums
-            if X.vocabulary != self.vocabulary_:
-                raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
-            return self._marginal_correlation(X.matrices())
-        counts = self._counts(X, fit=False)
-        self._check_vocabulary_width(counts)
-        return self._marginal_correlation([counts])
-
-    @staticmethod
-    def _subset_of(matrices: Callable[[], Iterable[sp.csr_matrix]], max_documents: int | None, seed: int) -> sp.csr_matrix:
-        """The documents with vocabulary words, or ``max_documents`` of them drawn at random with ``seed``.
-
-        ``matrices`` gives the count matrices afresh on each call (a corpus on disk, shard by
-        shard): one pass counts the documents, a second keeps the chosen ones, so that memory
-        holds the subset and one shard, never the corpus.
-        """
-        sizes = [int((np.asarray(m.sum(axis=1)).ravel() > 0).sum()) for m in matrices()]
-        chosen = subset_indices(sum(sizes), max_documents, seed, name="max_documents")
-        parts, start = [], 0
-        for matrix, size in zip(matrices(), sizes):
-            matrix = sp.csr_matrix(matrix)
-            matrix = matrix[np.asarray(matrix.sum(axis=1)).ravel() > 0]
-            if chosen is not None:
-                local = chosen[(chosen >= start) & (chosen < start + size)] - start
-                matrix = matrix[local]
-            parts.append(matrix)
-            start += size
-        return sp.vstack(parts, format="csr")
+        return self._marginal_correlation(self._source(X).matrices())  # shard by shard: the moments are sums
 
     def _analyse_counts(
         self, counts: sp.csr_matrix, *, seed: int, n_permutations: int = 200, level: float = 0.01, mi_threshold: float | None = None
@@ -920,9 +890,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         ``analysis_``.
         """
         self._check_fitted()
-        if isinstance(X, ShardedBagOfWords) and X.vocabulary != self.vocabulary_:
-            raise ValueError(f"{X.directory} was counted with another vocabulary than this model's")
-        counts = self._chosen_documents(X, max_documents, seed)
+        counts = self._source(X).subset(max_documents, seed)
         return self._analyse_counts(counts, seed=seed, n_permutations=n_permutations, level=level, mi_threshold=mi_threshold)
 
     def label_alignment(self, X, labels: Sequence, *, topics: Sequence[int] | None = None) -> LabelAlignment:

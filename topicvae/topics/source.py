@@ -11,6 +11,7 @@ matrix in memory, :class:`ShardBatches` over shards read lazily, at most two at 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from topicvae.objective.information import subset_indices
 from topicvae.text.shards import ShardedBagOfWords
 from topicvae.training.distributed import ProcessGroup
 from topicvae.training.batches import BagOfWordsBatches, data_parallel_steps
@@ -75,55 +77,80 @@ class ShardBatches:
 
 
 class BagOfWordsSource:
-    """The training documents as this process holds them: in memory, or a sharded bag-of-words on disk.
+    """The documents as this process holds them: a count matrix in memory, or a sharded
+    bag-of-words on disk. Every document in it has a vocabulary word.
 
-    Build one with :meth:`in_memory` or :meth:`sharded`; the estimator reads ``vocab_size``,
+    Build one with :meth:`in_memory` or :meth:`sharded`. The estimator reads ``vocab_size``,
     ``n_documents`` (N over all processes), ``rank_documents`` (each process's share),
-    ``fingerprint()`` and ``matrices()`` (this process's count matrices), and trains on
-    ``batches(batch_size, device)``, without asking where the counts live.
+    ``local_documents`` (this process's), ``fingerprint()`` (what a resumed run must match) and
+    ``matrices()`` (this process's count matrices, given afresh on each call); it trains on
+    ``batches(batch_size, device)`` and evaluates ``subset(max_documents, seed)``, without
+    asking where the counts live.
     """
 
-    def __init__(self, *, vocab_size: int, n_documents: int, rank_documents: list[int], fingerprint, make_batches, matrices):
+    def __init__(
+        self, *, vocab_size: int, n_documents: int, rank_documents: list[int], local_documents: int, fingerprint,
+        make_batches, matrices, rows,
+    ):
         self.vocab_size = vocab_size
-        self.n_documents = n_documents  # N over all processes
+        self.n_documents = n_documents
         self.rank_documents = rank_documents
+        self.local_documents = local_documents
         self.fingerprint = fingerprint
         self._make_batches = make_batches
-        self.matrices = matrices  # () -> iterable of this process's count matrices
+        self.matrices = matrices
+        self._rows = rows  # sorted local indices -> those documents, one matrix
 
     def batches(self, batch_size: int, device: torch.device):
+        """Shuffled mini-batches of ``batch_size`` documents as dense tensors on ``device`` (in
+        data-parallel training, this process's share of every batch)."""
         return self._make_batches(batch_size, device)
 
+    def subset(self, max_documents: int | None, seed: int) -> sp.csr_matrix:
+        """This process's documents as one matrix, or ``max_documents`` of them drawn at random
+        with ``seed``, in their order: what the information and the analysis evaluate, whose
+        cost grows as N^2. Memory holds the subset and, for shards, one shard at a time."""
+        chosen = subset_indices(self.local_documents, max_documents, seed, name="max_documents")
+        if chosen is None:
+            matrices = list(self.matrices())
+            return matrices[0] if len(matrices) == 1 else sp.vstack(matrices, format="csr")
+        return self._rows(chosen)
+
     @classmethod
-    def in_memory(cls, counts: sp.csr_matrix, vocabulary: Sequence[str], process_group: ProcessGroup | None) -> BagOfWordsSource:
+    def in_memory(cls, counts: sp.csr_matrix, vocabulary: Sequence[str], process_group: ProcessGroup | None = None) -> BagOfWordsSource:
+        """Counts [N, V] whose rows all hold a vocabulary word. In data-parallel training every
+        rank holds the whole matrix and takes the rows rank, rank + R, ..."""
         n_documents = counts.shape[0]
         if process_group is None:
             local, rank_documents = counts, [n_documents]
         else:
-            # every rank holds the whole matrix and trains on the rows rank, rank + R, ...
             rank, world_size = process_group.rank, process_group.world_size
             local = counts[rank::world_size]
             rank_documents = [len(range(r, n_documents, world_size)) for r in range(world_size)]
-        fingerprint = _corpus_fingerprint(local, vocabulary)
 
         def make_batches(batch_size: int, device: torch.device) -> BagOfWordsBatches:
             steps = None if process_group is None else data_parallel_steps(rank_documents, batch_size)
             return BagOfWordsBatches(local, min(batch_size, local.shape[0]), device=device, steps_per_epoch=steps)
 
         return cls(
-            vocab_size=counts.shape[1], n_documents=n_documents, rank_documents=rank_documents,
-            fingerprint=lambda: fingerprint, make_batches=make_batches, matrices=lambda: [local],
+            vocab_size=counts.shape[1], n_documents=n_documents, rank_documents=rank_documents, local_documents=local.shape[0],
+            # hashed once, when a checkpoint first asks: evaluation never does
+            fingerprint=functools.cache(lambda: _corpus_fingerprint(local, vocabulary)),
+            make_batches=make_batches, matrices=lambda: [local], rows=lambda chosen: local[chosen],
         )
 
     @classmethod
     def sharded(cls, bag_of_words: ShardedBagOfWords) -> BagOfWordsSource:
+        """A sharded bag-of-words (this process's shards), read lazily."""
+
         def make_batches(batch_size: int, device: torch.device) -> ShardBatches:
             return ShardBatches(bag_of_words, data_parallel_steps(bag_of_words.rank_documents, batch_size), device=device)
 
         return cls(
             vocab_size=len(bag_of_words.vocabulary), n_documents=bag_of_words.n_documents,
-            rank_documents=bag_of_words.rank_documents, fingerprint=bag_of_words.fingerprint,
-            make_batches=make_batches, matrices=bag_of_words.matrices,
+            rank_documents=bag_of_words.rank_documents, local_documents=bag_of_words.local_documents,
+            fingerprint=bag_of_words.fingerprint, make_batches=make_batches, matrices=bag_of_words.matrices,
+            rows=bag_of_words.rows,
         )
 
 
