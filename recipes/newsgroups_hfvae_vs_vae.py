@@ -205,10 +205,17 @@ def _mean_sd(values, digits: int) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else f"{values[0]:.{digits}f}"
 
 
+def _number(value, digits: int) -> str:
+    """A figure of the table, or a dash where there is none (no active topic after a short fit)."""
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
+
+
 def _agreement(run: dict) -> tuple[float, float, float]:
     word_share = np.asarray(run["agreement"]["word_share"])
     log_length = np.abs(run["agreement"]["log_length"])
     columns = run["agreement"].get("active_columns", list(range(len(word_share))))
+    if not columns:  # no active topic (a short fit): nothing to agree
+        return float("nan"), float("nan"), float("nan")
     return float(np.median(word_share[columns])), float(word_share[columns].min()), float(log_length[columns].max())
 
 
@@ -235,12 +242,12 @@ def markdown_tables(results: dict) -> str:
         gap = f"factor {info['gap']:.0f}" if info["gap"] else f"none, {info['largest_ratio']:.1f}"
         c = t["coherence"]
         lines.append(
-            f"| {run['run']} | {run['seed']} | {len(active)} ({gap}) | {min(active):.4f} / {max(pruned) if pruned else float('nan'):.4f} "
-            f"| {c['npmi_document']['mean']:.3f} / {c['npmi_document']['mean_active_topics']:.3f} "
-            f"| {c['npmi_window']['mean']:.3f} / {c['npmi_window']['mean_active_topics']:.3f} "
-            f"| {t['diversity']['value']:.3f} / {t['diversity']['active_topics']:.3f} "
+            f"| {run['run']} | {run['seed']} | {len(active)} ({gap}) | {_number(min(active) if active else None, 4)} / {_number(max(pruned) if pruned else None, 4)} "
+            f"| {c['npmi_document']['mean']:.3f} / {_number(c['npmi_document']['mean_active_topics'], 3)} "
+            f"| {c['npmi_window']['mean']:.3f} / {_number(c['npmi_window']['mean_active_topics'], 3)} "
+            f"| {t['diversity']['value']:.3f} / {_number(t['diversity']['active_topics'], 3)} "
             f"| {t['perplexity']['corpus_level']['value']:.0f} / {t['perplexity']['per_document']['value']:.0f} "
-            f"| {median:.2f} / {least:.2f} | {length:.2f} | {t['labels']['purity']:.3f} / {t['labels']['nmi']:.3f} |"
+            f"| {_number(median, 2)} / {_number(least, 2)} | {_number(length, 2)} | {t['labels']['purity']:.3f} / {t['labels']['nmi']:.3f} |"
         )
     for run in results["runs"]:
         if run["run"] != "hfvae":

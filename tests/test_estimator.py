@@ -285,3 +285,34 @@ def test_a_fit_stopped_early_is_usable_and_says_what_it_lacks(small, tmp_path):
     np.testing.assert_array_equal(loaded.transform(counts[:5]), model.transform(counts[:5]))
     model.analysis_ = model.analyse(counts)  # the remedy the error names
     assert list(model.correlated_topics(3).columns[:3]) == ["topic_a", "topic_b", "partial"]
+
+
+def test_gamma_warmup_weighs_the_tc_within_groups_by_1_for_its_share_of_the_steps(small, monkeypatch, tmp_path):
+    import topicvae.training.loop as loop
+
+    counts, vocabulary, _ = small
+    real, gammas = loop.hfvae_objective, []
+
+    def recording(*args, **kwargs):
+        gammas.append(args[5].gamma)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "hfvae_objective", recording)
+    model = quick(groups="2x3", gamma=4.0, epochs=4, batch_size=100, gamma_warmup=0.5).fit(counts, vocabulary=vocabulary)
+    assert gammas == [1.0] * 6 + [4.0] * 6  # 3 steps an epoch: epochs 1-2 warm up, 3-4 weigh by gamma
+    assert model.weights_.gamma == 4.0
+    assert TopicModel.load(model.save(tmp_path / "m")).gamma_warmup == 0.5
+    gammas.clear()
+    quick(groups="2x3", gamma=4.0, epochs=2, batch_size=100, gamma_warmup=0.0).fit(counts, vocabulary=vocabulary)
+    assert gammas == [4.0] * 6
+    gammas.clear()  # ProdLDA's default: half of training
+    default = quick(groups="2x3", gamma=4.0, epochs=2, batch_size=100).fit(counts, vocabulary=vocabulary)
+    assert gammas == [1.0] * 3 + [4.0] * 3
+    assert default._params_config()["gamma_warmup"] == 0.5
+
+
+@pytest.mark.parametrize("share", [1.0, -0.1, True, "half"])
+def test_gamma_warmup_out_of_range_is_refused(small, share):
+    counts, vocabulary, _ = small
+    with pytest.raises(ValueError, match=r"gamma_warmup=.* is invalid: give the share of training in \[0, 1\)"):
+        quick(gamma_warmup=share).fit(counts, vocabulary=vocabulary)

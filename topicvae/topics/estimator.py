@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import numbers
@@ -55,10 +56,11 @@ DUPLICATE_SHARED_WORDS = 3
 #: ``fit``: the information estimate costs O(N^2).
 ANALYSIS_DOCUMENTS = 5000
 
-#: The architecture of models saved before these options existed (config.json without them).
+#: The architecture and schedule of models saved before these options existed (config.json
+#: without them): every such model trained without a warm-up of gamma.
 LEGACY_ARCHITECTURE = {
-    "prodlda": {"encoder_input": "counts", "posterior_norm": "none", "word_shift": False, "init": "default", "lr_schedule": "constant"},
-    "nvdm": {"encoder_input": "counts", "posterior_norm": None, "word_shift": None, "init": None, "lr_schedule": "constant"},
+    "prodlda": {"encoder_input": "counts", "posterior_norm": "none", "word_shift": False, "init": "default", "lr_schedule": "constant", "gamma_warmup": 0.0},
+    "nvdm": {"encoder_input": "counts", "posterior_norm": None, "word_shift": None, "init": None, "lr_schedule": "constant", "gamma_warmup": 0.0},
 }
 
 
@@ -76,6 +78,15 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return torch.bfloat16
+
+
+def _gamma_warmup(weights: ObjectiveWeights, share: float):
+    """The weights of each step under a warm-up of gamma (``TopicModel(gamma_warmup=share)``), or
+    None when every step takes ``weights``."""
+    if share <= 0.0 or weights.gamma == 1.0:
+        return None
+    warming = dataclasses.replace(weights, gamma=1.0)
+    return lambda progress: warming if progress < share else weights
 
 
 def _check_choice(name: str, value, choices: Sequence[str]) -> None:
@@ -186,6 +197,13 @@ class TopicModel(TransformerMixin, BaseEstimator):
         ProdLDA only: a learned per-word shift after the decoder's batch-norm (the original's).
     init : {"default", "xavier"}, optional
         ProdLDA only: PyTorch's default initialization or the original's Xavier/Glorot.
+    gamma_warmup : float, optional
+        The share of training, in [0, 1), during which the within-group total correlation is
+        weighed as in the ELBO (gamma = 1) before ``gamma`` takes over; 0 weighs it by ``gamma``
+        from the first step. Defaults to 0.5 for ProdLDA and 0 for NVDM. Under a strong gamma, a group's dimensions are
+        pushed apart before any theme has formed, and the factor that moves every topic's
+        posterior together (how much a post says) takes a topic of its own; a warm-up lets the
+        themes form first (docs/analysis.md, "A warm-up of gamma").
     lr_schedule : {"constant", "cosine"}
         The learning rate over training: constant, or decayed to 0 along a half cosine.
     vectorizer : TextVectorizer, optional
@@ -227,6 +245,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         posterior_norm: str | None = None,
         word_shift: bool | None = None,
         init: str | None = None,
+        gamma_warmup: float | None = None,
         lr_schedule: str = "constant",
         vectorizer: TextVectorizer | None = None,
         seed: int = 0,
@@ -251,6 +270,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         self.posterior_norm = posterior_norm
         self.word_shift = word_shift
         self.init = init
+        self.gamma_warmup = gamma_warmup
         self.lr_schedule = lr_schedule
         self.vectorizer = vectorizer
         self.seed = seed
@@ -270,6 +290,9 @@ class TopicModel(TransformerMixin, BaseEstimator):
 
     def _batch_size(self) -> int:
         return MODEL_DEFAULTS[self.model]["batch_size"] if self.batch_size is None else self.batch_size
+
+    def _gamma_warmup(self) -> float:
+        return float(MODEL_DEFAULTS[self.model]["gamma_warmup"] if self.gamma_warmup is None else self.gamma_warmup)
 
     def _validate(self) -> tuple[GroupSpec, ObjectiveWeights, float]:
         if self.model not in MODEL_DEFAULTS:
@@ -298,6 +321,9 @@ class TopicModel(TransformerMixin, BaseEstimator):
         _check_choice("init", self.init, ("default", "xavier"))
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r} is unknown: choose one of {', '.join(map(repr, LR_SCHEDULES))}")
+        share = self.gamma_warmup
+        if share is not None and (isinstance(share, bool) or not (isinstance(share, numbers.Real) and 0.0 <= share < 1.0)):
+            raise ValueError(f"gamma_warmup={self.gamma_warmup!r} is invalid: give the share of training in [0, 1) that weighs the TC within groups by 1")
         if self.word_shift is not None and not isinstance(self.word_shift, (bool, np.bool_)):
             raise ValueError(f"word_shift={self.word_shift!r} is invalid: give True, False or None")
         if self.model != "prodlda":
@@ -460,7 +486,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         steps = train(
             trained, batches, weights, epochs=int(self.epochs), optimizer=optimizer, generator=streams.shuffle,
             start_epoch=start_epoch, dataset_size=data.n_documents, process_group=process_group,
-            autocast_dtype=autocast_dtype, lr_schedule=self.lr_schedule,
+            autocast_dtype=autocast_dtype, lr_schedule=self.lr_schedule, weights_at=_gamma_warmup(weights, self._gamma_warmup()),
         )
         try:
             # the run's random numbers are drawn inside its steps only: between two steps the
@@ -981,6 +1007,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         params["hidden_sizes"] = [int(h) for h in self.hidden_sizes] if self.hidden_sizes is not None else None
         params.pop("vectorizer")
         params["batch_size"] = int(self._batch_size())  # as trained, whatever the default becomes
+        params["gamma_warmup"] = self._gamma_warmup()
         # the architecture as built, so that a later change of the defaults cannot change a saved model
         architecture = self._architecture()
         params["encoder_input"] = architecture["encoder_input"]

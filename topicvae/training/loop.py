@@ -121,6 +121,7 @@ def train(
     autocast_dtype: torch.dtype | None = None,
     lr_schedule: str = "constant",
     regularizer: Callable[[Any, torch.Tensor, float], Mapping[str, torch.Tensor]] | None = None,
+    weights_at: Callable[[float], ObjectiveWeights] | None = None,
 ) -> Iterator[TrainingProgress]:
     """Maximize the HFVAE objective, yielding after every step.
 
@@ -149,6 +150,10 @@ def train(
     ``lr_schedule`` (see ``LR_SCHEDULES``) scales each parameter group's learning rate at every
     step by a function of the share of training done, a pure function of the step, so that a
     resumed run follows the same schedule.
+
+    ``weights_at(progress)`` (optional) gives the objective's weights for a step from the share
+    of training done before it, e.g. a warm-up of gamma (``TopicModel(gamma_warmup=...)``);
+    without it every step uses ``weights``.
 
     ``regularizer(out, batch, progress)`` (optional; single process) returns named terms after
     each forward pass, ``progress`` being the share of training done before the step: its
@@ -187,14 +192,16 @@ def train(
                 batch_items = gathered.size
             if compile is None:
                 compile = worth_compiling(out.posteriors, out.samples, epochs * steps_per_epoch, batch_items=batch_items)
+            # the share of training done before this step: the clock of the weights, the regularizer
+            # and the learning-rate schedule (a function of the step, so a resumed run follows it)
+            progress = ((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch)
             terms = hfvae_objective(
-                out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size, weights,
+                out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size,
+                weights if weights_at is None else weights_at(progress),
                 compile=compile, conditionings=out.conditionings, **whole_batch,
             )
             values = terms.scalars()
             loss = terms.loss
-            # the share of training done before this step: the regularizer's and the schedule's clock
-            progress = ((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch)
             if regularizer is not None:
                 if process_group is not None:
                     raise ValueError("the class levers train in one process: their batch terms are not gathered across processes")
