@@ -408,3 +408,18 @@ def test_cli_refuses_to_resume_with_other_options_or_without_a_checkpoint(tmp_pa
     assert result.exit_code == 1 and "error: there is no checkpoint at" in result.stderr
     result = runner.invoke(app, ["fit", str(corpus_file), *CLI_OPTIONS, "--resume"])
     assert result.exit_code == 1 and "error: --resume needs --out DIR" in result.stderr
+
+
+def test_a_run_without_warmup_is_described_as_before_the_option_existed_and_a_warmup_is_checked(tmp_path, corpus):
+    # checkpoints written before gamma_warmup existed have no such key: a run without a warm-up
+    # must match them, and a run with one must be told what differs
+    counts, vocabulary = corpus
+    with pytest.raises(KeyboardInterrupt):
+        for progress in tiny(gamma_warmup=0.0).fit_iter(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, checkpoint_every=1):
+            if progress.epoch_done and progress.epoch == 2:
+                raise KeyboardInterrupt
+    assert "gamma_warmup" not in read_checkpoint(tmp_path)["run"]
+    with pytest.raises(ValueError, match=r"gamma_warmup is not set in the checkpoint and is 0\.5 now"):
+        tiny().fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)  # ProdLDA's default warm-up
+    resumed = tiny(gamma_warmup=0.0).fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
+    assert len(resumed.history_) == 6

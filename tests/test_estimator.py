@@ -316,3 +316,21 @@ def test_gamma_warmup_out_of_range_is_refused(small, share):
     counts, vocabulary, _ = small
     with pytest.raises(ValueError, match=r"gamma_warmup=.* is invalid: give the share of training in \[0, 1\)"):
         quick(gamma_warmup=share).fit(counts, vocabulary=vocabulary)
+
+
+@pytest.mark.parametrize("objective", ["beta-vae", "beta-tcvae"])
+def test_the_presets_that_tie_gamma_to_beta_train_without_warmup(small, monkeypatch, objective):
+    import topicvae.training.loop as loop
+
+    counts, vocabulary, _ = small
+    real, gammas = loop.hfvae_objective, []
+
+    def recording(*args, **kwargs):
+        gammas.append(args[5].gamma)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "hfvae_objective", recording)
+    model = quick(objective=objective, beta=3.0, epochs=2, batch_size=100).fit(counts, vocabulary=vocabulary)
+    assert gammas == [3.0] * 6 and model._params_config()["gamma_warmup"] == 0.0
+    with pytest.raises(ValueError, match=rf"gamma_warmup=0.5 needs objective='hfvae': objective='{objective}' ties gamma"):
+        quick(objective=objective, gamma_warmup=0.5).fit(counts, vocabulary=vocabulary)

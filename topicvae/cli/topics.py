@@ -123,7 +123,7 @@ def evaluate(
     reference: Annotated[Optional[Path], typer.Option(help="Reference corpus for coherence (default: the evaluated corpus).")] = None,
     top_n: Annotated[int, typer.Option(help="Top words per topic in coherence.")] = 10,
     window: Annotated[int, typer.Option(help="Sliding window of the windowed NPMI.")] = 10,
-    mi_threshold: Annotated[Optional[float], typer.Option(help="Call topics with I(x; z_k) below this many nats pruned [default: the gap rule, docs/analysis.md].")] = None,
+    mi_threshold: Annotated[Optional[float], typer.Option(help="Call topics with I(x; z_k) below this many nats pruned (default: the gap rule, docs/analysis.md).")] = None,
     pairs: Annotated[int, typer.Option(help="Correlated topic pairs reported.")] = 10,
     labels: Annotated[Optional[str], typer.Option(help="Document labels: a file with one label per line in the corpus's order, or (a .csv/.jsonl corpus) a column or field name. Reports each topic's dominant label, purity and NMI.")] = None,
     within_groups: Annotated[bool, typer.Option(help="Also pair topics of the same group.")] = False,

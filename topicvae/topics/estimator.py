@@ -292,7 +292,12 @@ class TopicModel(TransformerMixin, BaseEstimator):
         return MODEL_DEFAULTS[self.model]["batch_size"] if self.batch_size is None else self.batch_size
 
     def _gamma_warmup(self) -> float:
-        return float(MODEL_DEFAULTS[self.model]["gamma_warmup"] if self.gamma_warmup is None else self.gamma_warmup)
+        """The warm-up's share of training as trained: the model's default for HFVAE, none for the
+        other presets (they tie gamma to the other weights: beta-TCVAE's one-level TC, beta-VAE's
+        equal weights)."""
+        if self.gamma_warmup is not None:
+            return float(self.gamma_warmup)
+        return float(MODEL_DEFAULTS[self.model]["gamma_warmup"]) if self.objective == "hfvae" else 0.0
 
     def _validate(self) -> tuple[GroupSpec, ObjectiveWeights, float]:
         if self.model not in MODEL_DEFAULTS:
@@ -324,6 +329,11 @@ class TopicModel(TransformerMixin, BaseEstimator):
         share = self.gamma_warmup
         if share is not None and (isinstance(share, bool) or not (isinstance(share, numbers.Real) and 0.0 <= share < 1.0)):
             raise ValueError(f"gamma_warmup={self.gamma_warmup!r} is invalid: give the share of training in [0, 1) that weighs the TC within groups by 1")
+        if share and self.objective != "hfvae":
+            raise ValueError(
+                f"gamma_warmup={share!r} needs objective='hfvae': objective={self.objective!r} ties gamma to its other "
+                "weights; give gamma_warmup=0, or objective='hfvae' to set each weight"
+            )
         if self.word_shift is not None and not isinstance(self.word_shift, (bool, np.bool_)):
             raise ValueError(f"word_shift={self.word_shift!r} is invalid: give True, False or None")
         if self.model != "prodlda":
@@ -610,6 +620,11 @@ class TopicModel(TransformerMixin, BaseEstimator):
         params = self._params_config()
         for name in ("alpha", "beta", "gamma", "delta"):
             params.pop(name)
+        # a run without a warm-up is described as runs were before the option existed, so that
+        # their checkpoints (written without it) still resume
+        warmup = params.pop("gamma_warmup")
+        if warmup:
+            params["gamma_warmup"] = warmup
         params.update(
             lr=lr,
             device=device.type,

@@ -46,6 +46,10 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: s
         old, new = saved.get(key), current.get(key)
         if isinstance(old, Mapping) and isinstance(new, Mapping):
             yield from _differences(old, new, f"{prefix}{key}.")
+        elif key not in saved:  # an option that did not exist, or was left at its neutral value, when the checkpoint was written
+            yield f"{prefix}{key} is not set in the checkpoint and is {new!r} now"
+        elif key not in current:
+            yield f"{prefix}{key} is {old!r} in the checkpoint and not set now"
         elif old != new:
             yield f"{prefix}{key} is {old!r} in the checkpoint and {new!r} now"
 
