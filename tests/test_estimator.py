@@ -287,17 +287,23 @@ def test_a_fit_stopped_early_is_usable_and_says_what_it_lacks(small, tmp_path):
     assert list(model.correlated_topics(3).columns[:3]) == ["topic_a", "topic_b", "partial"]
 
 
-def test_gamma_warmup_weighs_the_tc_within_groups_by_1_for_its_share_of_the_steps(small, monkeypatch, tmp_path):
+@pytest.fixture
+def gammas(monkeypatch):
+    """The gamma of every training step's objective, in order."""
     import topicvae.training.loop as loop
 
-    counts, vocabulary, _ = small
-    real, gammas = loop.hfvae_objective, []
+    real, seen = loop.hfvae_objective, []
 
     def recording(*args, **kwargs):
-        gammas.append(args[5].gamma)
+        seen.append(args[5].gamma)  # the weights, passed sixth
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loop, "hfvae_objective", recording)
+    return seen
+
+
+def test_gamma_warmup_weighs_the_tc_within_groups_by_1_for_its_share_of_the_steps(small, gammas, tmp_path):
+    counts, vocabulary, _ = small
     model = quick(groups="2x3", gamma=4.0, epochs=4, batch_size=100, gamma_warmup=0.5).fit(counts, vocabulary=vocabulary)
     assert gammas == [1.0] * 6 + [4.0] * 6  # 3 steps an epoch: epochs 1-2 warm up, 3-4 weigh by gamma
     assert model.weights_.gamma == 4.0
@@ -319,17 +325,8 @@ def test_gamma_warmup_out_of_range_is_refused(small, share):
 
 
 @pytest.mark.parametrize("objective", ["beta-vae", "beta-tcvae"])
-def test_the_presets_that_tie_gamma_to_beta_train_without_warmup(small, monkeypatch, objective):
-    import topicvae.training.loop as loop
-
+def test_the_presets_that_tie_gamma_to_beta_train_without_warmup(small, gammas, objective):
     counts, vocabulary, _ = small
-    real, gammas = loop.hfvae_objective, []
-
-    def recording(*args, **kwargs):
-        gammas.append(args[5].gamma)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "hfvae_objective", recording)
     model = quick(objective=objective, beta=3.0, epochs=2, batch_size=100).fit(counts, vocabulary=vocabulary)
     assert gammas == [3.0] * 6 and model._params_config()["gamma_warmup"] == 0.0
     with pytest.raises(ValueError, match=rf"gamma_warmup=0.5 needs objective='hfvae': objective='{objective}' ties gamma"):
