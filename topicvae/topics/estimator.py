@@ -200,10 +200,12 @@ class TopicModel(TransformerMixin, BaseEstimator):
     gamma_warmup : float, optional
         The share of training, in [0, 1), during which the within-group total correlation is
         weighed as in the ELBO (gamma = 1) before ``gamma`` takes over; 0 weighs it by ``gamma``
-        from the first step. Defaults to 0.5 for ProdLDA and 0 for NVDM. Under a strong gamma, a group's dimensions are
-        pushed apart before any theme has formed, and the factor that moves every topic's
-        posterior together (how much a post says) takes a topic of its own; a warm-up lets the
-        themes form first (docs/analysis.md, "A warm-up of gamma").
+        from the first step. Under a strong gamma, a group's dimensions are pushed apart before
+        any theme has formed, and the factor that moves every topic's posterior together (how
+        much a post says) takes a topic of its own; a warm-up lets the themes form first
+        (docs/analysis.md, "A warm-up of gamma"). Defaults to 0.5 for ProdLDA and 0 for NVDM
+        with ``objective="hfvae"``; the other presets tie gamma to their other weights and take
+        no warm-up (a nonzero one raises ValueError).
     lr_schedule : {"constant", "cosine"}
         The learning rate over training: constant, or decayed to 0 along a half cosine.
     vectorizer : TextVectorizer, optional
