@@ -373,17 +373,3 @@ def write_corpus_lines(texts: Iterable[str], path: str | os.PathLike[str]) -> in
 
     write_text_atomically(path, write)
     return count
-
-
-# ---------------------------------------------------------------------------
-# Usenet stripping (mirrors sklearn.datasets._twenty_newsgroups, whose helpers are
-# private). The heuristics, quirks included, are kept identical so that stripped
-# local copies of 20 Newsgroups equal fetch_20newsgroups(remove=...).
-# ---------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------
-# Vectorizing
-# ---------------------------------------------------------------------------
-
-

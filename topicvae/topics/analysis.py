@@ -170,7 +170,7 @@ class CodeMoments:
     @classmethod
     def from_vector(cls, vector, size: int) -> CodeMoments:
         vector = np.asarray(vector, dtype=np.float64)
-        k = size
+        k = size  # the vector is [count, total (k), outer (k * k), variance (k)]
         return cls(int(round(vector[0])), vector[1 : 1 + k], vector[1 + k : 1 + k + k * k].reshape(k, k), vector[1 + k + k * k :])
 
 

@@ -80,7 +80,7 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _gamma_warmup(weights: ObjectiveWeights, share: float):
+def _warmup_schedule(weights: ObjectiveWeights, share: float):
     """The weights of each step under a warm-up of gamma (``TopicModel(gamma_warmup=share)``), or
     None when every step takes ``weights``."""
     if share <= 0.0 or weights.gamma == 1.0:
@@ -498,7 +498,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         steps = train(
             trained, batches, weights, epochs=int(self.epochs), optimizer=optimizer, generator=streams.shuffle,
             start_epoch=start_epoch, dataset_size=data.n_documents, process_group=process_group,
-            autocast_dtype=autocast_dtype, lr_schedule=self.lr_schedule, weights_at=_gamma_warmup(weights, self._gamma_warmup()),
+            autocast_dtype=autocast_dtype, lr_schedule=self.lr_schedule, weights_at=_warmup_schedule(weights, self._gamma_warmup()),
         )
         try:
             # the run's random numbers are drawn inside its steps only: between two steps the
@@ -521,7 +521,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
                     pass
             raise
         self.model_.eval()
-        self.topic_correlation_ = self._marginal_correlation(data.matrices(), process_group)
+        self.topic_correlation_ = self._marginal_correlation(data, process_group)
         # The pruned topics and the associations between the active ones, on (a random subset of)
         # this process's training documents; under data parallelism every rank takes rank 0's.
         analysis = self._analyse_counts(data.subset(ANALYSIS_DOCUMENTS, seed), seed=seed)
@@ -850,21 +850,16 @@ class TopicModel(TransformerMixin, BaseEstimator):
         ]
         return pd.DataFrame(rows, index=pd.Index(self.topic_labels(), name="label"))
 
-    def _marginal_correlation(self, matrices: Iterable[sp.csr_matrix], process_group: ProcessGroup | None = None) -> np.ndarray:
+    def _marginal_correlation(self, source: BagOfWordsSource, process_group: ProcessGroup | None = None) -> np.ndarray:
         """Correlation between topics under the inference marginal q(z) = mean_n q(z | x_n)
         (:func:`topicvae.topics.analysis.correlation_under_q`).
 
-        The documents come as a sequence of count matrices (a corpus on disk shard by shard);
-        the moments are accumulated as sums in float64, and summed over the ranks in
-        data-parallel training, so every document of every rank counts once. Documents without
-        vocabulary words are left out.
+        The source's documents (all with vocabulary words) come matrix by matrix (a corpus on
+        disk shard by shard); the moments are accumulated as sums in float64, and summed over
+        the ranks in data-parallel training, so every document of every rank counts once.
         """
         moments = CodeMoments.zero(self.groups_.num_columns)
-        for matrix in matrices:
-            # a document without vocabulary words has no posterior of its own (every such
-            # document maps to one point): it is left out, as information() leaves it out
-            matrix = sp.csr_matrix(matrix)
-            matrix = matrix[np.asarray(matrix.sum(axis=1)).ravel() > 0]
+        for matrix in source.matrices():
             if matrix.shape[0] == 0:
                 continue
             means, variances = self._batched_moments(matrix)
@@ -884,7 +879,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
                     "documents: pass the documents, topic_correlation(X)"
                 )
             return self.topic_correlation_
-        return self._marginal_correlation(self._source(X).matrices())  # shard by shard: the moments are sums
+        return self._marginal_correlation(self._source(X))
 
     def _analyse_counts(
         self, counts: sp.csr_matrix, *, seed: int, n_permutations: int = 200, level: float = 0.01, mi_threshold: float | None = None
