@@ -42,6 +42,9 @@ def quick(**kwargs):
         (dict(gamma=-2.0), r"gamma=-2.0 is invalid"),
         (dict(objective="vae", beta=2.0), r"objective='vae' does not take beta"),
         (dict(dropout=1.0), r"dropout=1.0 is invalid"),
+        (dict(topic_dropout=-0.1), r"topic_dropout=-0.1 is invalid"),
+        (dict(topic_dropout=True), r"topic_dropout=True is invalid"),
+        (dict(model="nvdm", topic_dropout=0.0), r"topic_dropout=0.0 applies to ProdLDA only"),
         (dict(temperature=0.0), r"temperature=0.0 is invalid"),
         (dict(hidden_sizes=()), r"hidden_sizes=\(\) is invalid"),
         (dict(device="tpu"), r"device='tpu' is invalid"),
@@ -208,7 +211,7 @@ def test_a_model_saved_before_the_architecture_options_loads_as_it_was_trained(s
     legacy = quick(encoder_input="counts", posterior_norm="none", word_shift=False, init="default").fit(counts, vocabulary=vocabulary)
     legacy.save(tmp_path / "old")
     config = json.loads((tmp_path / "old" / "config.json").read_text())
-    for name in ("encoder_input", "posterior_norm", "word_shift", "init", "lr_schedule"):
+    for name in ("encoder_input", "posterior_norm", "word_shift", "init", "lr_schedule", "topic_dropout"):
         del config["params"][name]
     del config["fitted"]["analysis"]
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
@@ -228,10 +231,22 @@ def test_a_saved_model_keeps_its_resolved_architecture_and_analysis(small, tmp_p
     model.save(tmp_path / "m")
     params = json.loads((tmp_path / "m" / "config.json").read_text())["params"]
     assert (params["encoder_input"], params["posterior_norm"], params["word_shift"], params["init"]) == ("log1p", "shift", True, "default")
+    assert params["topic_dropout"] == params["dropout"] or (params["dropout"] is None and params["topic_dropout"] == 0.2)
     loaded = TopicModel.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.analysis_.pruning.active, model.analysis_.pruning.active)
     np.testing.assert_allclose(loaded.analysis_.correlations.partial, model.analysis_.correlations.partial)
     assert loaded.correlated_topics(4).equals(model.correlated_topics(4))
+
+
+def test_topic_dropout_is_its_own_switch_and_is_saved_as_trained(small, tmp_path):
+    counts, vocabulary, _ = small
+    model = quick(dropout=0.3, topic_dropout=0.0).fit(counts, vocabulary=vocabulary)
+    assert (model.model_.encoder_dropout.p, model.model_.topic_dropout.p) == (0.3, 0.0)
+    assert quick(dropout=0.3).fit(counts, vocabulary=vocabulary).model_.topic_dropout.p == 0.3
+    model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["params"]["topic_dropout"] == 0.0
+    loaded = TopicModel.load(tmp_path / "m")
+    assert (loaded.model_.encoder_dropout.p, loaded.model_.topic_dropout.p) == (0.3, 0.0)
 
 
 def test_two_documents_are_refused_before_training_not_after():

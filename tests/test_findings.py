@@ -210,6 +210,37 @@ def test_fit_learns_the_present_planted_topics_and_none_of_the_absent_ones(seed)
     np.testing.assert_allclose(partial, partial.T, atol=1e-10)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spare_topics_are_pruned_behind_a_gap_when_the_encoder_lets_them_collapse(seed):
+    from topicvae import TopicModel
+    from topicvae.topics.planted import planted_corpus
+
+    # 6 planted topics in use (2 of 8 absent) and 20 model topics: most model topics are spare.
+    # With a posterior that can collapse and no dropout on theta, the spare ones fall to the
+    # prior: the sorted I(x; z_k) has a gap of more than a decade and every planted theme is
+    # carried by an active topic. (Themes are matched through transform, whose truth is known:
+    # the length topic gamma makes ranks rare words first, so top words would mislead.)
+    corpus = planted_corpus(2500, n_topics=8, absent=(3, 6), pairs=[(0, 4, 0.5), (1, 5, -0.5)], scale=3.0, seed=seed)
+    options = dict(beta=0.1, gamma=4.0, epochs=150, seed=seed, device="cpu")
+    model = TopicModel("prodlda", "2x10", posterior_norm="off", dropout=0.0, **options)
+    model.fit(corpus.counts, vocabulary=corpus.vocabulary)
+    pruning, information = model.analysis_.pruning, model.analysis_.information.per_variable
+    assert pruning.gap is not None and pruning.gap > 10, np.sort(information)
+    assert pruning.n_active <= 13, np.sort(information)
+    theta = model.transform(corpus.counts)
+    present = [k for k in range(8) if k not in corpus.absent]
+    match = np.corrcoef(theta.T, corpus.theta[:, present].T)[:20, 20:]  # [model topic, planted theme]
+    # (a theme learned twice splits its documents, so its best copy can fall to about 0.75)
+    assert (match[pruning.active].max(0) > 0.6).all(), np.round(match[pruning.active], 2)
+    # the default encoder (a batch-norm that fixes each topic's spread, dropout 0.2 on theta
+    # too) keeps every spare topic on: no gap, nothing pruned (docs/analysis.md, "What keeps
+    # every topic on")
+    default = TopicModel("prodlda", "2x10", **options).fit(corpus.counts, vocabulary=corpus.vocabulary)
+    assert default.analysis_.pruning.gap is None
+    assert default.analysis_.information.per_variable.min() > 0.1
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

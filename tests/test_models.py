@@ -68,6 +68,29 @@ def test_prodlda_proportions_share_one_simplex_across_groups():
     assert torch.allclose(theta, F.softmax(torch.cat(samples, 1), 1))
 
 
+@pytest.mark.parametrize("norm, collapsible", [("shift", False), ("none", False), ("affine", True), ("off", True)])
+def test_only_the_collapsible_posterior_norms_let_a_topic_mean_stop_depending_on_x(norm, collapsible):
+    # Topic 0's mean map is made nearly constant (weights 3% of their size): "shift" and
+    # "none" divide by its batch standard deviation and blow it back up to unit variance, so
+    # the topic cannot reach the prior; "off" passes it through, and "affine" can learn a
+    # scale of 0 for it.
+    torch.manual_seed(0)
+    model = ProdLDA(30, GroupSpec.parse("2x3"), posterior_norm=norm).train()
+    with torch.no_grad():
+        model.posterior.loc.weight[0] *= 3e-2
+        model.posterior.loc.bias[0] = 0.5
+        if norm == "affine":
+            model.posterior.loc_norm.weight[0] = 0.0
+    bow = torch.poisson(torch.full((16, 30), 2.0))
+    loc, _ = model.posterior.gaussian_parameters(model.features(bow))
+    spread = loc.std(0)
+    if collapsible:
+        assert spread[0] < 0.05
+    else:
+        assert spread[0] > 0.5
+    assert (model.posterior.loc_norm is None) == (norm == "off")
+
+
 def test_prodlda_top_words_follow_the_decoder_output_through_batch_norm():
     # Raw weights rank word 0 first for topic 0, but the batch-norm's running statistics
     # (what the decoder applies at inference) put word 2 on top: the rule must follow the

@@ -271,7 +271,7 @@ CONFIG_FIELDS = [
     *(f"params.{k}" for k in (
         "model", "groups", "objective", "alpha", "beta", "gamma", "delta", "epochs", "batch_size", "lr",
         "hidden_sizes", "dropout", "prior_concentration", "temperature", "seed", "device", "precision",
-        "encoder_input", "posterior_norm", "word_shift", "init", "lr_schedule", "gamma_warmup",
+        "encoder_input", "posterior_norm", "word_shift", "init", "topic_dropout", "lr_schedule", "gamma_warmup",
     )),
     *(f"weights.{k}" for k in ("alpha", "beta", "gamma", "delta")),
     *(f"fitted.{k}" for k in ("n_documents", "n_empty_documents", "history", "topic_correlation", "analysis")),

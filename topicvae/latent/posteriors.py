@@ -65,7 +65,7 @@ def posterior_with_parameters(posterior: Distribution, parameters: Sequence[Tens
 
 
 #: The learned parameters of ProdLDA's posterior batch-norms (see ``GroupedPosterior``).
-POSTERIOR_NORMS = ("affine", "shift", "none")
+POSTERIOR_NORMS = ("affine", "shift", "none", "off")
 class ShiftedBatchNorm(nn.BatchNorm1d):
     """Batch-norm with a learned shift and no learned scale (``tf.contrib.layers.batch_norm``'s default)."""
 
@@ -74,7 +74,9 @@ class ShiftedBatchNorm(nn.BatchNorm1d):
         self.weight.requires_grad_(False)  # the scale stays 1: the state dict keeps the affine layout
 
 
-def _posterior_batch_norm(size: int, norm: str) -> nn.BatchNorm1d:
+def _posterior_batch_norm(size: int, norm: str) -> nn.Module | None:
+    if norm == "off":
+        return None
     if norm == "affine":
         return nn.BatchNorm1d(size, affine=True)
     if norm == "shift":
@@ -94,8 +96,9 @@ class GroupedPosterior(nn.Module):
     a shift only (Srivastava & Sutton's code: ``tf.contrib.layers.batch_norm`` with its
     defaults), ``"none"`` neither (every topic's posterior mean then has unit variance over
     the batch, whatever the objective: no topic can be pruned, the mechanism BN-VAE,
-    Zhu et al. 2020, uses to prevent collapse). Each Concrete group has its own linear map to
-    category logits.
+    Zhu et al. 2020, uses to prevent collapse), ``"off"`` no batch-norm at all (the plain
+    VAE's encoder: a topic's posterior reaches the prior when its mean stops depending on x).
+    Each Concrete group has its own linear map to category logits.
     """
 
     def __init__(

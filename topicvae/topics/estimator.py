@@ -59,8 +59,8 @@ ANALYSIS_DOCUMENTS = 5000
 #: The architecture and schedule of models saved before these options existed (config.json
 #: without them): every such model trained without a warm-up of gamma.
 LEGACY_ARCHITECTURE = {
-    "prodlda": {"encoder_input": "counts", "posterior_norm": "none", "word_shift": False, "init": "default", "lr_schedule": "constant", "gamma_warmup": 0.0},
-    "nvdm": {"encoder_input": "counts", "posterior_norm": None, "word_shift": None, "init": None, "lr_schedule": "constant", "gamma_warmup": 0.0},
+    "prodlda": {"encoder_input": "counts", "posterior_norm": "none", "word_shift": False, "init": "default", "lr_schedule": "constant", "gamma_warmup": 0.0, "topic_dropout": None},
+    "nvdm": {"encoder_input": "counts", "posterior_norm": None, "word_shift": None, "init": None, "lr_schedule": "constant", "gamma_warmup": 0.0, "topic_dropout": None},
 }
 
 
@@ -181,7 +181,8 @@ class TopicModel(TransformerMixin, BaseEstimator):
     hidden_sizes : sequence of int, optional
         Encoder layers; defaults to (100, 100) for ProdLDA and (500,) for NVDM.
     dropout : float, optional
-        Defaults to 0.2 for ProdLDA, 0 for NVDM.
+        Dropout in the encoder (and, for ProdLDA, on theta unless ``topic_dropout`` says
+        otherwise); defaults to 0.2 for ProdLDA, 0 for NVDM.
     prior_concentration : float
         ProdLDA's Dirichlet concentration a (the same for every topic).
     temperature : float
@@ -189,10 +190,17 @@ class TopicModel(TransformerMixin, BaseEstimator):
     encoder_input : {"counts", "log1p", "frequencies"}, optional
         What the encoder reads: raw counts, log(1 + counts) or word frequencies (counts over
         the document's length). Default: see ``MODEL_DEFAULTS`` and docs/topics.md.
-    posterior_norm : {"affine", "shift", "none"}, optional
+    posterior_norm : {"shift", "affine", "none", "off"}, optional
         ProdLDA only: the learned parameters of the batch-norms on the posterior's mean and
-        log-variance. ``"affine"`` (a scale and a shift) lets a topic's posterior collapse to
-        the prior, so that the objective can prune it; ``"none"`` forces every topic to vary.
+        log-variance. ``"shift"`` (the original's) and ``"none"`` force every topic's mean to
+        vary over the batch, so no topic can be pruned; ``"affine"`` (a scale and a shift) and
+        ``"off"`` (no batch-norm, the plain VAE's encoder) let a topic's posterior collapse to
+        the prior. Pruning needs ``dropout=0`` as well: dropout on theta rewards copies of a
+        topic (docs/analysis.md, "What keeps every topic on").
+    topic_dropout : float, optional
+        ProdLDA only: dropout on the topic proportions theta before the decoder; defaults to
+        ``dropout`` (the original's). Dropout there rewards learning a theme twice and keeps
+        spare topics from being pruned (docs/analysis.md, "What keeps every topic on").
     word_shift : bool, optional
         ProdLDA only: a learned per-word shift after the decoder's batch-norm (the original's).
     init : {"default", "xavier"}, optional
@@ -247,6 +255,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         posterior_norm: str | None = None,
         word_shift: bool | None = None,
         init: str | None = None,
+        topic_dropout: float | None = None,
         gamma_warmup: float | None = None,
         lr_schedule: str = "constant",
         vectorizer: TextVectorizer | None = None,
@@ -270,6 +279,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         self.temperature = temperature
         self.encoder_input = encoder_input
         self.posterior_norm = posterior_norm
+        self.topic_dropout = topic_dropout
         self.word_shift = word_shift
         self.init = init
         self.gamma_warmup = gamma_warmup
@@ -284,7 +294,10 @@ class TopicModel(TransformerMixin, BaseEstimator):
     # -----------------------------------------------------------------------------------
     def _architecture(self) -> dict[str, Any]:
         """The model's architecture options as ``build_model`` takes them (None: the model's default)."""
-        options = {"posterior_norm": self.posterior_norm, "word_shift": None if self.word_shift is None else bool(self.word_shift), "init": self.init}
+        options = {
+            "posterior_norm": self.posterior_norm, "word_shift": None if self.word_shift is None else bool(self.word_shift),
+            "init": self.init, "topic_dropout": None if self.topic_dropout is None else float(self.topic_dropout),
+        }
         resolved: dict[str, Any] = {"encoder_input": self.encoder_input or MODEL_DEFAULTS[self.model]["encoder_input"]}
         if self.model == "prodlda":
             resolved["architecture"] = {k: v for k, v in options.items() if v is not None}
@@ -321,8 +334,10 @@ class TopicModel(TransformerMixin, BaseEstimator):
             epochs=self.epochs, batch_size=self._batch_size(), lr=lr, temperature=self.temperature,
             hidden_sizes=self.hidden_sizes, items="documents", lr_example="2e-3",
         )
-        if self.dropout is not None and not (isinstance(self.dropout, numbers.Real) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout={self.dropout!r} is invalid: give a probability in [0, 1)")
+        for name in ("dropout", "topic_dropout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not (isinstance(value, numbers.Real) and 0.0 <= value < 1.0)):
+                raise ValueError(f"{name}={value!r} is invalid: give a probability in [0, 1)")
         _check_choice("encoder_input", self.encoder_input, ENCODER_INPUTS)
         _check_choice("posterior_norm", self.posterior_norm, POSTERIOR_NORMS)
         _check_choice("init", self.init, ("default", "xavier"))
@@ -339,7 +354,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         if self.word_shift is not None and not isinstance(self.word_shift, (bool, np.bool_)):
             raise ValueError(f"word_shift={self.word_shift!r} is invalid: give True, False or None")
         if self.model != "prodlda":
-            for name in ("posterior_norm", "word_shift", "init"):
+            for name in ("posterior_norm", "word_shift", "init", "topic_dropout"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}={getattr(self, name)!r} applies to ProdLDA only: leave it None for model={self.model!r}")
         check_seed(self.seed)
@@ -1024,8 +1039,10 @@ class TopicModel(TransformerMixin, BaseEstimator):
         architecture = self._architecture()
         params["encoder_input"] = architecture["encoder_input"]
         if self.model == "prodlda":
-            params.update({name: MODEL_DEFAULTS["prodlda"][name] for name in ("posterior_norm", "word_shift", "init")})
+            params.update({name: MODEL_DEFAULTS["prodlda"][name] for name in ("posterior_norm", "word_shift", "init", "topic_dropout")})
             params.update(architecture["architecture"])
+            if params["topic_dropout"] is None:  # as trained: the encoder's dropout
+                params["topic_dropout"] = float(MODEL_DEFAULTS["prodlda"]["dropout"] if self.dropout is None else self.dropout)
         return params
 
     def _config(self) -> dict[str, Any]:

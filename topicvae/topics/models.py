@@ -12,7 +12,7 @@ ProdLDA (Srivastava & Sutton, 2017)
     Prior: the Laplace approximation of a Dirichlet(a) on the topic proportions, a diagonal
     Gaussian on the logits with mean log a_k - mean(log a) and variance
     (1/a_k)(1 - 2/K) + (1/K^2) sum_j 1/a_j over the K Gaussian topics of all groups.
-    Decoder: theta = softmax over all K Gaussian topics (dropout applied), then
+    Decoder: theta = softmax over all K Gaussian topics (dropout applied: ``topic_dropout``), then
     p(w | theta) = softmax(BN(theta W) + b), with a learned per-word shift b ("product of
     experts"). docs/analysis.md measures each choice against the alternatives.
 
@@ -183,6 +183,7 @@ class ProdLDA(NeuralTopicModel):
         posterior_norm: str = "none",
         word_shift: bool = False,
         init: str = "default",
+        topic_dropout: float | None = None,
     ):
         super().__init__(vocab_size, groups, temperature=temperature, encoder_input=encoder_input)
         self.encoder = _mlp([vocab_size, *hidden_sizes], nn.Softplus)
@@ -191,7 +192,10 @@ class ProdLDA(NeuralTopicModel):
             hidden_sizes[-1], groups, batch_norm=True, temperature=temperature, norm=posterior_norm,
             evidence_features=self.evidence_features,
         )
-        self.topic_dropout = nn.Dropout(dropout)
+        # Dropout on theta (the original's single keep_prob covers both): a topic dropped from
+        # the code is replaced by a copy of it, so dropout here pays the model to learn themes
+        # twice and keeps spare topics from collapsing (docs/analysis.md, "What keeps every topic on").
+        self.topic_dropout = nn.Dropout(dropout if topic_dropout is None else topic_dropout)
         self.topic_words = nn.Linear(groups.num_columns, vocab_size, bias=False)  # W
         self.word_norm = nn.BatchNorm1d(vocab_size, affine=False)
         # The original's decoder batch-norm learns a shift per word (tf.contrib.layers.batch_norm
@@ -328,6 +332,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
     "prodlda": {
         "lr": 2e-3, "adam_betas": (0.99, 0.999), "hidden_sizes": (100, 100), "dropout": 0.2,
         "posterior_norm": "shift", "word_shift": True, "init": "default", "encoder_input": "log1p",
+        "topic_dropout": None,  # None: the same as dropout, as in the original
         # measured on 20 Newsgroups over 3 seeds (docs/analysis.md): at 64 documents per step
         # HFVAE's topics are more coherent, more diverse and better aligned with transform than
         # at the original's 200, and its held-out perplexity is lower
@@ -360,8 +365,9 @@ def build_model(
 ) -> NeuralTopicModel:
     """Construct a model by name ('prodlda' or 'nvdm').
 
-    ``architecture`` holds ProdLDA's ``posterior_norm``, ``word_shift`` and ``init`` (NVDM has
-    none of them); left out, each takes the value in ``MODEL_DEFAULTS``.
+    ``architecture`` holds ProdLDA's ``posterior_norm``, ``word_shift``, ``init`` and
+    ``topic_dropout`` (NVDM has none of them); left out, each takes the value in
+    ``MODEL_DEFAULTS`` (a ``topic_dropout`` of None is ``dropout``).
     """
     if kind not in MODEL_DEFAULTS:
         raise ValueError(f"model={kind!r} is unknown: choose one of {', '.join(MODEL_DEFAULTS)}")
@@ -369,7 +375,7 @@ def build_model(
     hidden_sizes = tuple(hidden_sizes) if hidden_sizes is not None else defaults["hidden_sizes"]
     dropout = defaults["dropout"] if dropout is None else dropout
     if kind == "prodlda":
-        options = {name: defaults[name] for name in ("posterior_norm", "word_shift", "init")}
+        options = {name: defaults[name] for name in ("posterior_norm", "word_shift", "init", "topic_dropout")}
         options.update(architecture or {})
         return ProdLDA(
             vocab_size,
