@@ -423,3 +423,18 @@ def test_a_run_without_warmup_is_described_as_before_the_option_existed_and_a_wa
         tiny().fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)  # ProdLDA's default warm-up
     resumed = tiny(gamma_warmup=0.0).fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
     assert len(resumed.history_) == 6
+
+
+def test_dropout_on_theta_like_the_encoders_is_described_as_before_the_option_existed(tmp_path, corpus):
+    # checkpoints written before topic_dropout existed have no such key: dropout on theta equal
+    # to the encoder's (the only kind then) must match them, and another must be told apart
+    counts, vocabulary = corpus
+    with pytest.raises(KeyboardInterrupt):
+        for progress in tiny(gamma_warmup=0.0).fit_iter(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, checkpoint_every=1):
+            if progress.epoch_done and progress.epoch == 2:
+                raise KeyboardInterrupt
+    assert "topic_dropout" not in read_checkpoint(tmp_path)["run"]
+    with pytest.raises(ValueError, match=r"topic_dropout is not set in the checkpoint and is 0\.0 now"):
+        tiny(gamma_warmup=0.0, topic_dropout=0.0).fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
+    resumed = tiny(gamma_warmup=0.0, topic_dropout=0.2).fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
+    assert len(resumed.history_) == 6

@@ -32,7 +32,7 @@ from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.text.shards import ShardedBagOfWords
 from topicvae.text.vectorizer import DegenerateCorpusWarning, TextVectorizer, unsegmented_text
 from topicvae.topics.analysis import CodeMoments, LabelAlignment, TopicAnalysis, correlation_under_q, label_alignment, topic_correlations
-from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, NeuralTopicModel, build_model
+from topicvae.topics.models import ENCODER_INPUTS, MODEL_DEFAULTS, PRODLDA_ARCHITECTURE, NeuralTopicModel, build_model
 from topicvae.topics.source import BagOfWordsSource
 from topicvae.training.distributed import ProcessGroup, current_process_group, gather_objects, resolve_device, sum_over_ranks
 from topicvae.training.loop import TrainingProgress, LR_SCHEDULES, check_seed, check_training_options, train
@@ -354,7 +354,7 @@ class TopicModel(TransformerMixin, BaseEstimator):
         if self.word_shift is not None and not isinstance(self.word_shift, (bool, np.bool_)):
             raise ValueError(f"word_shift={self.word_shift!r} is invalid: give True, False or None")
         if self.model != "prodlda":
-            for name in ("posterior_norm", "word_shift", "init", "topic_dropout"):
+            for name in PRODLDA_ARCHITECTURE:
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}={getattr(self, name)!r} applies to ProdLDA only: leave it None for model={self.model!r}")
         check_seed(self.seed)
@@ -642,6 +642,10 @@ class TopicModel(TransformerMixin, BaseEstimator):
         warmup = params.pop("gamma_warmup")
         if warmup:
             params["gamma_warmup"] = warmup
+        # likewise dropout on theta that is the encoder's dropout (every run before topic_dropout)
+        topic_dropout = params.pop("topic_dropout")
+        if topic_dropout is not None and topic_dropout != self.model_.encoder_dropout.p:
+            params["topic_dropout"] = topic_dropout
         params.update(
             lr=lr,
             device=device.type,
@@ -1039,10 +1043,9 @@ class TopicModel(TransformerMixin, BaseEstimator):
         architecture = self._architecture()
         params["encoder_input"] = architecture["encoder_input"]
         if self.model == "prodlda":
-            params.update({name: MODEL_DEFAULTS["prodlda"][name] for name in ("posterior_norm", "word_shift", "init", "topic_dropout")})
+            params.update({name: MODEL_DEFAULTS["prodlda"][name] for name in PRODLDA_ARCHITECTURE})
             params.update(architecture["architecture"])
-            if params["topic_dropout"] is None:  # as trained: the encoder's dropout
-                params["topic_dropout"] = float(MODEL_DEFAULTS["prodlda"]["dropout"] if self.dropout is None else self.dropout)
+            params["topic_dropout"] = float(self.model_.topic_dropout.p)  # as built (None defers to dropout)
         return params
 
     def _config(self) -> dict[str, Any]:

@@ -328,6 +328,9 @@ class NVDM(NeuralTopicModel):
 
 
 #: Per-model defaults the estimator falls back on (learning rate, Adam betas, layer sizes).
+#: ProdLDA's architecture options (NVDM has none of them): ``build_model(architecture=)``.
+PRODLDA_ARCHITECTURE = ("posterior_norm", "word_shift", "init", "topic_dropout")
+
 MODEL_DEFAULTS: dict[str, dict] = {
     "prodlda": {
         "lr": 2e-3, "adam_betas": (0.99, 0.999), "hidden_sizes": (100, 100), "dropout": 0.2,
@@ -375,7 +378,7 @@ def build_model(
     hidden_sizes = tuple(hidden_sizes) if hidden_sizes is not None else defaults["hidden_sizes"]
     dropout = defaults["dropout"] if dropout is None else dropout
     if kind == "prodlda":
-        options = {name: defaults[name] for name in ("posterior_norm", "word_shift", "init", "topic_dropout")}
+        options = {name: defaults[name] for name in PRODLDA_ARCHITECTURE}
         options.update(architecture or {})
         return ProdLDA(
             vocab_size,
