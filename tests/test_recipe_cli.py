@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -27,6 +28,16 @@ def test_recipe_mnist_trains_scores_saves_and_plots(tmp_path, tiny_mnist):
     assert len(metrics["information"]["per_topic"]) == 11  # ten Gaussian dimensions and the Concrete variable
     assert set(metrics["labels"]) >= {"concrete_accuracy", "concrete", "gap", "normalized_gap", "per_gaussian_dimension"}
     assert 0.0 <= metrics["labels"]["concrete_accuracy"] <= 1.0
+    # MNIST's recipe gives the class IMSAT's encoder and terms unless told otherwise
+    assert metrics["training"]["class_encoder"] == "separate" and metrics["training"]["class_levers"]["imsat"] == 1000.0
+    traversals, pruned = metrics["traversals"], set(metrics["information"]["pruned_gaussian_dimensions"])
+    assert traversals["dimensions"] == [f"g0:{i}" for i in range(10) if f"g0:{i}" not in pruned]  # the active style only
+    assert 0.0 <= traversals["judge_accuracy"] <= 1.0
+    if traversals["dimensions"]:
+        assert 0.0 <= traversals["kept"] <= 1.0 and set(traversals["per_value"]) == {"-3", "-2", "-1", "+0", "+1", "+2", "+3"}
+        assert "style traversals keep the class in" in result.output
+    else:  # two epochs on 300 images can prune every style dimension: nothing to traverse
+        assert math.isnan(traversals["kept"]) and "style traversals" not in result.output
     generalization = metrics["generalization"]
     assert generalization["left_out_images"] > 0 and generalization["left_out_of_training"] > 0
     assert metrics["training"]["images"] == 300 - generalization["left_out_of_training"]

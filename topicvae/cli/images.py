@@ -25,16 +25,21 @@ class Architecture(str, Enum):
     conv = "conv"
 
 
+class ClassEncoder(str, Enum):
+    shared = "shared"
+    separate = "separate"
+
+
 def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architecture, epochs, batch_size, lr, train_size,
                 test_size, temperature, seed, data, exclude, mi_threshold, full_metrics, device, progress, out, data_cache=None,
-                class_conditioned=False, levers=None):
+                class_conditioned=False, levers=None, class_encoder=None, n_init=1):
     """Load, train, score and (with ``out``) save one recipe run; returns the scores."""
     from topicvae.images.recipes import load_recipe_data, recipe_model, score_image_model, write_image_plots, write_json
 
     model = recipe_model(
         name, objective=objective, groups=groups, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr,
         temperature=temperature, seed=seed, device=device, alpha=alpha, beta=beta, gamma=gamma, delta=delta,
-        class_conditioned=class_conditioned, **(levers or {}),
+        class_conditioned=class_conditioned, class_encoder=class_encoder, n_init=n_init, **(levers or {}),
     )
     model._validate()  # a bad weight or option fails before the data are loaded
     images = data_cache if data_cache is not None else load_recipe_data(
@@ -47,8 +52,11 @@ def _recipe_run(name, *, objective, groups, alpha, beta, gamma, delta, architect
     scores["training"] = {
         "images": int(len(images.train)), "epochs": model.epochs, "batch_size": model.batch_size, "seconds": seconds,
         "groups": str(model.groups_), "architecture": model.architecture, "objective": model.objective,
-        "class_conditioned": model.class_conditioned,
-        "class_levers": {"class_capacity": model.class_capacity, "style_capacity": model.style_capacity, "augmentation": model.augmentation},
+        "class_conditioned": model.class_conditioned, "class_encoder": model.class_encoder, "restarts": model.restarts_,
+        "class_levers": {
+            "class_capacity": model.class_capacity, "style_capacity": model.style_capacity, "augmentation": model.augmentation,
+            "imsat": model.imsat,
+        },
         "weights": model.weights_.as_dict(), "seed": seed, "history": model.history_,
     }
     if out is not None:
@@ -75,6 +83,13 @@ def _print_recipe(scores: dict) -> None:
             f"Concrete group against the {labels['label_meaning']}: accuracy {labels['concrete_accuracy']:.3f}, "
             f"I(y; c) = {labels['concrete']:.3f} nats of H(y) = {labels['label_entropy']:.3f}; "
             f"gap I(y; c) - max_e I(y; z_e) = {labels['gap']:.3f} nats ({labels['normalized_gap']:.3f} of H(y))"
+        )
+    traversals = scores.get("traversals")
+    if traversals and traversals["per_value"]:
+        echo(
+            f"style traversals keep the class in {traversals['kept']:.2f} of decoded images "
+            f"({traversals['per_value']['-3']:.2f} at -3, {traversals['per_value']['+3']:.2f} at +3; "
+            f"judged by a nearest-neighbour classifier {traversals['judge_accuracy']:.2f} accurate on reconstructions)"
         )
     if "disentanglement" in scores:
         d = scores["disentanglement"]
@@ -124,6 +139,9 @@ def recipe(
     class_capacity: Annotated[float, typer.Option(help="Weight of |I(x; c) - C(t)|, C rising to log K: confident, balanced categories (0: off; docs/images.md).")] = 0.0,
     style_capacity: Annotated[float, typer.Option(help="Weight of |KL(style) - C(t)|, C rising to 5 nats: the style cannot take the class early (0: off).")] = 0.0,
     augmentation: Annotated[float, typer.Option(help="Weight of KL(q(c|x) || q(c|T(x))) for small random affine maps T: the class survives deformations (0: off).")] = 0.0,
+    imsat: Annotated[Optional[float], typer.Option(help="Weight of IMSAT's terms: q(c|x) unchanged by a virtual adversarial nudge of the image, confident and balanced categories (0: off; default 1000 for MNIST and Fashion-MNIST, 0 for dSprites).")] = None,
+    class_encoder: Annotated[Optional[ClassEncoder], typer.Option(help="The class group's logits: IMSAT's network of its own (separate; MNIST's and Fashion-MNIST's default) or a head on the style encoder (shared; dSprites').")] = None,
+    n_init: Annotated[int, typer.Option(help="Restarts; the one with the lowest final training objective is kept (unsupervised, as KMeans's n_init).")] = 1,
     seed: Annotated[int, typer.Option(help="Seeds the run's own random numbers and the data sample.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Directory for the model, metrics.json and plots/.")] = None,
     data: Annotated[Optional[Path], typer.Option(help=_RECIPE_HELP["data"])] = None,
@@ -142,8 +160,8 @@ def recipe(
             architecture=architecture.value if architecture else None, epochs=epochs, batch_size=batch_size, lr=lr,
             train_size=train_size, test_size=test_size, temperature=temperature, seed=seed, data=data, exclude=exclude,
             mi_threshold=mi_threshold, full_metrics=full_metrics, device=device, progress=progress, out=out,
-            class_conditioned=class_conditioned,
-            levers={"class_capacity": class_capacity, "style_capacity": style_capacity, "augmentation": augmentation},
+            class_conditioned=class_conditioned, class_encoder=class_encoder.value if class_encoder else None, n_init=n_init,
+            levers={"class_capacity": class_capacity, "style_capacity": style_capacity, "augmentation": augmentation, "imsat": imsat},
         )
     except USER_ERRORS as error:
         fail(error)

@@ -12,9 +12,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 
 from topicvae.objective.information import InformationReport, encoder_information, sampled_information, subset_indices
-from topicvae.images.class_levers import ClassLevers
+from topicvae.images.class_levers import VAT_RADIUS_SCALE, ClassLevers, neighbour_distances
 from topicvae.latent.groups import GroupSpec
-from topicvae.images.models import ARCHITECTURES, ImageVAE
+from topicvae.images.models import ARCHITECTURES, CLASS_ENCODERS, ImageVAE
 from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.io.model_files import FORMAT_VERSION, interpreting_config, load_weights, package_version, plain, read_config, write_model_directory
 from topicvae.training.distributed import resolve_device
@@ -22,7 +22,21 @@ from topicvae.utils.random_state import RandomStreams, seeded
 from topicvae.training.loop import TrainingProgress, check_seed, check_training_options, train
 from topicvae.training.batches import ImageBatches
 
-__all__ = ["ImageModel"]
+__all__ = ["ImageModel", "restart_seeds", "final_training_objective"]
+
+
+def restart_seeds(seed: int, n_init: int) -> list[int]:
+    """The seeds of ``n_init`` restarts: ``seed`` first, then seeds derived from the pair (seed, r).
+
+    Derived rather than seed + r, so that the restarts of seed 0 are not the first runs of seeds 1, 2, ...
+    """
+    derived = [int(np.random.SeedSequence([seed, r]).generate_state(1, dtype=np.uint32)[0]) for r in range(1, n_init)]
+    return [seed, *derived]
+
+
+def final_training_objective(terms: dict[str, float]) -> float:
+    """The loss a restart minimized, from its last epoch's mean terms: the objective's loss plus the levers' penalty."""
+    return float(terms["loss"]) + float(terms.get("penalty", 0.0))
 
 
 def _image_tensor(X, *, name: str = "X") -> tuple[torch.Tensor, float]:
@@ -84,19 +98,32 @@ class ImageModel(TransformerMixin, BaseEstimator):
         The MLP's layers (ignored by ``conv``).
     temperature : float
         The Concrete groups' temperature lambda (posterior and prior).
-    class_capacity, style_capacity, augmentation : float
+    class_capacity, style_capacity, augmentation, imsat : float
         Weights of the levers that move the class into the Concrete group
         (:mod:`topicvae.images.class_levers`): a capacity on the categorical I(x; c) rising to log K,
-        a capacity on the style's KL rising to 5 nats, and the consistency of q(c | x) under
-        small random affine maps. 0 (the default) leaves a lever off. Measured on MNIST in
-        docs/images.md.
+        a capacity on the style's KL rising to 5 nats, the consistency of q(c | x) under
+        small random affine maps, and IMSAT's regularized information maximization (virtual
+        adversarial consistency at each image's radius, confident and balanced categories;
+        fitting first computes every image's distance to its 10th nearest neighbour). 0 (the
+        default) leaves a lever off. Measured on MNIST in docs/images.md: ``imsat=1000`` with
+        ``class_encoder="separate"`` is what takes the digit.
+    class_encoder : {"shared", "separate"}
+        Where the first Concrete group's logits come from: a head on the style encoder's
+        features, or IMSAT's network of its own on the pixels
+        (:func:`~topicvae.images.models.imsat_class_encoder`; not with ``class_conditioned``).
     class_conditioned : bool
         Encode the Gaussian style given the class sample, q(c | x) q(z | x, c), as the
         authors' MNIST model does (needs one Concrete group; the heads are affine in c,
         :class:`~topicvae.images.models.ClassConditionedPosterior`). ``transform`` then gives
         the style at the most probable class.
+    n_init : int
+        Restarts from different random starts; the model kept is the one whose training
+        objective (the loss minimized, levers included, averaged over its last epoch) is the
+        lowest, an unsupervised choice as in scikit-learn's ``KMeans(n_init=...)``. Restart 0
+        is the run ``n_init=1`` gives; ``restarts_`` lists every restart's seed and objective.
     seed : int
-        Seeds the run's own random numbers (initial weights, batch order, samples).
+        Seeds the run's own random numbers (initial weights, batch order, samples) and the
+        restarts' seeds.
     device : str
         "cpu", "cuda" or "auto".
     """
@@ -119,7 +146,10 @@ class ImageModel(TransformerMixin, BaseEstimator):
         class_capacity: float = 0.0,
         style_capacity: float = 0.0,
         augmentation: float = 0.0,
+        imsat: float = 0.0,
+        class_encoder: str = "shared",
         class_conditioned: bool = False,
+        n_init: int = 1,
         seed: int = 0,
         device: str = "auto",
     ):
@@ -138,17 +168,21 @@ class ImageModel(TransformerMixin, BaseEstimator):
         self.class_capacity = class_capacity
         self.style_capacity = style_capacity
         self.augmentation = augmentation
+        self.imsat = imsat
+        self.class_encoder = class_encoder
         self.class_conditioned = class_conditioned
+        self.n_init = n_init
         self.seed = seed
         self.device = device
 
     def _levers(self, groups: GroupSpec) -> ClassLevers:
         levers = ClassLevers(
             class_capacity=plain(self.class_capacity), style_capacity=plain(self.style_capacity), augmentation=plain(self.augmentation),
+            imsat=plain(self.imsat),
         )
-        if (levers.class_capacity or levers.augmentation) and not groups.concrete:
+        if (levers.class_capacity or levers.augmentation or levers.imsat) and not groups.concrete:
             raise ValueError(
-                f"class_capacity and augmentation act on a Concrete group, and groups {groups} have none: e.g. groups='10,10c'"
+                f"class_capacity, augmentation and imsat act on a Concrete group, and groups {groups} have none: e.g. groups='10,10c'"
             )
         if levers.style_capacity and not groups.gaussian:
             raise ValueError(f"style_capacity acts on Gaussian groups, and groups {groups} have none: e.g. groups='10,10c'")
@@ -164,6 +198,8 @@ class ImageModel(TransformerMixin, BaseEstimator):
             hidden_sizes=self.hidden_sizes, items="images", lr_example="1e-3",
         )
         check_seed(self.seed)
+        if isinstance(self.n_init, bool) or not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
+            raise ValueError(f"n_init={self.n_init!r} is invalid: give a whole number of restarts >= 1")
         if self.hidden_sizes is None:
             raise ValueError("hidden_sizes=None is invalid: give one or more whole numbers >= 1")
         if not isinstance(self.class_conditioned, (bool, np.bool_)):
@@ -172,13 +208,20 @@ class ImageModel(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"class_conditioned=True needs one Concrete group and Gaussian groups, not {groups}: e.g. groups='10,10c'"
             )
+        if not isinstance(self.class_encoder, str) or self.class_encoder not in CLASS_ENCODERS:
+            raise ValueError(f"class_encoder={self.class_encoder!r} is unknown: choose one of {', '.join(CLASS_ENCODERS)}")
+        if self.class_encoder == "separate" and (not groups.concrete or self.class_conditioned):
+            raise ValueError(
+                f"class_encoder='separate' needs a Concrete group and class_conditioned=False "
+                f"(groups {groups}, class_conditioned={self.class_conditioned}): e.g. groups='10,10c'"
+            )
         self._levers(groups)
         return groups, weights
 
     def _build(self, image_shape: Sequence[int], groups: GroupSpec) -> ImageVAE:
         return ImageVAE(
             image_shape, groups, architecture=self.architecture, hidden_sizes=tuple(int(h) for h in self.hidden_sizes), temperature=float(self.temperature),
-            class_conditioned=bool(self.class_conditioned),
+            class_conditioned=bool(self.class_conditioned), class_encoder=str(self.class_encoder),
         )
 
     # -----------------------------------------------------------------------------------
@@ -191,35 +234,51 @@ class ImageModel(TransformerMixin, BaseEstimator):
         return self
 
     def fit_iter(self, X) -> Iterator[TrainingProgress]:
-        """Like :meth:`fit`, but yield a :class:`TrainingProgress` after every optimizer step."""
+        """Like :meth:`fit`, but yield a :class:`TrainingProgress` after every optimizer step (of every restart)."""
         groups, weights = self._validate()
         device = resolve_device(self.device)
         images, scale = _image_tensor(X)
         if images.shape[0] < 2:
             raise ValueError(f"X holds {images.shape[0]} image: training needs at least 2")
-        # the run's own random numbers (RandomStreams): the caller's generators are left alone
-        streams = RandomStreams(int(self.seed), cuda=device.type == "cuda")
         self.groups_, self.weights_ = groups, weights
         self.image_shape_ = tuple(int(s) for s in images.shape[1:])
-        with streams.active():
-            self.model_ = self._build(self.image_shape_, groups).to(device)
         self.n_images_ = int(images.shape[0])
-        self.history_: list[dict[str, float]] = []
         batches = ImageBatches(images, min(self.batch_size, images.shape[0]), scale=scale, device=device)
-        optimizer = torch.optim.Adam(self.model_.parameters(), lr=float(self.lr), betas=(0.9, 0.999))
         levers = self._levers(groups)
-        regularizer = (lambda out, batch, progress: levers.terms(self.model_, batch, out, progress)) if levers.active else None
-        steps = train(
-            self.model_, batches, weights, epochs=int(self.epochs), optimizer=optimizer, generator=streams.shuffle,
-            regularizer=regularizer,
-        )
-        try:
-            for progress in streams.drawing(steps):
-                if progress.epoch_terms is not None:
-                    self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
-                yield progress
-        finally:
-            self.model_.eval()
+        radius = None
+        if levers.imsat:  # IMSAT's per-image VAT radius, from the training images' 10th neighbours
+            radius = VAT_RADIUS_SCALE * neighbour_distances(
+                images, scale=scale, generator=torch.Generator().manual_seed(int(self.seed))
+            ).to(device)
+        self.restarts_: list[dict[str, float]] = []
+        best: tuple[float, ImageVAE, list[dict[str, float]]] | None = None
+        for seed in restart_seeds(int(self.seed), int(self.n_init)):
+            # the restart's own random numbers (RandomStreams): the caller's generators are left alone
+            streams = RandomStreams(seed, cuda=device.type == "cuda")
+            with streams.active():
+                model = self._build(self.image_shape_, groups).to(device)
+            self.model_, self.history_ = model, []  # what a caller of fit_iter sees while this restart trains
+            optimizer = torch.optim.Adam(model.parameters(), lr=float(self.lr), betas=(0.9, 0.999))
+
+            def regularizer(out, batch, progress, index, model=model):
+                return levers.terms(model, batch, out, progress, radius=None if radius is None else radius[index.to(device)])
+
+            steps = train(
+                model, batches, weights, epochs=int(self.epochs), optimizer=optimizer, generator=streams.shuffle,
+                regularizer=regularizer if levers.active else None,
+            )
+            try:
+                for progress in streams.drawing(steps):
+                    if progress.epoch_terms is not None:
+                        self.history_.append({"epoch": progress.epoch, **progress.epoch_terms})
+                    yield progress
+            finally:
+                model.eval()
+            objective = final_training_objective(self.history_[-1])
+            self.restarts_.append({"seed": seed, "objective": objective})
+            if best is None or objective < best[0]:
+                best = (objective, model, self.history_)
+        _, self.model_, self.history_ = best
 
     # -----------------------------------------------------------------------------------
     # using a fitted model
@@ -369,7 +428,10 @@ class ImageModel(TransformerMixin, BaseEstimator):
             "topicvae_version": package_version(),
             "params": params,
             "weights": self.weights_.as_dict(),
-            "fitted": {"image_shape": list(self.image_shape_), "n_images": self.n_images_, "history": self.history_},
+            "fitted": {
+                "image_shape": list(self.image_shape_), "n_images": self.n_images_, "history": self.history_,
+                "restarts": self.restarts_,
+            },
         }
         return write_model_directory(path, config, self.model_)
 
@@ -389,6 +451,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
             estimator.image_shape_ = tuple(fitted["image_shape"])
             estimator.n_images_ = fitted["n_images"]
             estimator.history_ = fitted["history"]
+            estimator.restarts_ = fitted.get("restarts", [])  # files written before n_init have none
             model = estimator._build(estimator.image_shape_, estimator.groups_)
         load_weights(directory, model)
         estimator.model_ = model.to(resolve_device(device)).eval()

@@ -23,10 +23,22 @@ Architectures (``architecture=``):
     the image size allows down to 4 x 4 for 64 x 64 images, 7 x 7 for 28 x 28), then one ReLU
     layer of 256 units; the decoder mirrors it with transposed convolutions (the beta-VAE
     architecture of Higgins et al., 2017 and Burgess et al., 2018).
+
+Class encoders (``class_encoder=``), for the first Concrete group (the class):
+
+``"shared"``
+    A linear head on the style encoder's features.
+``"separate"``
+    A network of its own on the pixels, IMSAT's (Hu et al., 2017, Sec. 4): two ReLU layers
+    of 1,200 units with batch-norm, He-normal weights scaled by 0.1 and a last layer started
+    near 0, so that q(c | x) starts uniform. Trained with the ``imsat`` lever
+    (:mod:`topicvae.images.class_levers`) it takes MNIST's digit where the shared head, under
+    every lever measured, stays near 0.6 (docs/images.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -39,11 +51,14 @@ from topicvae.latent.groups import GroupSpec
 from topicvae.latent.posteriors import GroupedPosterior, ModelOutput
 from topicvae.objective.marginals import ClassConditioning
 
-__all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES"]
+__all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES", "CLASS_ENCODERS", "imsat_class_encoder"]
 
 Tensor = torch.Tensor
 
 ARCHITECTURES = ("mlp", "conv")
+CLASS_ENCODERS = ("shared", "separate")
+#: The separate class encoder's hidden layers (IMSAT's MNIST network).
+CLASS_ENCODER_HIDDEN = (1200, 1200)
 _CONV_CHANNELS = (32, 32, 64, 64)
 
 
@@ -70,10 +85,13 @@ class ImageVAE(nn.Module):
         hidden_sizes: Sequence[int] = (400, 400),
         temperature: float = 0.66,
         class_conditioned: bool = False,
+        class_encoder: str = "shared",
     ):
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture={architecture!r} is unknown: choose one of {', '.join(ARCHITECTURES)}")
+        if class_encoder not in CLASS_ENCODERS:
+            raise ValueError(f"class_encoder={class_encoder!r} is unknown: choose one of {', '.join(CLASS_ENCODERS)}")
         self.image_shape = tuple(int(s) for s in image_shape)
         if len(self.image_shape) != 3:
             raise ValueError(f"image_shape={image_shape!r} is invalid: give (channels, height, width)")
@@ -118,30 +136,46 @@ class ImageVAE(nn.Module):
                     decoder.append(nn.ReLU())
             self.decoder = nn.Sequential(*decoder)
         self.class_conditioned = bool(class_conditioned)
+        if class_encoder == "separate" and (self.class_group is None or class_conditioned):
+            raise ValueError(
+                f"class_encoder='separate' needs a Concrete group and class_conditioned=False (groups {groups}, "
+                f"class_conditioned={class_conditioned}): e.g. groups='10,10c'"
+            )
+        #: IMSAT's network giving the class group's logits from the pixels, or None (a head on the shared features)
+        self.class_encoder = (
+            imsat_class_encoder(num_pixels, groups[self.class_group].size) if class_encoder == "separate" else None
+        )
+        own = (groups[self.class_group].name,) if self.class_encoder is not None else ()
         self.posterior = (
             ClassConditionedPosterior(features, groups, temperature=temperature)
-            if class_conditioned else GroupedPosterior(features, groups, batch_norm=False, temperature=temperature)
+            if class_conditioned else GroupedPosterior(features, groups, batch_norm=False, temperature=temperature, own_logits=own)
         )
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # device and dtype of the priors
 
     # --- the interface the estimator and the objective use ---------------------------------
+    def _own_logits(self, images: Tensor) -> dict[str, Tensor] | None:
+        if self.class_encoder is None:
+            return None
+        return {self.groups[self.class_group].name: self.class_encoder(images)}
+
     def encode(self, images: Tensor) -> list[Distribution]:
         """q(z_d | x) for every group (a class-conditioned style: at the most probable class)."""
         features = self.encoder(images)
         if self.class_conditioned:
             return self.posterior.at_most_probable_class(features)
-        return self.posterior(features)
+        return self.posterior(features, concrete_logits=self._own_logits(images))
 
     def draw(self, images: Tensor) -> tuple[list[Distribution], list[Tensor], tuple[ClassConditioning, ...]]:
         """Posteriors, one reparameterized sample per image and the conditionings (the objective's inputs)."""
-        features = self.encoder(images)
         if self.class_conditioned:
-            return self.posterior.draw(features)
-        posteriors = self.posterior(features)
+            return self.posterior.draw(self.encoder(images))
+        posteriors = self.encode(images)
         return posteriors, [q.rsample() for q in posteriors], ()
 
     def class_logits(self, images: Tensor) -> Tensor:
-        """The logits of q(c | x) of the first Concrete group, [B, K] (what the augmentation lever compares)."""
+        """The logits of q(c | x) of the first Concrete group, [B, K] (what the class levers compare)."""
+        if self.class_encoder is not None:
+            return self.class_encoder(images)
         features = self.encoder(images)
         if self.class_conditioned:
             return self.posterior.logits(features)
@@ -175,7 +209,10 @@ class ImageVAE(nn.Module):
     @torch.no_grad()
     def posterior_moments(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per group, the posterior mean and variance (Concrete: category probabilities p, p(1 - p))."""
-        return self.posterior.moments(self.encoder(images))
+        features = self.encoder(images)
+        if self.class_conditioned:
+            return self.posterior.moments(features)
+        return self.posterior.moments(features, concrete_logits=self._own_logits(images))
 
 
 class ClassConditionedPosterior(nn.Module):
@@ -265,6 +302,26 @@ class ClassConditionedPosterior(nn.Module):
                 p = posterior.logits.softmax(-1)
                 moments.append((p, p * (1 - p)))
         return moments
+
+
+def imsat_class_encoder(num_pixels: int, categories: int, hidden_sizes: Sequence[int] = CLASS_ENCODER_HIDDEN) -> nn.Sequential:
+    """IMSAT's class network (Hu et al., 2017, Sec. 4 and their code): images [B, C, H, W] -> logits [B, categories].
+
+    Linear layers with batch-norm and ReLU; weights drawn N(0, (0.1 sqrt(2 / fan_in))^2)
+    (He-normal scaled by 0.1), the last layer's with a standard deviation of 1e-4 sqrt(2 / fan_in),
+    so that every image starts near the uniform q(c | x) and no category wins by its start.
+    """
+    sizes = [num_pixels, *hidden_sizes]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        linear = nn.Linear(n_in, n_out)
+        nn.init.normal_(linear.weight, std=0.1 * math.sqrt(2 / n_in))
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.BatchNorm1d(n_out), nn.ReLU()]
+    last = nn.Linear(sizes[-1], categories)
+    nn.init.normal_(last.weight, std=1e-4 * math.sqrt(2 / sizes[-1]))
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
 
 
 def _relu_stack(sizes: Sequence[int]) -> list[nn.Module]:

@@ -10,7 +10,7 @@ topics and images) build their encoders on these.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,7 +98,9 @@ class GroupedPosterior(nn.Module):
     the batch, whatever the objective: no topic can be pruned, the mechanism BN-VAE,
     Zhu et al. 2020, uses to prevent collapse), ``"off"`` no batch-norm at all (the plain
     VAE's encoder: a topic's posterior reaches the prior when its mean stops depending on x).
-    Each Concrete group has its own linear map to category logits.
+    Each Concrete group has its own linear map to category logits, unless ``own_logits`` names
+    it: that group's logits then come from elsewhere (an image model's class encoder of its
+    own) and are passed to :meth:`forward` and :meth:`moments` as ``concrete_logits``.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class GroupedPosterior(nn.Module):
         variance_floor: float = 0.0,
         norm: str = "none",
         evidence_features: int = 0,
+        own_logits: tuple[str, ...] = (),
     ):
         super().__init__()
         self.groups = groups
@@ -128,7 +131,7 @@ class GroupedPosterior(nn.Module):
             nn.init.zeros_(self.log_var.bias)
         self.loc_norm = _posterior_batch_norm(num_gaussian, norm) if batch_norm and num_gaussian else None
         self.log_var_norm = _posterior_batch_norm(num_gaussian, norm) if batch_norm and num_gaussian else None
-        self.logits = nn.ModuleDict({g.name: nn.Linear(in_features, g.size) for g in groups.concrete})
+        self.logits = nn.ModuleDict({g.name: nn.Linear(in_features, g.size) for g in groups.concrete if g.name not in own_logits})
         self.register_buffer("_temperature", torch.tensor(self.temperature), persistent=False)
 
     def gaussian_parameters(self, features: Tensor, evidence: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -147,7 +150,16 @@ class GroupedPosterior(nn.Module):
         # at log_var < -206 where sqrt(exp(log_var)) would at -103.
         return self._variance(log_var).sqrt() if self.variance_floor else torch.exp(0.5 * log_var)
 
-    def forward(self, features: Tensor, evidence: Tensor | None = None) -> list[Distribution]:
+    def _concrete_logits(self, group, features: Tensor, given: Mapping[str, Tensor] | None) -> Tensor:
+        if group.name in self.logits:
+            return self.logits[group.name](features)
+        if given is None or group.name not in given:
+            raise ValueError(f"the Concrete group {group.name!r} has no head here: pass its logits in concrete_logits")
+        return given[group.name]
+
+    def forward(
+        self, features: Tensor, evidence: Tensor | None = None, concrete_logits: Mapping[str, Tensor] | None = None,
+    ) -> list[Distribution]:
         posteriors: list[Distribution] = []
         if self.loc is not None:
             loc, log_var = self.gaussian_parameters(features, evidence)
@@ -157,14 +169,18 @@ class GroupedPosterior(nn.Module):
         for group in self.groups:
             if group.is_concrete:
                 posteriors.append(
-                    ExpRelaxedCategorical(self._temperature, logits=self.logits[group.name](features), validate_args=False)
+                    ExpRelaxedCategorical(
+                        self._temperature, logits=self._concrete_logits(group, features, concrete_logits), validate_args=False
+                    )
                 )
             else:
                 group_loc, group_scale = next(gaussian)
                 posteriors.append(Normal(group_loc, group_scale, validate_args=False))
         return posteriors
 
-    def moments(self, features: Tensor, evidence: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+    def moments(
+        self, features: Tensor, evidence: Tensor | None = None, concrete_logits: Mapping[str, Tensor] | None = None,
+    ) -> list[tuple[Tensor, Tensor]]:
         """Mean and variance of each group's posterior, per column of the code.
 
         Gaussian groups: the posterior mean and variance of z. Concrete groups: the category
@@ -177,7 +193,7 @@ class GroupedPosterior(nn.Module):
             gaussian = iter(zip(loc.split(sizes, dim=1), self._variance(log_var).split(sizes, dim=1)))
         for group in self.groups:
             if group.is_concrete:
-                probs = F.softmax(self.logits[group.name](features), dim=-1)
+                probs = F.softmax(self._concrete_logits(group, features, concrete_logits), dim=-1)
                 out.append((probs, probs * (1 - probs)))
             else:
                 out.append(next(gaussian))

@@ -46,9 +46,14 @@ class ShuffledBatches:
         return _split_order(order, self.batch_size)
 
     def epoch(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        for _, batch in self.indexed_epoch(generator):
+            yield batch
+
+    def indexed_epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Like :meth:`epoch` (the same order from the same generator), each batch with its items' indices."""
         order = torch.randperm(self.num_items, generator=generator)
         for index in self._split(order):
-            yield self._take(index)
+            yield index, self._take(index)
 
 
 def data_parallel_steps(rank_items: Sequence[int], batch_size: int) -> int:

@@ -120,7 +120,7 @@ def train(
     process_group: ProcessGroup | None = None,
     autocast_dtype: torch.dtype | None = None,
     lr_schedule: str = "constant",
-    regularizer: Callable[[Any, torch.Tensor, float], Mapping[str, torch.Tensor]] | None = None,
+    regularizer: Callable[[Any, torch.Tensor, float, torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
     weights_at: Callable[[float], ObjectiveWeights] | None = None,
 ) -> Iterator[TrainingProgress]:
     """Maximize the HFVAE objective, yielding after every step.
@@ -155,8 +155,10 @@ def train(
     of training done before it, e.g. a warm-up of gamma (``TopicModel(gamma_warmup=...)``);
     without it every step uses ``weights``.
 
-    ``regularizer(out, batch, progress)`` (optional; single process) returns named terms after
-    each forward pass, ``progress`` being the share of training done before the step: its
+    ``regularizer(out, batch, progress, index)`` (optional; single process, ``batches`` a
+    :class:`~topicvae.training.batches.ShuffledBatches`) returns named terms after each forward
+    pass, ``progress`` being the share of training done before the step and ``index`` the
+    batch's item indices in the data set (for per-item constants such as IMSAT's radii): its
     ``penalty`` is added to the loss, and every term is reported with the objective's (e.g.
     :class:`~topicvae.images.class_levers.ClassLevers`).
     """
@@ -174,7 +176,9 @@ def train(
     for epoch in range(start_epoch + 1, epochs + 1):
         model.train()
         sums: dict[str, float] = dict.fromkeys(TERM_NAMES, 0.0)
-        for step, batch in enumerate(batches.epoch(generator), start=1):
+        # the same order either way; the regularizer is also told which items the batch holds
+        epoch_batches = batches.indexed_epoch(generator) if regularizer is not None else ((None, b) for b in batches.epoch(generator))
+        for step, (index, batch) in enumerate(epoch_batches, start=1):
             with torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext():
                 out = model(batch)
             if autocast_dtype is not None:
@@ -205,7 +209,7 @@ def train(
             if regularizer is not None:
                 if process_group is not None:
                     raise ValueError("the class levers train in one process: their batch terms are not gathered across processes")
-                extra = regularizer(out, batch, progress)
+                extra = regularizer(out, batch, progress, index)
                 loss = loss + extra["penalty"]
                 values.update({name: float(value.detach()) for name, value in extra.items()})
             if process_group is not None:
