@@ -98,11 +98,17 @@ def categorical_information(probabilities: Tensor) -> Tensor:
     """
     if probabilities.dim() != 2:
         raise ValueError(f"probabilities has shape {tuple(probabilities.shape)}: pass [items, categories]")
+    marginal_entropy, conditional_entropy = _category_entropies(probabilities)
+    return marginal_entropy - conditional_entropy
+
+
+def _category_entropies(probabilities: Tensor) -> tuple[Tensor, Tensor]:
+    """H(C), the entropy of the batch's mean q(c | x_b), and H(C | X), the mean of the entropies of q(c | x_b)."""
     tiny = torch.finfo(probabilities.dtype).tiny
     marginal = probabilities.mean(0)
     marginal_entropy = -(marginal * marginal.clamp_min(tiny).log()).sum()
     conditional_entropy = -(probabilities * probabilities.clamp_min(tiny).log()).sum(-1).mean()
-    return marginal_entropy - conditional_entropy
+    return marginal_entropy, conditional_entropy
 
 
 def capacity_target(final: float, progress: float, ramp: float = CAPACITY_RAMP) -> float:
@@ -194,10 +200,7 @@ def virtual_adversarial_kl(class_logits, images: Tensor, probabilities: Tensor, 
 
 def imsat_information_loss(probabilities: Tensor) -> dict[str, Tensor]:
     """IMSAT's information terms from q(c | x_b) [B, K]: H(C | X), H(C) and lambda (H(C | X) - mu H(C))."""
-    tiny = torch.finfo(probabilities.dtype).tiny
-    marginal = probabilities.mean(0)
-    marginal_entropy = -(marginal * marginal.clamp_min(tiny).log()).sum()
-    conditional_entropy = -(probabilities * probabilities.clamp_min(tiny).log()).sum(-1).mean()
+    marginal_entropy, conditional_entropy = _category_entropies(probabilities)
     return {
         "class_conditional_entropy": conditional_entropy,
         "class_marginal_entropy": marginal_entropy,

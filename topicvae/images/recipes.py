@@ -311,13 +311,13 @@ def traversal_identity(
     from sklearn.neighbors import KNeighborsClassifier
 
     images, labels = np.asarray(images), np.asarray(labels)
-    reconstructions = model.reconstruct(images).reshape(len(images), -1)
+    code = model.transform(images)  # encoded once: the reconstructions and the categories both read it
+    reconstructions = model.decode(code).reshape(len(images), -1)
     half = len(images) // 2
     judge = KNeighborsClassifier(n_neighbors=neighbours).fit(reconstructions[:half], labels[:half])
     judge_accuracy = float((judge.predict(reconstructions[half:]) == labels[half:]).mean())
     concrete = next(g for g in model.groups_ if g.is_concrete)
     block = model.groups_.column_slices()[concrete.name]
-    code = model.transform(images)
     assigned = code[:, block].argmax(1)
     code_labels = model.code_labels()
     columns = [c for c in _gaussian_columns(model) if active is None or code_labels[c] in set(active)]
