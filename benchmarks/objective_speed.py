@@ -32,6 +32,13 @@ from pathlib import Path
 #: Latent dimensions (two groups of 25, the 20 Newsgroups setting) and the data set size N.
 DIMS = 50
 DATASET_SIZE = 11314
+#: Posterior scales drawn uniformly from these ranges (the means are standard normal): "wide"
+#: puts few pairs' terms far below the largest; "narrow", the spread of a trained model's
+#: informative dimensions, puts most of them 87 nats or more below, where exp's result is
+#: subnormal in float32 and the CPU's exp is slow (topicvae.objective.kernels.EXP_FLOOR).
+POSTERIOR_WIDTHS = {"wide": (0.2, 1.0), "narrow": (0.02, 0.1)}
+#: exp(t) is subnormal in float32 below this t (log of the smallest normal float32, 1.18e-38).
+SUBNORMAL_EXPONENT = -87.3
 #: The implementations timed: topicvae eager, topicvae compiled (torch.compile of the fused
 #: Gaussian kernels), and the naive [B, B, D] tensor.
 IMPLEMENTATIONS = ("naive", "eager", "compiled")
@@ -72,12 +79,13 @@ def naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights):
             "tc_within": tc_within, "dimwise_kl": dimwise_kl}
 
 
-def _inputs(batch: int, dims: int, dtype, device):
+def _inputs(batch: int, dims: int, dtype, device, width: str = "wide"):
     import torch
 
+    low, high = POSTERIOR_WIDTHS[width]
     generator = torch.Generator().manual_seed(0)
     loc = torch.randn(batch, dims, generator=generator, dtype=dtype).to(device).requires_grad_()
-    scale = (torch.rand(batch, dims, generator=generator, dtype=dtype) * 0.8 + 0.2).to(device).requires_grad_()
+    scale = (torch.rand(batch, dims, generator=generator, dtype=dtype) * (high - low) + low).to(device).requires_grad_()
     noise = torch.randn(batch, dims, generator=generator, dtype=dtype).to(device)
     return loc, scale, noise
 
@@ -128,7 +136,24 @@ def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_
     return {"batch": batch, "dims": dims, "dtype": "float64", "max_abs_difference": differences}
 
 
-def measure(implementation: str, batch: int, dims: int, device: str, dataset_size: int = DATASET_SIZE, repeats: int = 5) -> dict:
+def subnormal_share(batch: int, dims: int, width: str, dataset_size: int = DATASET_SIZE, rows: int = 64) -> float:
+    """The share of the per-dimension softmax terms w exp(log q(z^b_e | x^c)) / q^(z^b_e) that are
+    subnormal in float32, over the first ``rows`` samples (float64, the naive formula)."""
+    import torch
+    from torch.distributions import Normal
+
+    loc, scale, noise = _inputs(batch, dims, torch.float64, "cpu", width)
+    loc, scale = loc.detach(), scale.detach()
+    z = (loc + scale * noise)[:rows]
+    pairwise = Normal(loc.unsqueeze(0), scale.unsqueeze(0)).log_prob(z.unsqueeze(1))  # [rows, B, D]
+    log_w = torch.full((z.shape[0], batch), math.log((dataset_size - 1) / (dataset_size * (batch - 1))), dtype=torch.float64)
+    log_w[torch.arange(z.shape[0]), torch.arange(z.shape[0])] = -math.log(dataset_size)
+    terms = pairwise + log_w.unsqueeze(2)
+    return float(((terms - torch.logsumexp(terms, 1, keepdim=True)) < SUBNORMAL_EXPONENT).double().mean())
+
+
+def measure(implementation: str, batch: int, dims: int, device: str, dataset_size: int = DATASET_SIZE, repeats: int = 5,
+            width: str = "wide") -> dict:
     """Forward + backward of one implementation at one B (run in a process of its own)."""
     import torch
 
@@ -136,7 +161,7 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
 
     weights = ObjectiveWeights.preset("hfvae")
     sizes = [dims // 2, dims - dims // 2]
-    loc, scale, noise = _inputs(batch, dims, torch.float32, device)
+    loc, scale, noise = _inputs(batch, dims, torch.float32, device, width)
     cuda = device.startswith("cuda")
 
     def synchronize() -> None:
@@ -171,6 +196,7 @@ def measure(implementation: str, batch: int, dims: int, device: str, dataset_siz
     return {
         "implementation": implementation,
         "batch": batch,
+        "width": width,
         "dims": dims,
         "device": device,
         "threads": torch.get_num_threads(),
@@ -267,12 +293,12 @@ def naive_fits(batch: int, dims: int, device: str) -> bool:
     return needed < 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def run_one(implementation: str, batch: int, dims: int, device: str) -> dict:
+def run_one(implementation: str, batch: int, dims: int, device: str, width: str = "wide") -> dict:
     """``measure`` in a fresh process (through common.peak_rss_of), its JSON line parsed."""
     from common import peak_rss_of
 
     run = peak_rss_of([sys.executable, str(Path(__file__).resolve()), "--one", implementation,
-                       "--batch", str(batch), "--dims", str(dims), "--device", device])
+                       "--batch", str(batch), "--dims", str(dims), "--device", device, "--width", width])
     if run["returncode"] != 0:
         raise RuntimeError(f"objective_speed.py --one {implementation} --batch {batch} failed:\n{run['output'][-2000:]}")
     return json.loads(run["output"].strip().splitlines()[-1])
@@ -283,10 +309,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--dims", type=int, default=DIMS)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--width", choices=POSTERIOR_WIDTHS, default="wide", help="posterior scales: " + ", ".join(
+        f"{name} U({low}, {high})" for name, (low, high) in POSTERIOR_WIDTHS.items()))
     parser.add_argument("--one", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.batch, args.dims, args.device)))
+        print(json.dumps(measure(args.one, args.batch, args.dims, args.device, width=args.width)))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     print(json.dumps(check_equal(), indent=1))
@@ -294,7 +322,7 @@ def main() -> None:
         if implementation == "naive" and not naive_fits(args.batch, args.dims, args.device):
             print(f"naive: skipped at B = {args.batch} (does not fit)")
             continue
-        print(json.dumps(run_one(implementation, args.batch, args.dims, args.device)))
+        print(json.dumps(run_one(implementation, args.batch, args.dims, args.device, args.width)))
 
 
 if __name__ == "__main__":
@@ -311,30 +339,35 @@ def objective(mode, data: Path) -> tuple[dict, dict]:
     say("objective: the naive terms against topicvae's, float64")
     equality = check_equal()
     rows = []
-    for batch in mode.objective_batches:
-        for implementation in IMPLEMENTATIONS:
-            if implementation == "naive" and not naive_fits(batch, DIMS, device):
-                say(f"objective: naive at B = {batch} does not fit in half the memory: skipped")
-                continue
-            say(f"objective: {implementation} B = {batch}")
-            rows.append(run_one(implementation, batch, DIMS, device))
+    shares = {}
+    for width in POSTERIOR_WIDTHS:
+        for batch in mode.objective_batches:
+            shares[f"{width} {batch}"] = round(subnormal_share(batch, DIMS, width), 4)
+            for implementation in IMPLEMENTATIONS:
+                if implementation == "naive" and not naive_fits(batch, DIMS, device):
+                    say(f"objective: naive at B = {batch} does not fit in half the memory: skipped")
+                    continue
+                say(f"objective: {implementation} B = {batch}, {width} posteriors")
+                rows.append(run_one(implementation, batch, DIMS, device, width))
     limits = []
     for batch in mode.objective_batches:
         say(f"objective: fused exp-and-sum over B x B x D = {batch * batch * DIMS} elements")
         limits.append({"batch": batch, **exp_sum_limit(batch * batch * DIMS, device)})
-    by_key = {(r["implementation"], r["batch"]): r for r in rows}
+    by_key = {(r["implementation"], r["batch"], r["width"]): r for r in rows}
     comparisons = []
-    for batch in mode.objective_batches:
-        naive = by_key.get(("naive", batch))
-        for implementation in ("eager", "compiled"):
-            row = by_key[(implementation, batch)]
-            comparisons.append({
-                "batch": batch,
-                "implementation": implementation,
-                "time_over_naive": None if naive is None else round(row["seconds"] / naive["seconds"], 3),
-                "memory_over_naive": None if naive is None or naive["peak_memory_mib"] <= 0
-                else round(row["peak_memory_mib"] / naive["peak_memory_mib"], 4),
-            })
+    for width in POSTERIOR_WIDTHS:
+        for batch in mode.objective_batches:
+            naive = by_key.get(("naive", batch, width))
+            for implementation in ("eager", "compiled"):
+                row = by_key[(implementation, batch, width)]
+                comparisons.append({
+                    "batch": batch,
+                    "width": width,
+                    "implementation": implementation,
+                    "time_over_naive": None if naive is None else round(row["seconds"] / naive["seconds"], 3),
+                    "memory_over_naive": None if naive is None or naive["peak_memory_mib"] <= 0
+                    else round(row["peak_memory_mib"] / naive["peak_memory_mib"], 4),
+                })
     settings = {
         "dims": DIMS,
         "groups": "2 x 25 (Gaussian)",
@@ -344,9 +377,12 @@ def objective(mode, data: Path) -> tuple[dict, dict]:
         "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
         "batches": list(mode.objective_batches),
+        "widths": {name: f"scales U({low}, {high}), means N(0, 1)" for name, (low, high) in POSTERIOR_WIDTHS.items()},
+        "subnormal_share": "share of the per-dimension softmax terms subnormal in float32 (first 64 rows, float64)",
         "naive": "Normal(loc[None], scale[None]).log_prob(z[:, None]) as one [B, B, D] tensor, then logsumexp with "
                  "the stratified weights (probtorch, beta-TCVAE)",
         "statistic": "median of 5 calls after one untimed call (the compiled path compiles there), forward + backward",
         "limit": "torch.compile(exp(x).sum(-1)) over B x B x D float32 elements: ns per exp",
     }
-    return settings, {"equality": equality, "rows": rows, "comparisons": comparisons, "limits": limits}
+    return settings, {"equality": equality, "rows": rows, "comparisons": comparisons, "limits": limits,
+                      "subnormal_shares": shares}

@@ -301,29 +301,36 @@ def render_objective(record: dict) -> str:
     settings = record["settings"]
     equality = record["equality"]["max_abs_difference"]
     limits = {row["batch"]: row["ns_per_exp"] for row in record["limits"]}
-    ratios = {(row["batch"], row["implementation"]): row for row in record["comparisons"]}
+    # records made before the posterior widths existed measured the "wide" ones only
+    ratios = {(row["batch"], row.get("width", "wide"), row["implementation"]): row for row in record["comparisons"]}
+    shares = record.get("subnormal_shares", {})
     rows = []
     for row in record["rows"]:
-        key = (row["batch"], row["implementation"])
-        ratio = ratios.get(key, {})
+        width = row.get("width", "wide")
+        ratio = ratios.get((row["batch"], width, row["implementation"]), {})
+        share = shares.get(f"{width} {row['batch']}")
         rows.append([
-            row["batch"], row["implementation"], _fmt(row["seconds"], 4), _fmt(row["ns_per_pairwise_entry"], 2),
-            _fmt(2 * limits.get(row["batch"], float("nan")), 2), _fmt(row["peak_memory_mib"], 1),
-            _fmt(ratio.get("time_over_naive")), _fmt(ratio.get("memory_over_naive"), 4),
+            row["batch"], width, "—" if share is None else f"{share:.0%}", row["implementation"], _fmt(row["seconds"], 4),
+            _fmt(row["ns_per_pairwise_entry"], 2), _fmt(2 * limits.get(row["batch"], float("nan")), 2),
+            _fmt(row["peak_memory_mib"], 1), _fmt(ratio.get("time_over_naive")), _fmt(ratio.get("memory_over_naive"), 4),
         ])
+    widths = settings.get("widths", {"wide": "scales U(0.2, 1.0), means N(0, 1)"})
     lines = [
         f"D = {settings['dims']} ({settings['groups']}), N = {settings['dataset_size']}, {settings['weights']}, "
-        f"{settings['threads']} thread(s) on {settings['device_name']}. Naive: {settings['naive']}. "
+        f"{settings['threads']} thread(s) on {settings['device_name']}. Posteriors: "
+        + "; ".join(f"{name}: {text}" for name, text in widths.items())
+        + f". Naive: {settings['naive']}. "
         f"Each time is the {settings['statistic']}. Checked equal in float64 (B = {record['equality']['batch']}): "
         f"largest difference of terms {equality['eager']['terms']:.1e} (eager) and {equality['compiled']['terms']:.1e} "
         f"(compiled), of gradients {max(equality['eager']['gradients'], equality['compiled']['gradients']):.1e}.",
         "",
-        table(["B", "implementation", "forward + backward (s)", "ns / pairwise entry", "limit: 2 exps (ns)",
-               "peak memory (MiB)", "time / naive", "memory / naive"], rows),
+        table(["B", "posteriors", "subnormal exps", "implementation", "forward + backward (s)", "ns / pairwise entry",
+               "limit: 2 exps (ns)", "peak memory (MiB)", "time / naive", "memory / naive"], rows),
         "",
         f"The limit is twice the measured cost of one exp in {settings['limit']} (the estimator needs at least "
-        "one exp per entry forward and one backward). A missing naive row: its [B, B, D] tensors do not fit in half "
-        "the memory.",
+        "one exp per entry forward and one backward). 'subnormal exps': the share of the per-dimension softmax "
+        "terms whose exp is subnormal in float32 (below e^-87.3), where the CPU's exp is slow. A missing naive row: "
+        "its [B, B, D] tensors do not fit in half the memory.",
     ]
     return "\n".join(lines)
 

@@ -74,6 +74,54 @@ def test_fused_path_matches_float64_loop_with_narrow_float32_posteriors():
     np.testing.assert_allclose(marginals.log_q_variable.double().numpy(), expected_variable, atol=2e-2)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_separated_posteriors_give_the_unfloored_estimates_and_gradients(fused):
+    # Narrow, distant posteriors put most pairs' terms hundreds of nats below the largest:
+    # the floor of the exps (kernels.EXP_FLOOR) engages for most entries and must change
+    # nothing against torch.logsumexp's estimates and autograd's gradients, in float64.
+    from topicvae.objective.kernels import EXP_FLOOR, stratified_log_weight_values
+
+    batch, sizes, dataset_size = 24, [3, 4], 300
+    generator = torch.Generator().manual_seed(11)
+    loc = (torch.randn(batch, 7, dtype=torch.float64, generator=generator) * 3).requires_grad_()
+    scale = (torch.rand(batch, 7, dtype=torch.float64, generator=generator) * 0.05 + 0.02).requires_grad_()
+    z = loc + scale * torch.randn(batch, 7, dtype=torch.float64, generator=generator)
+    posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
+    marginals = log_marginals(posteriors, list(z.split(sizes, 1)), dataset_size, fused=fused, memory_elements=10**12)
+    combine = lambda v, g, j: 0.3 * v.sum() - 1.7 * g.sum() + 0.9 * j.sum()  # noqa: E731
+    grads = torch.autograd.grad(
+        combine(marginals.log_q_variable, marginals.log_q_group, marginals.log_q_joint), (loc, scale), retain_graph=True
+    )
+    # reference: the whole [B, B, variables] tensor through torch.logsumexp, differentiated by autograd
+    pairwise = Normal(loc.unsqueeze(0), scale.unsqueeze(0)).log_prob(z.unsqueeze(1))
+    on_diagonal, off_diagonal = stratified_log_weight_values(batch, dataset_size)
+    log_w = torch.full((batch, batch), off_diagonal, dtype=torch.float64).fill_diagonal_(on_diagonal)
+    variable = torch.logsumexp(pairwise + log_w.unsqueeze(-1), 1)
+    grouped = torch.stack([part.sum(-1) for part in pairwise.split(sizes, -1)], -1)
+    group = torch.logsumexp(grouped + log_w.unsqueeze(-1), 1)
+    joint = torch.logsumexp(pairwise.sum(-1) + log_w, 1)
+    expected_grads = torch.autograd.grad(combine(variable, group, joint), (loc, scale))
+    assert ((pairwise + log_w.unsqueeze(-1) - variable.unsqueeze(1)) < EXP_FLOOR).double().mean() > 0.5  # the floor engages
+    torch.testing.assert_close(marginals.log_q_variable, variable, rtol=0, atol=1e-12)
+    torch.testing.assert_close(marginals.log_q_group, group, rtol=0, atol=1e-12)
+    torch.testing.assert_close(marginals.log_q_joint, joint, rtol=0, atol=1e-12)
+    for got, expected in zip(grads, expected_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-9)
+
+
+def test_log_sum_exp_equals_torch_logsumexp_including_empty_slices():
+    from topicvae.objective.kernels import log_sum_exp
+
+    values = torch.randn(6, 40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 200
+    values[0, :, 1] = -torch.inf  # a slice of -inf only: -inf, as torch's
+    values[1, 5, 2] = torch.inf
+    expected = torch.logsumexp(values, dim=1)
+    got = log_sum_exp(values, dim=1)
+    assert got[0, 1] == -torch.inf and got[1, 2] == torch.inf
+    finite = torch.isfinite(expected)
+    torch.testing.assert_close(got[finite], expected[finite], rtol=0, atol=1e-12)
+
+
 def test_fused_path_handles_a_large_batch_in_bounded_blocks():
     batch, sizes = 512, [25, 25]
     loc, scale, noise = gaussian_batch(3, batch, sizes, dtype=torch.float32)

@@ -24,9 +24,20 @@ Tensor = torch.Tensor
 #: log(2 pi) / 2, the Gaussian log-density's constant.
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
+#: The exps of the estimator's log-sum-exps and softmaxes take max(t, -60) for a term t <= 0
+#: relative to the largest: a term below e^-60 = 9e-27 of a sum that is at least 1 is under
+#: the resolution of float32 and of float64 (2e-16) alike, so raising it to e^-60 leaves the
+#: estimates and their gradients unchanged. The floor keeps the CPU's exp off its slow path:
+#: where exp's result would be subnormal (arguments from about -87 to -103 in float32) the
+#: vectorized exp, eager or compiled, runs on microcode assists, measured 6 to 250 times slower
+#: per element (docs/benchmarks.md, "The objective against a naive implementation"), and the
+#: off-diagonal pairs of well-separated posteriors land exactly there.
+EXP_FLOOR = -60.0
+
 __all__ = [
-    "HALF_LOG_2PI", "COMPILE_ENVIRONMENT_VARIABLE", "GaussianLogMarginals",
-    "compiled_kernels_available", "group_sums", "run_kernel", "stratified_log_sum_exps", "stratified_log_weight_values",
+    "EXP_FLOOR", "HALF_LOG_2PI", "COMPILE_ENVIRONMENT_VARIABLE", "GaussianLogMarginals",
+    "compiled_kernels_available", "floored_exp", "group_sums", "log_sum_exp", "run_kernel", "stratified_log_sum_exps",
+    "stratified_log_weight_values",
 ]
 
 
@@ -44,6 +55,23 @@ def group_sums(pairwise: Tensor, group_sizes: Sequence[int]) -> Tensor:
     return torch.stack([part.sum(-1) for part in pairwise.split(list(group_sizes), dim=-1)], dim=-1)
 
 
+def floored_exp(log_ratio: Tensor) -> Tensor:
+    """exp(max(log_ratio, EXP_FLOOR)) for terms log_ratio <= 0 relative to the largest (see ``EXP_FLOOR``)."""
+    return torch.exp(torch.clamp_min(log_ratio, EXP_FLOOR))
+
+
+def log_sum_exp(values: Tensor, dim: int) -> Tensor:
+    """``torch.logsumexp(values, dim)`` through :func:`floored_exp`: equal to the dtype's resolution, never subnormal.
+
+    A slice whose entries are all -inf gives -inf, as torch's does.
+    """
+    # the shift is a constant, as in torch.logsumexp: the gradient is then the softmax itself
+    top = values.detach().amax(dim, keepdim=True)
+    finite = torch.isfinite(top)
+    result = torch.log(floored_exp(values - torch.where(finite, top, 0.0)).sum(dim)) + top.squeeze(dim)
+    return torch.where(finite.squeeze(dim), result, top.squeeze(dim))  # all -inf (or an inf): the max says it
+
+
 def stratified_log_sum_exps(
     pairwise: Tensor, grouped: Tensor, log_w: Tensor, joint_terms: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -54,9 +82,9 @@ def stratified_log_sum_exps(
     """
     joint_terms = grouped if joint_terms is None else joint_terms
     return (
-        torch.logsumexp(pairwise + log_w.unsqueeze(-1), dim=1),
-        torch.logsumexp(grouped + log_w.unsqueeze(-1), dim=1),
-        torch.logsumexp(joint_terms.sum(-1) + log_w, dim=1),
+        log_sum_exp(pairwise + log_w.unsqueeze(-1), dim=1),
+        log_sum_exp(grouped + log_w.unsqueeze(-1), dim=1),
+        log_sum_exp(joint_terms.sum(-1) + log_w, dim=1),
     )
 
 
@@ -100,9 +128,9 @@ def _gaussian_block_backward(
     log_w = log_w.unsqueeze(-1)
     # In-place updates of fresh temporaries: run eagerly, each saves a B x B x variables
     # allocation; compiled, they fuse all the same.
-    grad_pairwise = pairwise.add_(log_w).sub_(log_q_variable.unsqueeze(1)).exp_().mul_(grad_variable.unsqueeze(1))
-    per_group = torch.exp(grouped + log_w - log_q_group.unsqueeze(1)) * grad_group.unsqueeze(1)
-    per_group += torch.exp(grouped.sum(-1, keepdim=True) + log_w - log_q_joint.view(-1, 1, 1)) * grad_joint.view(-1, 1, 1)
+    grad_pairwise = pairwise.add_(log_w).sub_(log_q_variable.unsqueeze(1)).clamp_min_(EXP_FLOOR).exp_().mul_(grad_variable.unsqueeze(1))
+    per_group = floored_exp(grouped + log_w - log_q_group.unsqueeze(1)) * grad_group.unsqueeze(1)
+    per_group += floored_exp(grouped.sum(-1, keepdim=True) + log_w - log_q_joint.view(-1, 1, 1)) * grad_joint.view(-1, 1, 1)
     # Each group's weight reaches its variables (contiguous columns). One concatenation rather
     # than in-place adds to column slices, which torch.compile turns into copies of the tensor.
     grad_pairwise += torch.cat(
