@@ -30,8 +30,8 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 #: estimates and their gradients unchanged. The floor keeps the CPU's exp off its slow path:
 #: where exp's result would be subnormal (arguments from about -87 to -103 in float32) the
 #: vectorized exp, eager or compiled, runs on microcode assists, measured 6 to 250 times slower
-#: per element (docs/benchmarks.md, "The objective against a naive implementation"), and the
-#: off-diagonal pairs of well-separated posteriors land exactly there.
+#: per element, and the off-diagonal pairs of well-separated posteriors land exactly there
+#: (docs/objective.md, "No subnormal exps"; docs/benchmarks.md, "The subnormal exps").
 EXP_FLOOR = -60.0
 
 __all__ = [
