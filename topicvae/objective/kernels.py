@@ -68,7 +68,10 @@ def log_sum_exp(values: Tensor, dim: int) -> Tensor:
     # the shift is a constant, as in torch.logsumexp: the gradient is then the softmax itself
     top = values.detach().amax(dim, keepdim=True)
     finite = torch.isfinite(top)
-    result = torch.log(floored_exp(values - torch.where(finite, top, 0.0)).sum(dim)) + top.squeeze(dim)
+    shifted = values - torch.where(finite, top, 0.0)
+    # in place where nothing differentiates through it (the fused kernels): one pass fewer run eagerly
+    terms = floored_exp(shifted) if shifted.requires_grad else shifted.clamp_min_(EXP_FLOOR).exp_()
+    result = torch.log(terms.sum(dim)) + top.squeeze(dim)
     return torch.where(finite.squeeze(dim), result, top.squeeze(dim))  # all -inf (or an inf): the max says it
 
 
