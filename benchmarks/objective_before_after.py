@@ -4,7 +4,7 @@ Each (side, implementation, B, posterior width) runs ``objective_speed.py --one`
 process; the sides alternate call by call and the whole set repeats ``--rounds`` times, so that
 a shared machine's drift falls on both sides alike. The earlier commit is checked out into a
 temporary git worktree and put first on PYTHONPATH of its processes (the benchmark code itself
-is the working tree's, for both sides). Writes ``benchmarks/results/objective_before_after.json``
+is the working tree's, for both sides). Writes ``benchmarks/results/objective_before_after.json`` (``--out``)
 (every call, the medians and the machine) and prints a Markdown table.
 
     python benchmarks/objective_before_after.py --before c1b5313
@@ -49,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default="objective_before_after.json", help="the result file's name in benchmarks/results")
     args = parser.parse_args()
     repository = HERE.parent
     before_commit = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=repository, capture_output=True,
@@ -86,7 +87,7 @@ def main() -> None:
         "summary": summary,
         "calls": calls,
     }
-    path = RESULTS_DIR / "objective_before_after.json"
+    path = RESULTS_DIR / args.out
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nbefore {before_commit}, after {record['after_commit']} ({record['date']}); wrote {path}\n")
     print("| B | implementation | posteriors | before (s) | after (s) | after / before |")
