@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 
 from common import RESULTS_DIR, git_commit, machine_info  # noqa: E402
 from objective_speed import POSTERIOR_WIDTHS  # noqa: E402
+from render import table  # noqa: E402
 
 #: (B, implementation) pairs: the default batch both ways training may run it, and a large batch compiled.
 CASES = ((200, "eager"), (200, "compiled"), (1024, "compiled"))
@@ -90,11 +91,9 @@ def main() -> None:
     path = RESULTS_DIR / args.out
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nbefore {before_commit}, after {record['after_commit']} ({record['date']}); wrote {path}\n")
-    print("| B | implementation | posteriors | before (s) | after (s) | after / before |")
-    print("|---|---|---|---|---|---|")
-    for row in summary:
-        print(f"| {row['batch']} | {row['implementation']} | {row['width']} | {row['before']:.4f} | {row['after']:.4f} | "
-              f"{row['after_over_before']:.2f} |")
+    print(table(["B", "implementation", "posteriors", "before (s)", "after (s)", "after / before"],
+                [[row["batch"], row["implementation"], row["width"], f"{row['before']:.4f}", f"{row['after']:.4f}",
+                  f"{row['after_over_before']:.2f}"] for row in summary]))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, however this is started
+from render import table  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "objective_memory.json"
 
 
@@ -114,11 +117,9 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print("| path | B | dims | forward+backward (s) | ns / pairwise entry | peak RSS (MiB) | RSS before (MiB) |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['path']} | {row['batch']} | {row['dims']} | {row['seconds_forward_backward']} | "
-              f"{row['nanoseconds_per_pairwise_entry']} | {row['peak_rss_mib']} | {row['rss_before_mib']} |")
+    print(table(["path", "B", "dims", "forward+backward (s)", "ns / pairwise entry", "peak RSS (MiB)", "RSS before (MiB)"],
+                [[row[key] for key in ("path", "batch", "dims", "seconds_forward_backward", "nanoseconds_per_pairwise_entry",
+                                       "peak_rss_mib", "rss_before_mib")] for row in rows]))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from topicvae.objective.information import InformationReport, encoder_information, sampled_information, subset_indices
 from topicvae.images.class_levers import VAT_RADIUS_SCALE, ClassLevers, neighbour_distances
 from topicvae.latent.groups import GroupSpec
-from topicvae.images.models import ARCHITECTURES, CLASS_ENCODERS, ImageVAE
+from topicvae.images.models import ARCHITECTURES, ImageVAE, check_class_encoder
 from topicvae.objective.terms import ObjectiveWeights, item_elbo
 from topicvae.io.model_files import FORMAT_VERSION, interpreting_config, load_weights, package_version, plain, read_config, write_model_directory
 from topicvae.training.distributed import resolve_device
@@ -208,13 +208,7 @@ class ImageModel(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"class_conditioned=True needs one Concrete group and Gaussian groups, not {groups}: e.g. groups='10,10c'"
             )
-        if not isinstance(self.class_encoder, str) or self.class_encoder not in CLASS_ENCODERS:
-            raise ValueError(f"class_encoder={self.class_encoder!r} is unknown: choose one of {', '.join(CLASS_ENCODERS)}")
-        if self.class_encoder == "separate" and (not groups.concrete or self.class_conditioned):
-            raise ValueError(
-                f"class_encoder='separate' needs a Concrete group and class_conditioned=False "
-                f"(groups {groups}, class_conditioned={self.class_conditioned}): e.g. groups='10,10c'"
-            )
+        check_class_encoder(self.class_encoder, groups, self.class_conditioned)
         self._levers(groups)
         return groups, weights
 

@@ -51,7 +51,7 @@ from topicvae.latent.groups import GroupSpec
 from topicvae.latent.posteriors import GroupedPosterior, ModelOutput
 from topicvae.objective.marginals import ClassConditioning
 
-__all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES", "CLASS_ENCODERS", "imsat_class_encoder"]
+__all__ = ["ImageVAE", "ClassConditionedPosterior", "ARCHITECTURES", "CLASS_ENCODERS", "check_class_encoder", "imsat_class_encoder"]
 
 Tensor = torch.Tensor
 
@@ -90,8 +90,7 @@ class ImageVAE(nn.Module):
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture={architecture!r} is unknown: choose one of {', '.join(ARCHITECTURES)}")
-        if class_encoder not in CLASS_ENCODERS:
-            raise ValueError(f"class_encoder={class_encoder!r} is unknown: choose one of {', '.join(CLASS_ENCODERS)}")
+        check_class_encoder(class_encoder, groups, class_conditioned)
         self.image_shape = tuple(int(s) for s in image_shape)
         if len(self.image_shape) != 3:
             raise ValueError(f"image_shape={image_shape!r} is invalid: give (channels, height, width)")
@@ -136,11 +135,6 @@ class ImageVAE(nn.Module):
                     decoder.append(nn.ReLU())
             self.decoder = nn.Sequential(*decoder)
         self.class_conditioned = bool(class_conditioned)
-        if class_encoder == "separate" and (self.class_group is None or class_conditioned):
-            raise ValueError(
-                f"class_encoder='separate' needs a Concrete group and class_conditioned=False (groups {groups}, "
-                f"class_conditioned={class_conditioned}): e.g. groups='10,10c'"
-            )
         #: IMSAT's network giving the class group's logits from the pixels, or None (a head on the shared features)
         self.class_encoder = (
             imsat_class_encoder(num_pixels, groups[self.class_group].size) if class_encoder == "separate" else None
@@ -302,6 +296,19 @@ class ClassConditionedPosterior(nn.Module):
                 p = posterior.logits.softmax(-1)
                 moments.append((p, p * (1 - p)))
         return moments
+
+
+def check_class_encoder(class_encoder: str, groups: GroupSpec, class_conditioned: bool) -> None:
+    """Raise ValueError unless ``class_encoder`` is one of ``CLASS_ENCODERS`` and fits the groups:
+    ``"separate"`` needs a Concrete group and no class-conditioned style (whose heads read the
+    class from the shared features)."""
+    if not isinstance(class_encoder, str) or class_encoder not in CLASS_ENCODERS:
+        raise ValueError(f"class_encoder={class_encoder!r} is unknown: choose one of {', '.join(CLASS_ENCODERS)}")
+    if class_encoder == "separate" and (not groups.concrete or class_conditioned):
+        raise ValueError(
+            f"class_encoder='separate' needs a Concrete group and class_conditioned=False (groups {groups}, "
+            f"class_conditioned={class_conditioned}): e.g. groups='10,10c'"
+        )
 
 
 def imsat_class_encoder(num_pixels: int, categories: int, hidden_sizes: Sequence[int] = CLASS_ENCODER_HIDDEN) -> nn.Sequential:

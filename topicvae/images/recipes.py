@@ -344,10 +344,11 @@ def traversal_identity(
             "kept": float("nan"), "kept_at_zero": float("nan"), "per_value": {}, "per_category": {},
             "dimensions": [code_labels[c] for c in columns], "judge_accuracy": judge_accuracy,
         }
+    per_value = {f"{v:+g}": float(np.mean([k.mean() for k in values_kept[v]])) for v in TRAVERSAL_VALUES}
     return {
         "kept": float(np.mean([k.mean() for k in kept])),
-        "kept_at_zero": float(np.mean([v.mean() for v in values_kept[0.0]])),
-        "per_value": {f"{v:+g}": float(np.mean([k.mean() for k in values_kept[v]])) for v in TRAVERSAL_VALUES},
+        "kept_at_zero": per_value["+0"],
+        "per_value": per_value,
         "per_category": per_category,
         "dimensions": [code_labels[c] for c in columns],
         "judge": f"{neighbours}-nearest-neighbour classifier on the reconstructions of {half} labelled images",
