@@ -6,6 +6,14 @@ import gzip
 import os
 import struct
 
+# The README's test command runs one pytest-xdist worker per core. Each worker keeps to one
+# thread (numpy's BLAS, torch's OpenMP, and the CLI subprocesses a test starts, which inherit
+# the environment): two workers that each spin two OpenMP threads on two cores slow each other
+# many-fold, and the suite's small models gain little from a second thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_name] = "1"
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
