@@ -43,11 +43,7 @@ TRAINING_CASES = (("hfvae", "2x25", 200), ("hfvae", "2x25", 1024), ("elbo-closed
 
 
 def run_training_side(python_path: str | None, counts_file: Path, objective: str, groups: str, batch: int, mode: str) -> dict:
-    environment = dict(os.environ)
-    if python_path:
-        environment["PYTHONPATH"] = python_path
-    else:
-        environment.pop("PYTHONPATH", None)
+    environment = side_environment(python_path)
     output = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--one-training", str(counts_file), objective, groups, str(batch), mode],
         env=environment, capture_output=True, text=True, check=True,
@@ -89,12 +85,18 @@ def training_before_after(args: argparse.Namespace, worktree: Path, calls: list[
     return summary
 
 
-def run_side(python_path: str | None, implementation: str, batch: int, width: str) -> dict:
+def side_environment(python_path: str | None) -> dict:
+    """The environment of a side's process: the earlier commit's worktree first on PYTHONPATH, or none."""
     environment = dict(os.environ)
     if python_path:
         environment["PYTHONPATH"] = python_path
     else:
         environment.pop("PYTHONPATH", None)
+    return environment
+
+
+def run_side(python_path: str | None, implementation: str, batch: int, width: str) -> dict:
+    environment = side_environment(python_path)
     output = subprocess.run(
         [sys.executable, str(HERE / "objective_speed.py"), "--one", implementation, "--batch", str(batch), "--width", width],
         env=environment, capture_output=True, text=True, check=True,
@@ -133,22 +135,12 @@ def main() -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=repository, check=False)
     if args.training:
-        record = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info("cpu"),
-            "before_commit": before_commit,
-            "after_commit": git_commit(),
-            "statistic": f"each call: the median epoch after a warm-up one ({args.mode} mode's corpus and epochs); each "
-                         f"side: the median over {args.rounds} rounds",
-            "summary": summary,
-            "calls": calls,
-        }
-        path = RESULTS_DIR / args.out
-        path.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"\nbefore {before_commit}, after {record['after_commit']} ({record['date']}); wrote {path}\n")
-        print(table(["objective", "groups", "B", "before (s / epoch)", "after (s / epoch)", "after / before"],
-                    [[row["objective"], row["groups"], row["batch"], f"{row['before']:.3f}", f"{row['after']:.3f}",
-                      f"{row['after_over_before']:.2f}"] for row in summary]))
+        write_record(args, before_commit, summary, calls,
+                     f"each call: the median epoch after a warm-up one ({args.mode} mode's corpus and epochs); each side: "
+                     f"the median over {args.rounds} rounds",
+                     ["objective", "groups", "B", "before (s / epoch)", "after (s / epoch)", "after / before"],
+                     [[row["objective"], row["groups"], row["batch"], f"{row['before']:.3f}", f"{row['after']:.3f}",
+                       f"{row['after_over_before']:.2f}"] for row in summary])
         return
     summary = []
     for batch, implementation in CASES:
@@ -158,24 +150,32 @@ def main() -> None:
                        for side in ("before", "after")}
             summary.append({"batch": batch, "implementation": implementation, "width": width, **seconds,
                             "after_over_before": round(seconds["after"] / seconds["before"], 3)})
+    write_record(args, before_commit, summary, calls,
+                 f"each call: the median of 5 forward + backward passes after one untimed one; each side: the median over "
+                 f"{args.rounds} rounds",
+                 ["B", "implementation", "posteriors", "before (s)", "after (s)", "after / before"],
+                 [[row["batch"], row["implementation"], row["width"], f"{row['before']:.4f}", f"{row['after']:.4f}",
+                   f"{row['after_over_before']:.2f}"] for row in summary],
+                 widths={name: f"scales U({low}, {high}), means N(0, 1)" for name, (low, high) in POSTERIOR_WIDTHS.items()})
+
+
+def write_record(args, before_commit: str, summary: list[dict], calls: list[dict], statistic: str,
+                 headers: list[str], cells: list[list], **extra) -> None:
+    """Write the result file (every call, the medians, the machine) and print the table."""
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info("cpu"),
         "before_commit": before_commit,
         "after_commit": git_commit(),
-        "widths": {name: f"scales U({low}, {high}), means N(0, 1)" for name, (low, high) in POSTERIOR_WIDTHS.items()},
-        "statistic": "each call: the median of 5 forward + backward passes after one untimed one; each side: the median "
-                     f"over {args.rounds} rounds",
+        **extra,
+        "statistic": statistic,
         "summary": summary,
         "calls": calls,
     }
     path = RESULTS_DIR / args.out
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nbefore {before_commit}, after {record['after_commit']} ({record['date']}); wrote {path}\n")
-    print(table(["B", "implementation", "posteriors", "before (s)", "after (s)", "after / before"],
-                [[row["batch"], row["implementation"], row["width"], f"{row['before']:.4f}", f"{row['after']:.4f}",
-                  f"{row['after_over_before']:.2f}"] for row in summary]))
-
+    print(table(headers, cells))
 
 if __name__ == "__main__":
     main()
