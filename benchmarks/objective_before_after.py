@@ -123,15 +123,7 @@ def main() -> None:
         worktree = Path(folder) / "before"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(worktree), before_commit], cwd=repository, check=True)
         try:
-            if args.training:
-                summary = training_before_after(args, worktree, calls)
-            for round_ in range(0 if args.training else args.rounds):
-                for batch, implementation in CASES:
-                    for width in POSTERIOR_WIDTHS:
-                        for side, python_path in (("before", str(worktree)), ("after", None)):
-                            result = run_side(python_path, implementation, batch, width)
-                            calls.append({"round": round_, "side": side, **result})
-                            print(f"{side:6} {implementation:8} B={batch:5} {width:6} {result['seconds']:.4f} s", flush=True)
+            summary = (training_before_after if args.training else objective_before_after)(args, worktree, calls)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=repository, check=False)
     if args.training:
@@ -141,7 +133,25 @@ def main() -> None:
                      ["objective", "groups", "B", "before (s / epoch)", "after (s / epoch)", "after / before"],
                      [[row["objective"], row["groups"], row["batch"], f"{row['before']:.3f}", f"{row['after']:.3f}",
                        f"{row['after_over_before']:.2f}"] for row in summary])
-        return
+    else:
+        write_record(args, before_commit, summary, calls,
+                     f"each call: the median of 5 forward + backward passes after one untimed one; each side: the median over "
+                     f"{args.rounds} rounds",
+                     ["B", "implementation", "posteriors", "before (s)", "after (s)", "after / before"],
+                     [[row["batch"], row["implementation"], row["width"], f"{row['before']:.4f}", f"{row['after']:.4f}",
+                       f"{row['after_over_before']:.2f}"] for row in summary],
+                     widths={name: f"scales U({low}, {high}), means N(0, 1)" for name, (low, high) in POSTERIOR_WIDTHS.items()})
+
+
+def objective_before_after(args: argparse.Namespace, worktree: Path, calls: list[dict]) -> list[dict]:
+    """Alternate the two sides over CASES and both posterior widths; return the summary rows."""
+    for round_ in range(args.rounds):
+        for batch, implementation in CASES:
+            for width in POSTERIOR_WIDTHS:
+                for side, python_path in (("before", str(worktree)), ("after", None)):
+                    result = run_side(python_path, implementation, batch, width)
+                    calls.append({"round": round_, "side": side, **result})
+                    print(f"{side:6} {implementation:8} B={batch:5} {width:6} {result['seconds']:.4f} s", flush=True)
     summary = []
     for batch, implementation in CASES:
         for width in POSTERIOR_WIDTHS:
@@ -150,14 +160,7 @@ def main() -> None:
                        for side in ("before", "after")}
             summary.append({"batch": batch, "implementation": implementation, "width": width, **seconds,
                             "after_over_before": round(seconds["after"] / seconds["before"], 3)})
-    write_record(args, before_commit, summary, calls,
-                 f"each call: the median of 5 forward + backward passes after one untimed one; each side: the median over "
-                 f"{args.rounds} rounds",
-                 ["B", "implementation", "posteriors", "before (s)", "after (s)", "after / before"],
-                 [[row["batch"], row["implementation"], row["width"], f"{row['before']:.4f}", f"{row['after']:.4f}",
-                   f"{row['after_over_before']:.2f}"] for row in summary],
-                 widths={name: f"scales U({low}, {high}), means N(0, 1)" for name, (low, high) in POSTERIOR_WIDTHS.items()})
-
+    return summary
 
 def write_record(args, before_commit: str, summary: list[dict], calls: list[dict], statistic: str,
                  headers: list[str], cells: list[list], **extra) -> None:
@@ -176,6 +179,7 @@ def write_record(args, before_commit: str, summary: list[dict], calls: list[dict
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nbefore {before_commit}, after {record['after_commit']} ({record['date']}); wrote {path}\n")
     print(table(headers, cells))
+
 
 if __name__ == "__main__":
     main()

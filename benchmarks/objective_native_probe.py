@@ -112,7 +112,11 @@ def build():
                        extra_ldflags=["-lmvec", "-fopenmp"])
 
 
-def problem(batch: int, dims: int = 50, groups=(25, 25), dtype=torch.float32, seed: int = 0):
+#: Latent variables of every probed problem, in two groups (the throughput section's 2 x 25).
+DIMS, GROUPS = 50, (25, 25)
+
+
+def problem(batch: int, dims: int = DIMS, groups=GROUPS, dtype=torch.float32, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     loc = torch.randn(batch, dims, generator=generator, dtype=torch.float64)
     scale = 0.02 + 0.08 * torch.rand(batch, dims, generator=generator, dtype=torch.float64)  # narrow posteriors
@@ -126,7 +130,7 @@ def problem(batch: int, dims: int = 50, groups=(25, 25), dtype=torch.float32, se
 def backward(batch: int, implementation: str, native, dtype=torch.float32):
     """d/dz, d/dmu, d/ds over all blocks (2^20 entries each, the package's default) of one problem."""
     z, loc, scale, grad_v, grad_g, grad_j = problem(batch, dtype=dtype)
-    groups = (25, 25)
+    groups = GROUPS
     inv, log_norm, log_w_diagonal, log_w_off = kernels._gaussian_constants(scale, batch, 11314)
     rows = max(1, 2**20 // (batch * z.shape[1]))
     blocks = [(a, min(batch, a + rows)) for a in range(0, batch, rows)]
@@ -175,7 +179,7 @@ def main() -> None:
                     run()
                     seconds[name].append(time.perf_counter() - started)
             medians = {name: statistics.median(values) for name, values in seconds.items()}
-            entries = batch * batch * 50
+            entries = batch * batch * DIMS
             rows.append({"batch": batch, "against": implementation, "threads": torch.get_num_threads(),
                          "seconds": medians, "ns_per_entry": {n: round(s / entries * 1e9, 2) for n, s in medians.items()},
                          "native_over_package": round(medians["native"] / medians[implementation], 3),
