@@ -27,9 +27,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "objective_memory.json"
 
 #: The estimator's three ways through the pairwise tensor.
 PATHS = {
-    "compiled": dict(fused=True, compile=True),  # the fused Gaussian kernels through torch.compile (training's choice at this size)
-    "fused": dict(fused=True, compile=False),  # the same kernels run eagerly
-    "generic": dict(fused=False, compile=False),  # autograd over checkpointed blocks, any posterior family
+    "native": dict(fused=True, kernels="native"),  # the fused Gaussian kernels in C++ (training's choice at this size, on a CPU)
+    "compiled": dict(fused=True, kernels="compiled"),  # the same through torch.compile (training's choice on a GPU)
+    "fused": dict(fused=True, kernels="eager"),  # the same run eagerly
+    "generic": dict(fused=False),  # autograd over checkpointed blocks, any posterior family
 }
 
 

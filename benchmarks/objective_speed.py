@@ -39,9 +39,11 @@ DATASET_SIZE = 11314
 POSTERIOR_WIDTHS = {"wide": (0.2, 1.0), "narrow": (0.02, 0.1)}
 #: exp(t) is subnormal in float32 below this t (log of the smallest normal float32, 1.18e-38).
 SUBNORMAL_EXPONENT = -87.3
-#: The implementations timed: topicvae eager, topicvae compiled (torch.compile of the fused
-#: Gaussian kernels), and the naive [B, B, D] tensor.
-IMPLEMENTATIONS = ("naive", "eager", "compiled")
+#: The implementations timed: topicvae's fused Gaussian kernels run eagerly, through
+#: torch.compile, and natively (topicvae.objective.native, C++), and the naive [B, B, D] tensor.
+IMPLEMENTATIONS = ("naive", "eager", "compiled", "native")
+#: topicvae's own implementations (the ``kernels`` argument of hfvae_objective).
+TOPICVAE_KERNELS = IMPLEMENTATIONS[1:]
 #: The naive implementation keeps about this many [B, B, D] float32 tensors alive through its
 #: backward pass (log_prob's intermediates, the weighted copy, logsumexp's saved input, grads).
 NAIVE_TENSORS_ALIVE = 6
@@ -90,7 +92,7 @@ def _inputs(batch: int, dims: int, dtype, device, width: str = "wide"):
     return loc, scale, noise
 
 
-def _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile: bool):
+def _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, kernels: str):
     import torch
     from torch.distributions import Normal
 
@@ -98,7 +100,7 @@ def _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights,
 
     posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
     priors = [Normal(torch.zeros(e, dtype=loc.dtype, device=loc.device), torch.ones(e, dtype=loc.dtype, device=loc.device)) for e in sizes]
-    terms = hfvae_objective(log_likelihood, posteriors, priors, list(z.split(sizes, 1)), dataset_size, weights, compile=compile)
+    terms = hfvae_objective(log_likelihood, posteriors, priors, list(z.split(sizes, 1)), dataset_size, weights, kernels=kernels)
     return {name: getattr(terms, name) for name in ("objective", "mutual_information", "tc_between", "tc_within", "dimwise_kl")}
 
 
@@ -108,11 +110,16 @@ def _terms(implementation: str, loc, scale, noise, sizes, dataset_size, weights)
     log_likelihood = -(z**2).sum(1)
     if implementation == "naive":
         return naive_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights)
-    return _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, compile=implementation == "compiled")
+    return _topicvae_terms(log_likelihood, loc, scale, z, sizes, dataset_size, weights, kernels=implementation)
 
 
 def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_SIZE) -> dict:
-    """The largest difference between the naive and topicvae's terms and gradients, in float64."""
+    """The largest difference between the naive terms and gradients in float64 and topicvae's.
+
+    The eager and compiled kernels run in float64 too (differences at float64 rounding); the
+    native kernels are float32 only, so theirs are float32 results against the float64 naive
+    ones (their rounding), on the same float32-representable inputs.
+    """
     import torch
 
     from topicvae.objective.terms import ObjectiveWeights
@@ -120,20 +127,25 @@ def check_equal(batch: int = 200, dims: int = DIMS, dataset_size: int = DATASET_
     weights = ObjectiveWeights.preset("hfvae")
     sizes = [dims // 2, dims - dims // 2]
     results = {}
-    for name in ("naive", "eager", "compiled"):
-        loc, scale, noise = _inputs(batch, dims, torch.float64, "cpu")
+    for name in IMPLEMENTATIONS:
+        dtype = torch.float32 if name == "native" else torch.float64
+        loc, scale, noise = (t.detach().float().to(dtype).requires_grad_(t.requires_grad)
+                             for t in _inputs(batch, dims, torch.float64, "cpu"))
         terms = _terms(name, loc, scale, noise, sizes, dataset_size, weights)
         terms["objective"].backward()
-        results[name] = ({k: v.detach() for k, v in terms.items()}, loc.grad.clone(), scale.grad.clone())
+        results[name] = ({k: v.detach().double() for k, v in terms.items()}, loc.grad.double(), scale.grad.double())
     naive, naive_loc, naive_scale = results["naive"]
     differences = {}
-    for name in ("eager", "compiled"):
+    for name in TOPICVAE_KERNELS:
         terms, grad_loc, grad_scale = results[name]
         differences[name] = {
+            "dtype": "float32" if name == "native" else "float64",
             "terms": max(float((terms[k] - naive[k]).abs().max()) for k in naive),
             "gradients": max(float((grad_loc - naive_loc).abs().max()), float((grad_scale - naive_scale).abs().max())),
+            "gradients_relative": max(float((grad_loc - naive_loc).abs().max() / naive_loc.abs().max()),
+                                      float((grad_scale - naive_scale).abs().max() / naive_scale.abs().max())),
         }
-    return {"batch": batch, "dims": dims, "dtype": "float64", "max_abs_difference": differences}
+    return {"batch": batch, "dims": dims, "reference": "naive, float64", "max_abs_difference": differences}
 
 
 def subnormal_share(batch: int, dims: int, width: str, dataset_size: int = DATASET_SIZE, rows: int = 64) -> float:
@@ -330,7 +342,7 @@ if __name__ == "__main__":
 
 
 def objective(mode, data: Path) -> tuple[dict, dict]:
-    """The section: topicvae's objective (eager, compiled) against the naive one, and the exp limit."""
+    """The section: topicvae's objective (eager, compiled, native) against the naive one, and the exp limit."""
     import torch
 
     from common import say
@@ -358,7 +370,7 @@ def objective(mode, data: Path) -> tuple[dict, dict]:
     for width in POSTERIOR_WIDTHS:
         for batch in mode.objective_batches:
             naive = by_key.get(("naive", batch, width))
-            for implementation in ("eager", "compiled"):
+            for implementation in TOPICVAE_KERNELS:
                 row = by_key[(implementation, batch, width)]
                 comparisons.append({
                     "batch": batch,
@@ -381,7 +393,8 @@ def objective(mode, data: Path) -> tuple[dict, dict]:
         "subnormal_share": "share of the per-dimension softmax terms subnormal in float32 (first 64 rows, float64)",
         "naive": "Normal(loc[None], scale[None]).log_prob(z[:, None]) as one [B, B, D] tensor, then logsumexp with "
                  "the stratified weights (probtorch, beta-TCVAE)",
-        "statistic": "median of 5 calls after one untimed call (the compiled path compiles there), forward + backward",
+        "statistic": "median of 5 calls after one untimed call (the compiled path compiles there, the native one loads "
+                     "its build), forward + backward",
         "limit": "torch.compile(exp(x).sum(-1)) over B x B x D float32 elements: ns per exp",
     }
     return settings, {"equality": equality, "rows": rows, "comparisons": comparisons, "limits": limits,

@@ -147,8 +147,8 @@ def render_memory(record: dict) -> str:
              ["`topicvae fit` (defaults)", fit["documents"], fit["epochs"], fit["seconds"], fit["peak_rss_mib"]]],
         ))
     parts += [f"- {note}" for note in record.get("notes", [])]
-    parts.append("The objective alone (forward + backward), each path in a fresh process (`compiled`: the fused "
-                 "Gaussian kernels through `torch.compile`; `fused`: the same kernels run eagerly; `generic`: autograd "
+    parts.append("The objective alone (forward + backward), each path in a fresh process (`native`: the fused "
+                 "Gaussian kernels in C++; `compiled`: the same through `torch.compile`; `fused`: run eagerly; `generic`: autograd "
                  "over checkpointed blocks), timed at the second call; the first call (compiling, for `compiled`) "
                  "is shown apart:")
     parts.append(table(
@@ -297,7 +297,7 @@ def render_data_parallel(record: dict) -> str:
 
 
 def render_objective(record: dict) -> str:
-    """topicvae's objective (eager, compiled) beside the naive [B, B, D] one, and the exp limit."""
+    """topicvae's objective (eager, compiled, native) beside the naive [B, B, D] one, and the exp limit."""
     settings = record["settings"]
     equality = record["equality"]["max_abs_difference"]
     limits = {row["batch"]: row["ns_per_exp"] for row in record["limits"]}
@@ -320,9 +320,13 @@ def render_objective(record: dict) -> str:
         f"{settings['threads']} thread(s) on {settings['device_name']}. Posteriors: "
         + "; ".join(f"{name}: {text}" for name, text in widths.items())
         + f". Naive: {settings['naive']}. "
-        f"Each time is the {settings['statistic']}. Checked equal in float64 (B = {record['equality']['batch']}): "
-        f"largest difference of terms {equality['eager']['terms']:.1e} (eager) and {equality['compiled']['terms']:.1e} "
-        f"(compiled), of gradients {max(equality['eager']['gradients'], equality['compiled']['gradients']):.1e}.",
+        f"Each time is the {settings['statistic']}. Checked equal to the naive terms in float64 "
+        f"(B = {record['equality']['batch']}): largest difference of terms {equality['eager']['terms']:.1e} (eager) and "
+        f"{equality['compiled']['terms']:.1e} (compiled), of gradients "
+        f"{max(equality['eager']['gradients'], equality['compiled']['gradients']):.1e}"
+        + (f"; the native kernels, float32 only: terms {equality['native']['terms']:.1e}, gradients "
+           f"{equality['native']['gradients_relative']:.1e} of the largest (float32 rounding)" if "native" in equality else "")
+        + ".",
         "",
         table(["B", "posteriors", "subnormal exps", "implementation", "forward + backward (s)", "ns / pairwise entry",
                "limit: 2 exps (ns)", "peak memory (MiB)", "time / naive", "memory / naive"], rows),

@@ -97,6 +97,7 @@ def test_resume_compiles_as_the_uninterrupted_run_did_and_matches_it(tmp_path, c
     import topicvae.objective.marginals as marginals
 
     monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
+    monkeypatch.setenv("TOPICVAE_NATIVE", "0")  # the native kernels, preferred where built, have their own test below
     monkeypatch.setattr(kernels, "_COMPILED_KERNELS", kernels._CompiledKernels())
     per_step = 40 * 40 * 4  # B^2 x variables of tiny(): batches of 40, groups 2x2
     monkeypatch.setattr(marginals, "COMPILE_MIN_ELEMENTS", per_step)
@@ -116,6 +117,48 @@ def test_resume_compiles_as_the_uninterrupted_run_did_and_matches_it(tmp_path, c
     compiled_calls.clear()
     resumed = tiny().fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
     assert compiled_calls.count("backward") == 4 * STEPS_PER_EPOCH
+    assert_same_state(resumed.model_.state_dict(), reference.model_.state_dict())
+    assert resumed.history_ == reference.history_
+
+
+def test_resume_runs_the_native_kernels_as_the_uninterrupted_run_did_and_matches_it(tmp_path, corpus, monkeypatch):
+    # As above, with the native kernels (training's first choice where they build): the resumed
+    # run takes them too, and ends with the uninterrupted run's bits.
+    import topicvae.objective.kernels as kernels
+    import topicvae.objective.marginals as marginals
+    from topicvae.objective import native
+
+    monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
+    monkeypatch.delenv("TOPICVAE_NATIVE", raising=False)
+    module = native.native_module()
+    if module is None:
+        pytest.skip(f"the native kernels cannot be built on this machine ({native._NATIVE.failure})")
+    per_step = 40 * 40 * 4
+    monkeypatch.setattr(marginals, "COMPILE_MIN_ELEMENTS", per_step)
+    monkeypatch.setattr(marginals, "COMPILE_MIN_TOTAL_ELEMENTS", per_step * STEPS_PER_EPOCH * 5)
+    native_calls = []
+
+    class Counting:
+        def forward(self, *args):
+            return module.forward(*args)
+
+        def backward(self, *args):
+            native_calls.append("backward")
+            return module.backward(*args)
+
+    monkeypatch.setattr(kernels, "native_module", Counting)
+    counts, vocabulary = corpus
+    reference = tiny().fit(counts, vocabulary=vocabulary)
+    assert native_calls.count("backward") == 6 * STEPS_PER_EPOCH
+
+    interrupted = tiny()
+    with pytest.raises(KeyboardInterrupt):
+        for progress in interrupted.fit_iter(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path):
+            if progress.epoch_done and progress.epoch == 2:
+                raise KeyboardInterrupt
+    native_calls.clear()
+    resumed = tiny().fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
+    assert native_calls.count("backward") == 4 * STEPS_PER_EPOCH
     assert_same_state(resumed.model_.state_dict(), reference.model_.state_dict())
     assert resumed.history_ == reference.history_
 

@@ -137,11 +137,11 @@ def test_fused_path_handles_a_large_batch_in_bounded_blocks():
 # ---------------------------------------------------------------------------------------------
 # Compiled kernels (torch.compile) and the choice to use them
 # ---------------------------------------------------------------------------------------------
-def marginals_and_gradients(loc, scale, noise, sizes, dataset_size, *, compile, block_elements=10**6):
+def marginals_and_gradients(loc, scale, noise, sizes, dataset_size, *, kernels, block_elements=10**6):
     loc, scale = loc.detach().requires_grad_(), scale.detach().requires_grad_()
     z = loc + scale * noise
     posteriors = [Normal(l, s) for l, s in zip(loc.split(sizes, 1), scale.split(sizes, 1))]
-    marginals = log_marginals(posteriors, list(z.split(sizes, 1)), dataset_size, compile=compile, block_elements=block_elements)
+    marginals = log_marginals(posteriors, list(z.split(sizes, 1)), dataset_size, kernels=kernels, block_elements=block_elements)
     # an arbitrary weighting of the three outputs, so that each one's gradient counts
     (0.3 * marginals.log_q_variable.sum() - 1.7 * marginals.log_q_group.sum() + 0.9 * marginals.log_q_joint.sum()).backward()
     return marginals, loc.grad, scale.grad
@@ -151,8 +151,8 @@ def test_compiled_kernels_equal_eager_kernels():
     sizes, dataset_size = [3, 5], 300
     loc, scale, noise = gaussian_batch(4, 24, sizes)
     # two blocks of 17 and 7 rows: the compiled kernels serve blocks of different sizes
-    eager = marginals_and_gradients(loc, scale, noise, sizes, dataset_size, compile=False, block_elements=17 * 24 * 8)
-    compiled = marginals_and_gradients(loc, scale, noise, sizes, dataset_size, compile=True, block_elements=17 * 24 * 8)
+    eager = marginals_and_gradients(loc, scale, noise, sizes, dataset_size, kernels="eager", block_elements=17 * 24 * 8)
+    compiled = marginals_and_gradients(loc, scale, noise, sizes, dataset_size, kernels="compiled", block_elements=17 * 24 * 8)
     for name in ("log_q_variable", "log_q_group", "log_q_joint"):
         torch.testing.assert_close(getattr(compiled[0], name), getattr(eager[0], name), rtol=0, atol=1e-10)
     torch.testing.assert_close(compiled[1], eager[1], rtol=0, atol=1e-9)
@@ -172,12 +172,12 @@ def test_a_failing_compiler_warns_once_and_falls_back_to_eager_kernels(monkeypat
     sizes = [2, 2]
     loc, scale, noise = gaussian_batch(1, 10, sizes)
     with pytest.warns(RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); .* TOPICVAE_COMPILE=0"):
-        fallback = marginals_and_gradients(loc, scale, noise, sizes, 40, compile=True)
+        fallback = marginals_and_gradients(loc, scale, noise, sizes, 40, kernels="compiled")
     assert not objective._COMPILED_KERNELS.available()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the failure is reported once, not at every step
-        marginals_and_gradients(loc, scale, noise, sizes, 40, compile=True)
-    eager = marginals_and_gradients(loc, scale, noise, sizes, 40, compile=False)
+        marginals_and_gradients(loc, scale, noise, sizes, 40, kernels="compiled")
+    eager = marginals_and_gradients(loc, scale, noise, sizes, 40, kernels="eager")
     torch.testing.assert_close(fallback[0].log_q_joint, eager[0].log_q_joint, rtol=0, atol=0)
     torch.testing.assert_close(fallback[1], eager[1], rtol=0, atol=0)
 

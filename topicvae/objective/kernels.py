@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
+from topicvae.objective.native import NEGATIVE_LARGE, native_kernels_applicable, native_module
+
 Tensor = torch.Tensor
 #: log(2 pi) / 2, the Gaussian log-density's constant.
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -35,7 +37,7 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 EXP_FLOOR = -60.0
 
 __all__ = [
-    "EXP_FLOOR", "HALF_LOG_2PI", "COMPILE_ENVIRONMENT_VARIABLE", "GaussianLogMarginals",
+    "EXP_FLOOR", "HALF_LOG_2PI", "COMPILE_ENVIRONMENT_VARIABLE", "GaussianLogMarginals", "KERNELS",
     "compiled_kernels_available", "floored_exp", "group_sums", "log_sum_exp", "run_kernel", "stratified_log_sum_exps",
     "stratified_log_weight_values",
 ]
@@ -211,22 +213,31 @@ class GaussianLogMarginals(torch.autograd.Function):
     The generic path lets autograd keep every intermediate of the B x B x variables tensor
     (or recompute it with checkpointing). Here the backward pass is written out: it
     recomputes each block of rows and applies the softmax weights of the three
-    log-sum-exps directly, so nothing of size B x B is kept between the passes. The block
-    kernels run eagerly or compiled (see ``_CompiledKernels``).
+    log-sum-exps directly, so nothing of size B x B is kept between the passes. The kernels
+    (``KERNELS``) run eagerly, compiled (see ``_CompiledKernels``) or natively
+    (:mod:`topicvae.objective.native`, all rows in one call).
     """
 
     @staticmethod
-    def forward(ctx, z, loc, scale, group_sizes, dataset_size, rows_per_block, compiled, batch_offset):
+    def forward(ctx, z, loc, scale, group_sizes, dataset_size, rows_per_block, kernels, batch_offset):
         # z holds this process's samples (rows); loc and scale the whole batch's posteriors (columns).
+        kernels = _runnable(kernels, z, loc, scale)
         constants = _gaussian_constants(scale, loc.shape[0], dataset_size)
-        outputs = []
-        for start in range(0, z.shape[0], rows_per_block):
-            rows = slice(start, min(z.shape[0], start + rows_per_block))
-            first_row = torch.tensor(batch_offset + start, device=z.device)
-            outputs.append(run_kernel("forward", compiled, z[rows], loc, *constants[:2], first_row, *constants[2:], group_sizes))
-        log_q_variable, log_q_group, log_q_joint = (torch.cat(parts) for parts in zip(*outputs))
+        if kernels == "native":
+            log_q_variable, log_q_group, log_q_joint = native_module().forward(
+                z.contiguous(), *_transposed_columns(loc, constants), batch_offset, *_native_log_weights(constants),
+                list(group_sizes),
+            )
+        else:
+            outputs = []
+            for start in range(0, z.shape[0], rows_per_block):
+                rows = slice(start, min(z.shape[0], start + rows_per_block))
+                first_row = torch.tensor(batch_offset + start, device=z.device)
+                outputs.append(run_kernel("forward", kernels == "compiled", z[rows], loc, *constants[:2], first_row,
+                                          *constants[2:], group_sizes))
+            log_q_variable, log_q_group, log_q_joint = (torch.cat(parts) for parts in zip(*outputs))
         ctx.save_for_backward(z, loc, scale, log_q_variable, log_q_group, log_q_joint)
-        ctx.group_sizes, ctx.dataset_size, ctx.rows_per_block, ctx.compiled = group_sizes, dataset_size, rows_per_block, compiled
+        ctx.group_sizes, ctx.dataset_size, ctx.rows_per_block, ctx.kernels = group_sizes, dataset_size, rows_per_block, kernels
         ctx.batch_offset = batch_offset
         return log_q_variable, log_q_group, log_q_joint
 
@@ -235,19 +246,53 @@ class GaussianLogMarginals(torch.autograd.Function):
     def backward(ctx, grad_variable, grad_group, grad_joint):
         z, loc, scale, log_q_variable, log_q_group, log_q_joint = ctx.saved_tensors
         constants = _gaussian_constants(scale, loc.shape[0], ctx.dataset_size)
+        if ctx.kernels == "native":
+            grad_z, grad_loc_t, grad_scale_t = native_module().backward(
+                z.contiguous(), *_transposed_columns(loc, constants), ctx.batch_offset, *_native_log_weights(constants),
+                list(ctx.group_sizes), log_q_variable, log_q_group, log_q_joint,
+                *(g.contiguous() for g in (grad_variable, grad_group, grad_joint)),
+            )
+            return grad_z, grad_loc_t.t(), grad_scale_t.t(), None, None, None, None, None
         grad_z, grad_loc, grad_scale = torch.zeros_like(z), torch.zeros_like(loc), torch.zeros_like(scale)
         for start in range(0, z.shape[0], ctx.rows_per_block):
             rows = slice(start, min(z.shape[0], start + ctx.rows_per_block))
             first_row = torch.tensor(ctx.batch_offset + start, device=z.device)
             block_z, block_loc, block_scale = run_kernel(
-                "backward", ctx.compiled, z[rows], loc, *constants[:2], first_row, *constants[2:], ctx.group_sizes,
-                log_q_variable[rows], log_q_group[rows], log_q_joint[rows],
+                "backward", ctx.kernels == "compiled", z[rows], loc, *constants[:2], first_row, *constants[2:],
+                ctx.group_sizes, log_q_variable[rows], log_q_group[rows], log_q_joint[rows],
                 grad_variable[rows], grad_group[rows], grad_joint[rows],
             )
             grad_z[rows] = block_z
             grad_loc += block_loc
             grad_scale += block_scale
         return grad_z, grad_loc, grad_scale, None, None, None, None, None
+
+
+#: The fused Gaussian kernels: "eager" (torch operations), "compiled" (the same through
+#: ``torch.compile``), "native" (``topicvae.objective.native``: one C++ pass per direction).
+KERNELS = ("eager", "compiled", "native")
+
+
+def _runnable(kernels: str, z: Tensor, loc: Tensor, scale: Tensor) -> str:
+    """The kernels asked for, or the eager ones where the native kernels cannot take these inputs.
+
+    A non-finite input (an infinite location, say) runs eagerly, where the package's own
+    handling of infinities applies; so does float64 or a GPU tensor, and a failed build
+    (warned about once, in ``native``).
+    """
+    if kernels == "native" and not (native_kernels_applicable(z, loc, scale) and native_module() is not None):
+        return "eager"
+    return kernels
+
+
+def _transposed_columns(loc: Tensor, constants) -> tuple[Tensor, Tensor, Tensor]:
+    """mu, 1 / sigma and -log sigma - log(2 pi) / 2 of the columns as [V, B]: the native loops run over b'."""
+    return tuple(t.detach().t().contiguous() for t in (loc, constants[0], constants[1]))
+
+
+def _native_log_weights(constants) -> tuple[float, float]:
+    """The stratified log weights as finite floats (a batch of one's -inf off-diagonal weight made finite)."""
+    return float(constants[2]), max(float(constants[3]), NEGATIVE_LARGE)
 
 
 def _gaussian_constants(scale: Tensor, batch: int, dataset_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:

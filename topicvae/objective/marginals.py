@@ -17,15 +17,16 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from torch.utils.checkpoint import checkpoint
 
 from topicvae.objective.kernels import (
-    COMPILE_ENVIRONMENT_VARIABLE, HALF_LOG_2PI, GaussianLogMarginals,
+    COMPILE_ENVIRONMENT_VARIABLE, HALF_LOG_2PI, KERNELS, GaussianLogMarginals,
     compiled_kernels_available, group_sums, stratified_log_sum_exps, stratified_log_weight_values,
 )
+from topicvae.objective.native import native_kernels_available
 
 Tensor = torch.Tensor
 
 __all__ = [
     "COMPILE_MIN_ELEMENTS", "COMPILE_MIN_TOTAL_ELEMENTS", "DEFAULT_BLOCK_ELEMENTS", "DEFAULT_MEMORY_ELEMENTS", "ClassConditioning", "LogMarginals", "log_marginals", "per_variable", "variablewise_all",
-    "worth_compiling",
+    "training_kernels", "worth_compiling",
 ]
 
 
@@ -263,11 +264,35 @@ def worth_compiling(
     """
     if not _all_gaussian(posteriors, samples) or not compiled_kernels_available():
         return False
+    return _large_enough(samples, steps, batch_items)
+
+
+def _large_enough(samples: Sequence[Tensor], steps: int, batch_items: int | None) -> bool:
+    """The run is long enough to win back a build (COMPILE_MIN_*), or TOPICVAE_COMPILE=1 says to build."""
     if os.environ.get(COMPILE_ENVIRONMENT_VARIABLE) == "1":
         return True
     rows = samples[0].shape[0]
     per_step = rows * (batch_items or rows) * sum(z.shape[1] for z in samples)
     return per_step >= COMPILE_MIN_ELEMENTS and per_step * steps >= COMPILE_MIN_TOTAL_ELEMENTS
+
+
+def training_kernels(
+    posteriors: Sequence[Distribution], samples: Sequence[Tensor], steps: int, *, batch_items: int | None = None
+) -> str:
+    """The fused kernels ``steps`` training steps like this one should run: "native", "compiled" or "eager".
+
+    Runs long enough to win back a build (:func:`worth_compiling`'s sizes) take the native
+    kernels on a CPU in float32 (built on this first call, about 40 s once per machine, then
+    cached), else the compiled ones; shorter runs, and groups that are not mean-field
+    Gaussian, run eagerly. ``TOPICVAE_NATIVE=0`` and ``TOPICVAE_COMPILE=0`` rule out the
+    native and the compiled kernels.
+    """
+    if not _all_gaussian(posteriors, samples) or not _large_enough(samples, steps, batch_items):
+        return "eager"
+    on_cpu_in_float32 = all(z.device.type == "cpu" and z.dtype == torch.float32 for z in samples)
+    if on_cpu_in_float32 and native_kernels_available():
+        return "native"
+    return "compiled" if compiled_kernels_available() else "eager"
 
 
 def _all_gaussian(posteriors: Sequence[Distribution], samples: Sequence[Tensor] | None) -> bool:
@@ -292,7 +317,7 @@ def log_marginals(
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
     memory_elements: int = DEFAULT_MEMORY_ELEMENTS,
     fused: bool = True,
-    compile: bool = False,
+    kernels: str = "eager",
     batch_posteriors: Sequence[Distribution] | None = None,
     batch_offset: int = 0,
     conditionings: Sequence[ClassConditioning] = (),
@@ -326,14 +351,18 @@ def log_marginals(
     fused : bool
         Use the hand-written forward and backward passes for mean-field Gaussian groups
         (other families always take the generic autograd path).
-    compile : bool
-        Run the fused Gaussian kernels through ``torch.compile`` (see :func:`worth_compiling`
-        for when training does). Compiled and eager kernels agree to rounding; where
-        compiling fails, a warning says so once and the eager kernels run.
+    kernels : {"eager", "compiled", "native"}
+        How the fused Gaussian kernels run: torch operations, the same through ``torch.compile``,
+        or one C++ pass per direction (:mod:`topicvae.objective.native`; float32 on a CPU,
+        finite inputs, else eager). See :func:`training_kernels` for what training chooses.
+        All three agree to rounding; where compiling or building fails, a warning says so once
+        and the eager kernels run.
     conditionings : sequence of ClassConditioning
         Gaussian groups conditioned on a Concrete group's sample, q(z_d | x, c) (one process
         only: their heads are the whole batch's). See :class:`ClassConditioning`.
     """
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels={kernels!r} is unknown: choose one of {', '.join(map(repr, KERNELS))}")
     if len(posteriors) != len(samples) or not posteriors:
         raise ValueError(f"got {len(posteriors)} posteriors and {len(samples)} samples: give one of each per group")
     posteriors = variablewise_all(posteriors, "the posterior")
@@ -369,7 +398,7 @@ def log_marginals(
             tuple(group_sizes),
             dataset_size,
             rows_per_block,
-            bool(compile),
+            kernels,
             batch_offset,
         )
     else:

@@ -232,7 +232,7 @@ def hfvae_objective(
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
     memory_elements: int = DEFAULT_MEMORY_ELEMENTS,
     fused: bool = True,
-    compile: bool = False,
+    kernels: str = "eager",
     batch_posteriors: Sequence[Distribution] | None = None,
     batch_offset: int = 0,
     conditionings: Sequence[ClassConditioning] = (),
@@ -255,7 +255,7 @@ def hfvae_objective(
         N, the size of the data set (training set in training, test set in evaluation).
     weights : ObjectiveWeights, optional
         Defaults to all ones, the ordinary ELBO.
-    block_elements, memory_elements, fused, compile
+    block_elements, memory_elements, fused, kernels
         How the pairwise tensor is processed; see :func:`log_marginals`.
     batch_posteriors, batch_offset
         Data-parallel training: the whole batch's posteriors and where this process's items
@@ -286,7 +286,7 @@ def hfvae_objective(
     with torch.set_grad_enabled(torch.is_grad_enabled() and marginals_reach_gradient):
         marginals = log_marginals(
             posteriors, samples, dataset_size, block_elements=block_elements, memory_elements=memory_elements,
-            fused=fused, compile=compile, batch_posteriors=batch_posteriors, batch_offset=batch_offset,
+            fused=fused, kernels=kernels, batch_posteriors=batch_posteriors, batch_offset=batch_offset,
             conditionings=conditionings,
         )
     log_prior_parts = [per_variable(p.log_prob(z), batch) for p, z in zip(priors, samples)]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from topicvae.latent.posteriors import ModelOutput, posterior_parameters, posterior_with_parameters
-from topicvae.objective.marginals import worth_compiling
+from topicvae.objective.marginals import training_kernels
 from topicvae.objective.terms import ObjectiveWeights, hfvae_objective
 from topicvae.training.batches import BagOfWordsBatches, ImageBatches
 from topicvae.training.distributed import ProcessGroup, gather_batch, weighted_mean_over_ranks
@@ -169,10 +169,10 @@ def train(
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     device_type = batches.device.type
-    # Whether the estimator's kernels are compiled is decided at the first step, when the size
-    # of the latent code is known, from the whole run's length: a resumed run decides as the
+    # Which kernels the estimator runs is decided at the first step, when the size of the
+    # latent code is known, from the whole run's length: a resumed run decides as the
     # uninterrupted one did, so that both do the same arithmetic and end with the same bits.
-    compile = None
+    kernels = None
     for epoch in range(start_epoch + 1, epochs + 1):
         model.train()
         sums: dict[str, float] = dict.fromkeys(TERM_NAMES, 0.0)
@@ -194,15 +194,15 @@ def train(
                 # over all B items, also when the ranks' shares differ.
                 loss_scale = process_group.world_size * batch.shape[0] / gathered.size
                 batch_items = gathered.size
-            if compile is None:
-                compile = worth_compiling(out.posteriors, out.samples, epochs * steps_per_epoch, batch_items=batch_items)
+            if kernels is None:
+                kernels = training_kernels(out.posteriors, out.samples, epochs * steps_per_epoch, batch_items=batch_items)
             # the share of training done before this step: the clock of the weights, the regularizer
             # and the learning-rate schedule (a function of the step, so a resumed run follows it)
             progress = ((epoch - 1) * steps_per_epoch + step - 1) / (epochs * steps_per_epoch)
             terms = hfvae_objective(
                 out.log_likelihood, out.posteriors, out.priors, out.samples, dataset_size,
                 weights if weights_at is None else weights_at(progress),
-                compile=compile, conditionings=out.conditionings, **whole_batch,
+                kernels=kernels, conditionings=out.conditionings, **whole_batch,
             )
             values = terms.scalars()
             loss = terms.loss
