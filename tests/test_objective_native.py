@@ -1,6 +1,6 @@
 """The native (C++) Gaussian kernels against explicit float64 loops, and their fallbacks.
 
-The kernels are built on first use (about 40 s once per machine, then cached); where no C++
+The kernels are built on first use (about a minute once per machine, then cached); where no C++
 compiler is found the tests that run them skip and say so, and the fallback tests still run.
 """
 
