@@ -89,76 +89,60 @@ def test_resume_after_k_epochs_matches_an_uninterrupted_run(tmp_path, corpus, se
     assert read_checkpoint(tmp_path)["epoch"] == 6  # the last epoch is always written
 
 
-def test_resume_compiles_as_the_uninterrupted_run_did_and_matches_it(tmp_path, corpus, monkeypatch):
-    # Training compiles the estimator's kernels when the whole run is long enough. The
-    # thresholds are lowered so that 6 epochs qualify and the 4 left after a resume would not:
-    # the resumed run must still compile, or its arithmetic (and its bits) would differ.
+def _count_kernel_calls(kind: str, monkeypatch) -> list[str]:
+    """Switch training to ``kind`` ("compiled" or "native") kernels and record their calls' names."""
     import topicvae.objective.kernels as kernels
-    import topicvae.objective.marginals as marginals
-
-    monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
-    monkeypatch.setenv("TOPICVAE_NATIVE", "0")  # the native kernels, preferred where built, have their own test below
-    monkeypatch.setattr(kernels, "_COMPILED_KERNELS", kernels._CompiledKernels())
-    per_step = 40 * 40 * 4  # B^2 x variables of tiny(): batches of 40, groups 2x2
-    monkeypatch.setattr(marginals, "COMPILE_MIN_ELEMENTS", per_step)
-    monkeypatch.setattr(marginals, "COMPILE_MIN_TOTAL_ELEMENTS", per_step * STEPS_PER_EPOCH * 5)
-    compiled_calls = []
-    run = kernels._COMPILED_KERNELS.run
-    monkeypatch.setattr(kernels._COMPILED_KERNELS, "run", lambda *args: compiled_calls.append(args[0]) or run(*args))
-    counts, vocabulary = corpus
-    reference = tiny().fit(counts, vocabulary=vocabulary)
-    assert compiled_calls.count("backward") == 6 * STEPS_PER_EPOCH  # compiled at every step, one block each
-
-    interrupted = tiny()
-    with pytest.raises(KeyboardInterrupt):
-        for progress in interrupted.fit_iter(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path):
-            if progress.epoch_done and progress.epoch == 2:
-                raise KeyboardInterrupt
-    compiled_calls.clear()
-    resumed = tiny().fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
-    assert compiled_calls.count("backward") == 4 * STEPS_PER_EPOCH
-    assert_same_state(resumed.model_.state_dict(), reference.model_.state_dict())
-    assert resumed.history_ == reference.history_
-
-
-def test_resume_runs_the_native_kernels_as_the_uninterrupted_run_did_and_matches_it(tmp_path, corpus, monkeypatch):
-    # As above, with the native kernels (training's first choice where they build): the resumed
-    # run takes them too, and ends with the uninterrupted run's bits.
-    import topicvae.objective.kernels as kernels
-    import topicvae.objective.marginals as marginals
     from topicvae.objective import native
 
     monkeypatch.delenv("TOPICVAE_COMPILE", raising=False)
+    calls: list[str] = []
+    if kind == "compiled":
+        monkeypatch.setenv("TOPICVAE_NATIVE", "0")  # else the native kernels, preferred where built, would run
+        monkeypatch.setattr(kernels, "_COMPILED_KERNELS", kernels._CompiledKernels())
+        run = kernels._COMPILED_KERNELS.run
+        monkeypatch.setattr(kernels._COMPILED_KERNELS, "run", lambda *args: calls.append(args[0]) or run(*args))
+        return calls
     monkeypatch.delenv("TOPICVAE_NATIVE", raising=False)
     module = native.native_module()
     if module is None:
         pytest.skip(f"the native kernels cannot be built on this machine ({native._NATIVE.failure})")
-    per_step = 40 * 40 * 4
-    monkeypatch.setattr(marginals, "COMPILE_MIN_ELEMENTS", per_step)
-    monkeypatch.setattr(marginals, "COMPILE_MIN_TOTAL_ELEMENTS", per_step * STEPS_PER_EPOCH * 5)
-    native_calls = []
 
     class Counting:
         def forward(self, *args):
+            calls.append("forward")
             return module.forward(*args)
 
         def backward(self, *args):
-            native_calls.append("backward")
+            calls.append("backward")
             return module.backward(*args)
 
     monkeypatch.setattr(kernels, "native_module", Counting)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["compiled", "native"])
+def test_resume_takes_the_uninterrupted_runs_kernels_and_matches_it(tmp_path, corpus, monkeypatch, kind):
+    # Training takes the compiled or native kernels when the whole run is long enough. The
+    # thresholds are lowered so that 6 epochs qualify and the 4 left after a resume would not:
+    # the resumed run must still take them, or its arithmetic (and its bits) would differ.
+    import topicvae.objective.marginals as marginals
+
+    calls = _count_kernel_calls(kind, monkeypatch)
+    per_step = 40 * 40 * 4  # B^2 x variables of tiny(): batches of 40, groups 2x2
+    monkeypatch.setattr(marginals, "COMPILE_MIN_ELEMENTS", per_step)
+    monkeypatch.setattr(marginals, "COMPILE_MIN_TOTAL_ELEMENTS", per_step * STEPS_PER_EPOCH * 5)
     counts, vocabulary = corpus
     reference = tiny().fit(counts, vocabulary=vocabulary)
-    assert native_calls.count("backward") == 6 * STEPS_PER_EPOCH
+    assert calls.count("backward") == 6 * STEPS_PER_EPOCH  # at every step, one block each
 
     interrupted = tiny()
     with pytest.raises(KeyboardInterrupt):
         for progress in interrupted.fit_iter(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path):
             if progress.epoch_done and progress.epoch == 2:
                 raise KeyboardInterrupt
-    native_calls.clear()
+    calls.clear()
     resumed = tiny().fit(counts, vocabulary=vocabulary, checkpoint_dir=tmp_path, resume=True)
-    assert native_calls.count("backward") == 4 * STEPS_PER_EPOCH
+    assert calls.count("backward") == 4 * STEPS_PER_EPOCH
     assert_same_state(resumed.model_.state_dict(), reference.model_.state_dict())
     assert resumed.history_ == reference.history_
 
