@@ -99,7 +99,7 @@ def test_native_gradients_equal_float64_autograd(built, batch, sizes, dataset_si
     _, expected = weighted_gradients(z, loc, scale, list(sizes), dataset_size, "eager", dtype=torch.float64)
     _, got = weighted_gradients(z, loc, scale, list(sizes), dataset_size, "native")
     for name, g, e in zip(("z", "loc", "scale"), got, expected):
-        assert ((g.double() - e).abs().max() / e.abs().max()).item() < 2e-5, name
+        assert ((g.double() - e).abs().max() / e.abs().max()).item() < 2e-6, name
 
 
 def test_native_kernels_take_a_process_share_of_the_batch(built):
@@ -113,7 +113,7 @@ def test_native_kernels_take_a_process_share_of_the_batch(built):
     np.testing.assert_allclose(marginals.log_q_variable.detach().double().numpy(), expected[0], rtol=2e-6, atol=2e-5)
     _, reference = weighted_gradients(z, loc, scale, sizes, 5000, "eager", offset=offset, dtype=torch.float64)
     for g, e in zip(got, reference):
-        assert ((g.double() - e).abs().max() / e.abs().max()).item() < 2e-5
+        assert ((g.double() - e).abs().max() / e.abs().max()).item() < 2e-6
 
 
 def test_a_term_far_above_the_diagonal_one_is_summed_exactly(built):
@@ -137,7 +137,7 @@ def test_a_term_far_above_the_diagonal_one_is_summed_exactly(built):
     for g, reference in zip((marginals.log_q_variable, marginals.log_q_group, marginals.log_q_joint), expected):
         np.testing.assert_allclose(g.detach().double().numpy(), reference, rtol=2e-6, atol=5e-5)
     _, reference = weighted_gradients(z, loc, scale, sizes, 1000, "eager", dtype=torch.float64)
-    for g, e in zip(got, reference):
+    for g, e in zip(got, reference):  # float32 itself: the eager float32 kernels are off by 8.9e-6 here too
         assert ((g.double() - e).abs().max() / e.abs().max()).item() < 2e-5
 
 
@@ -170,6 +170,41 @@ def test_native_kernels_give_the_same_bits_every_call(built):
     assert torch.equal(first[0].log_q_joint, again[0].log_q_joint)
     for a, b in zip(first[1], again[1]):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("batch, width, scales", [(1, 500, (1e-3, 2e-3)), (64, 200, (0.2, 1.2))])
+def test_group_and_joint_gradients_keep_float32_accuracy_with_many_variables(built, batch, width, scales):
+    # The backward's softmax weights exp(sum - log q^) must see bit for bit the group sums the
+    # forward's log q^ came from: a sum of hundreds of nats rounded differently in each pass
+    # (as -ffast-math did to inlined copies) put a relative 7e-4 into these gradients, against
+    # 1e-7 for the eager float32 kernels. Found in review; one summing function now serves both.
+    generator = torch.Generator().manual_seed(1)
+    loc = torch.randn(batch, width, generator=generator)
+    scale = scales[0] + (scales[1] - scales[0]) * torch.rand(batch, width, generator=generator)
+    z = loc + scale * torch.randn(batch, width, generator=generator)
+
+    def joint_gradient(kernels, dtype):
+        sample = z.to(dtype).requires_grad_()
+        marginals = log_marginals([Normal(loc.to(dtype), scale.to(dtype))], [sample], 1000, kernels=kernels)
+        marginals.log_q_joint.sum().backward()
+        return sample.grad.double()
+
+    reference = joint_gradient("eager", torch.float64)
+    error = ((joint_gradient("native", torch.float32) - reference).abs().max() / reference.abs().max()).item()
+    assert error < 1e-6
+
+
+@pytest.mark.parametrize("why", ["a scale of 1e-20", "a subnormal scale"])
+def test_scales_that_would_overflow_a_standardized_distance_run_eagerly(why):
+    sizes = [2, 1]
+    z, loc, scale = problem(4, 6, sizes)
+    scale[2, 1] = 1e-20 if why == "a scale of 1e-20" else 1e-39
+    assert not native.native_kernels_applicable(z.float(), loc.float(), scale.float())
+    got = weighted_gradients(z, loc, scale, sizes, 50, "native")
+    expected = weighted_gradients(z, loc, scale, sizes, 50, "eager")
+    assert torch.equal(got[0].log_q_joint.nan_to_num(), expected[0].log_q_joint.nan_to_num())
+    for g, e in zip(got[1], expected[1]):
+        assert torch.equal(g.nan_to_num(), e.nan_to_num())
 
 
 @pytest.mark.parametrize("why", ["float64", "an infinite location"])

@@ -122,11 +122,26 @@ def native_kernels_available() -> bool:
     return native_module() is not None
 
 
+#: The native kernels need every standardized distance s = (z - mu) / sigma to stay far from
+#: float32's overflow (3.4e38) with its square summed over many variables: inputs whose bound
+#: (max |z| + max |mu|) / min sigma reaches this, or with sigma below MIN_SCALE (1 / sigma would
+#: overflow), run the eager kernels, which handle infinities as torch does.
+MAX_STANDARDIZED = 1e17
+MIN_SCALE = 1e-18
+
+
 def native_kernels_applicable(z: Tensor, loc: Tensor, scale: Tensor) -> bool:
-    """Whether these inputs suit the native kernels: float32 on the CPU, finite, positive scales."""
+    """Whether these inputs suit the native kernels: float32 on the CPU, finite, scales in range.
+
+    The kernels are built with -ffast-math, which assumes finite floats throughout, so any
+    input that could make an intermediate infinite or NaN goes to the eager kernels instead.
+    """
     tensors = (z, loc, scale)
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return False
     with torch.no_grad():
-        return bool(torch.isfinite(z).all() and torch.isfinite(loc).all() and torch.isfinite(scale).all()
-                    and (scale > 0).all())
+        if not (torch.isfinite(z).all() and torch.isfinite(loc).all() and torch.isfinite(scale).all()):
+            return False
+        smallest = float(scale.min()) if scale.numel() else 1.0
+        reach = (float(z.abs().max()) if z.numel() else 0.0) + (float(loc.abs().max()) if loc.numel() else 0.0)
+        return smallest >= MIN_SCALE and reach / smallest < MAX_STANDARDIZED
