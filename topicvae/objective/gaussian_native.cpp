@@ -26,8 +26,13 @@
 // never depends on the cap. Every input must be finite, scales positive (the caller checks and
 // passes a batch of one's off-diagonal log weight, -inf, as a large finite number): the file is
 // built with -ffast-math, which assumes finite floats, for glibc's vectorized exp.
-#include <torch/extension.h>
+// ATen and torch's pybind11 casters rather than <torch/extension.h>, which brings in the whole
+// C++ frontend: the build parses headers for about 20 s instead of 45 (measured with g++ 12).
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
 #include <bit>

@@ -282,7 +282,7 @@ def training_kernels(
     """The fused kernels ``steps`` training steps like this one should run: "native", "compiled" or "eager".
 
     Runs long enough to win back a build (:func:`worth_compiling`'s sizes) take the native
-    kernels on a CPU in float32 (built on this first call, about a minute once per machine, then
+    kernels on a CPU in float32 (built on this first call, about 35 s once per machine, then
     cached), else the compiled ones; shorter runs, and groups that are not mean-field
     Gaussian, run eagerly. ``TOPICVAE_NATIVE=0`` and ``TOPICVAE_COMPILE=0`` rule out the
     native and the compiled kernels.

@@ -8,7 +8,7 @@ the loops' layout is described in the C++ file). ``torch.compile`` of the same k
 each block through several loops, one per reduction.
 
 The file is compiled on first use with ``torch.utils.cpp_extension.load`` (a C++ compiler and
-ninja are needed; about a minute, once per machine: the build is cached under
+ninja are needed; about 35 s, once per machine: the build is cached under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``, under a name that hashes the
 source, the flags, torch's version and the CPU's instruction sets, since the build targets this
 CPU with ``-march=native``). Where the build fails, one warning says why and the estimator uses
@@ -79,7 +79,9 @@ class _NativeKernels:
 
     def module(self):
         """The module, or None (with one warning the first time a build fails)."""
-        if self._module is not None or self.failure is not None or self.switched_off():
+        if self.switched_off():  # the switch wins, also over a module built earlier in the process
+            return None
+        if self._module is not None or self.failure is not None:
             return self._module
         try:
             self._module = self._build()
@@ -118,7 +120,7 @@ def native_module():
 
 
 def native_kernels_available() -> bool:
-    """Whether the native kernels run in this process (building them on the first call, about a minute once per machine)."""
+    """Whether the native kernels run in this process (building them on the first call, about 35 s once per machine)."""
     return native_module() is not None
 
 
