@@ -25,7 +25,7 @@ from render import table  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "objective_memory.json"
 
 
-#: The estimator's three ways through the pairwise tensor.
+#: The estimator's four ways through the pairwise tensor.
 PATHS = {
     "native": dict(fused=True, kernels="native"),  # the fused Gaussian kernels in C++ (training's choice at this size, on a CPU)
     "compiled": dict(fused=True, kernels="compiled"),  # the same through torch.compile (training's choice on a GPU)
