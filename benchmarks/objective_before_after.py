@@ -13,6 +13,7 @@ closed-form ELBO at B = 200, a control for the machine's drift: it runs the work
 in both slots (it never calls the estimator, and older commits lay the package out differently).
 
     python benchmarks/objective_before_after.py --before c1b5313
+    python benchmarks/objective_before_after.py --before cc33392 --cases 200:native 1024:native --out native.json
     python benchmarks/objective_before_after.py --before 1f519da --training --out training_before_after.json
 """
 
@@ -87,6 +88,16 @@ def training_before_after(args: argparse.Namespace, worktree: Path, calls: list[
     return summary
 
 
+def case(text: str) -> tuple[int, str]:
+    """A --cases item, B:implementation."""
+    from objective_speed import TOPICVAE_KERNELS
+
+    batch, _, implementation = text.partition(":")
+    if not batch.isdigit() or int(batch) < 2 or implementation not in TOPICVAE_KERNELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not B:implementation with B >= 2 and one of {', '.join(TOPICVAE_KERNELS)}")
+    return int(batch), implementation
+
+
 def side_environment(python_path: str | None) -> dict:
     """The environment of a side's process: the earlier commit's worktree first on PYTHONPATH, or none."""
     environment = dict(os.environ)
@@ -113,6 +124,8 @@ def main() -> None:
     parser.add_argument("--out", default="objective_before_after.json", help="the result file's name in benchmarks/results")
     parser.add_argument("--training", action="store_true", help="time training epochs (TRAINING_CASES) instead of the objective")
     parser.add_argument("--mode", default="quick", choices=("quick", "full"), help="--training: the corpus size and epochs of this mode")
+    parser.add_argument("--cases", nargs="+", type=case, default=list(CASES), metavar="B:IMPLEMENTATION",
+                        help="the objective's cases, e.g. 1024:native (default: " + " ".join(f"{b}:{i}" for b, i in CASES) + ")")
     if len(sys.argv) > 1 and sys.argv[1] == "--one-training":
         one_training(*sys.argv[2:7])
         return
@@ -146,16 +159,16 @@ def main() -> None:
 
 
 def objective_before_after(args: argparse.Namespace, worktree: Path, calls: list[dict]) -> list[dict]:
-    """Alternate the two sides over CASES and both posterior widths; return the summary rows."""
+    """Alternate the two sides over the cases (--cases) and both posterior widths; return the summary rows."""
     for round_ in range(args.rounds):
-        for batch, implementation in CASES:
+        for batch, implementation in args.cases:
             for width in POSTERIOR_WIDTHS:
                 for side, python_path in (("before", str(worktree)), ("after", None)):
                     result = run_side(python_path, implementation, batch, width)
                     calls.append({"round": round_, "side": side, **result})
                     print(f"{side:6} {implementation:8} B={batch:5} {width:6} {result['seconds']:.4f} s", flush=True)
     summary = []
-    for batch, implementation in CASES:
+    for batch, implementation in args.cases:
         for width in POSTERIOR_WIDTHS:
             seconds = {side: statistics.median(c["seconds"] for c in calls if c["side"] == side and c["batch"] == batch
                                                and c["implementation"] == implementation and c["width"] == width)
@@ -163,6 +176,7 @@ def objective_before_after(args: argparse.Namespace, worktree: Path, calls: list
             summary.append({"batch": batch, "implementation": implementation, "width": width, **seconds,
                             "after_over_before": round(seconds["after"] / seconds["before"], 3)})
     return summary
+
 
 def write_record(args, before_commit: str, summary: list[dict], calls: list[dict], statistic: str,
                  headers: list[str], cells: list[list], **extra) -> None:

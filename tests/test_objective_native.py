@@ -76,9 +76,9 @@ def problem(seed, batch, sizes, scale_range=(0.2, 1.2)):
     return z.float().double(), loc.float().double(), scale.float().double()  # float32-representable inputs
 
 
-# (batch, sizes, data-set size): tails of the C++ row tiles (4) and column chunks (64),
+# (batch, sizes, data-set size): tails of the C++ row tiles (4) and column chunks (256),
 # one group, uneven groups, a batch of one (no off-diagonal item)
-CASES = [(9, (3, 5, 1), 50), (70, (25, 25), 11314), (131, (7,), 200), (1, (2, 3), 10)]
+CASES = [(9, (3, 5, 1), 50), (70, (25, 25), 11314), (263, (7,), 1000), (1, (2, 3), 10)]
 
 
 @pytest.mark.parametrize("batch, sizes, dataset_size", CASES)
@@ -139,6 +139,26 @@ def test_a_term_far_above_the_diagonal_one_is_summed_exactly(built):
     _, reference = weighted_gradients(z, loc, scale, sizes, 1000, "eager", dtype=torch.float64)
     for g, e in zip(got, reference):  # float32 itself: the eager float32 kernels are off by 8.9e-6 here too
         assert ((g.double() - e).abs().max() / e.abs().max()).item() < 2e-5
+
+
+@pytest.mark.parametrize("gap", [55.0, 59.5, 60.5, 90.0])
+def test_terms_near_the_cap_above_the_diagonal_one_are_summed_exactly(built, gap):
+    # One variable, a batch of two, N = 2 (both weights 1/2): row 0's own term is
+    # log N(0 | d, 1) and its other one log N(0 | 0, 1), which lies d^2 / 2 = gap nats above.
+    # The first pass, shifted by the row's own term, sums e^gap (capped at e^60): below e^59 the
+    # sum stands; from e^59 on its tile goes through the pass that finds the maxima, and above
+    # 60 nats the row is summed again, shifted by the maximum.
+    d = math.sqrt(2 * gap)
+    z = torch.tensor([[0.0], [0.5]], dtype=torch.float64)
+    loc = torch.tensor([[d], [0.0]], dtype=torch.float64)
+    scale = torch.ones(2, 1, dtype=torch.float64)
+    marginals, got = weighted_gradients(z, loc, scale, [1], 2, "native")
+    expected = loop_marginals(z, loc, scale, [1], 2)
+    for g, reference in zip((marginals.log_q_variable, marginals.log_q_group, marginals.log_q_joint), expected):
+        np.testing.assert_allclose(g.detach().double().numpy(), reference, rtol=2e-6, atol=2e-5)
+    _, reference = weighted_gradients(z, loc, scale, [1], 2, "eager", dtype=torch.float64)
+    for g, e in zip(got, reference):
+        assert ((g.double() - e).abs().max() / e.abs().max()).item() < 2e-6
 
 
 def test_native_objective_terms_equal_the_eager_ones(built):
