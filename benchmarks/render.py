@@ -52,7 +52,10 @@ def header(record: dict) -> str:
         f"### {TITLES.get(record['section'], record['section'])} — mode: {record['mode']}"
         + (f", device: {machine.get('gpu', record['device'])}" if record.get("device", "cpu") != "cpu" else ""),
         "",
-        f"Recorded {record['date']} on {machine['cpu']} ({machine['cores']} cores)"
+        f"Recorded {record['date']} on {machine['cpu']} ("
+        + (f"family {machine['cpu_family']}, model {machine['cpu_model_number']}, {float(machine['cpu_mhz']):.0f} MHz; "
+           if machine.get("cpu_family") and machine.get("cpu_mhz") else "")
+        + f"{machine['cores']} cores)"
         + (f" with {machine['gpu']} (CUDA {machine['cuda']})" if "gpu" in machine else "")
         + f", torch {machine['torch']} with "
         f"{machine['torch_threads']} thread(s), commit {record['commit']}; the section took {record['section_seconds']} s.",

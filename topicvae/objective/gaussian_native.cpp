@@ -17,8 +17,9 @@
 // together: each column's parameters (and gradient accumulators) are loaded once per tile, and
 // the rows' exps are independent dependency chains that the core overlaps; a loop over one row
 // waits on one chain of about twenty dependent operations per entry (on a Zen 1 core with
-// 5-cycle fmas that took 1.3 times as long). A last tile of fewer rows is padded with copies of
-// its last row, whose results are dropped (in the backward, with incoming gradients of zero).
+// 5-cycle fmas, the backward took 1.2 times as long that way; docs/benchmarks.md). A last tile
+// of fewer rows is padded with copies of its last row, whose results are dropped (in the
+// backward, with incoming gradients of zero).
 //
 // Both passes take the groups' and the joint's sums from one function (chunk_group_sums), so
 // the backward's softmax weights see bit for bit the sums the forward's log-sum-exps came from.
@@ -29,10 +30,11 @@
 // term is at its largest in practice. A term more than 60 nats above it would be capped at
 // e^60, and then the sum is at least e^60: such a sum (at least e^59) sends its tile through a
 // pass that finds the maxima, and the rows whose maximum exceeds the cap are summed again,
-// shifted by it, so the result never depends on the cap. The first pass tracks no maxima. Every input must be finite, scales positive and the standardized
-// distances far from overflow (topicvae.objective.native checks; a batch of one's off-diagonal
-// log weight, -inf, arrives as a large finite number): the file is built with -ffast-math,
-// which assumes finite floats, so that the reductions over b' vectorize.
+// shifted by it, so the result never depends on the cap. The first pass tracks no maxima.
+// Every input must be finite, scales positive and the standardized distances far from overflow
+// (topicvae.objective.native checks; a batch of one's off-diagonal log weight, -inf, arrives as
+// a large finite number): the file is built with -ffast-math, which assumes finite floats, so
+// that the reductions over b' vectorize.
 //
 // ATen and torch's pybind11 casters rather than <torch/extension.h>, which brings in the whole
 // C++ frontend: the build parses headers for about 20 s instead of 45 (measured with g++ 12).
@@ -63,8 +65,8 @@ constexpr float CAPPED_SUM = 4.2e25f;
 // exp(min(max(t, -60), 60)), inlined into the vector loops: a call to the vector library's exp
 // makes the compiler spill every vector register around it, which costs more than the exp.
 // Cody and Waite's reduction t = n log 2 + r, |r| <= log(2) / 2, and Cephes' degree-7 polynomial
-// for e^r, 1 + r + r^2 P(r) with P of degree 5 (relative error about 1e-7, float32's rounding); 2^n is built in the exponent bits,
-// valid since |n| <= 87 on the clamped range.
+// for e^r, 1 + r + r^2 P(r) with P of degree 5 (relative error about 1e-7, float32's rounding);
+// 2^n is built in the exponent bits, valid since |n| <= 87 on the clamped range.
 inline float capped_exp(float t) {
   const float x = std::min(std::max(t, FLOOR), CAP);
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
