@@ -54,8 +54,10 @@
 namespace {
 
 // Measured on a 2-core AMD EPYC (benchmarks, 2026-12-02): chunks of 64 columns cost 20-25% more
-// (the per-chunk horizontal reductions); tiles of 8 rows or chunks of 512 made no difference.
-constexpr int64_t TILE_ROWS = 4;  // the inner loops below are written out for four rows
+// (the per-chunk horizontal reductions); tiles of 8 rows (one row per loop, as then) or chunks
+// of 512 made no difference.
+constexpr int64_t TILE_ROWS = 4;
+static_assert(TILE_ROWS == 4, "the innermost loops are written out for four rows");
 constexpr int64_t CHUNK = 256;
 constexpr float FLOOR = -60.f;
 constexpr float CAP = 60.f;
