@@ -40,7 +40,8 @@ SOURCE = Path(__file__).with_name("gaussian_native.cpp")
 #: -fopenmp makes at::parallel_for (an OpenMP pragma in torch's headers) run on torch's threads:
 #: the module's libgomp.so.1 is the one torch has loaded already, so there is one thread pool.
 #: On x86-64, -mprefer-vector-width=256: GCC's tuning for some CPUs (AMD Zen 1, -mtune=znver1)
-#: vectorizes 4 floats wide by default, which made these loops 1.15 times slower there.
+#: vectorizes 4 floats wide by default, which made these kernels 1.16 times slower there (4.11 against
+#: 3.55 ns per entry at B = 1024, docs/benchmarks.md "Four rows per loop").
 CFLAGS = ("-O3", "-march=native", "-ffast-math", "-std=c++20", "-fopenmp") + (
     ("-mprefer-vector-width=256",) if platform.machine().lower() in ("x86_64", "amd64") else ()
 )
