@@ -145,9 +145,8 @@ def test_a_term_far_above_the_diagonal_one_is_summed_exactly(built):
 def test_terms_near_the_cap_above_the_diagonal_one_are_summed_exactly(built, gap):
     # One variable, a batch of two, N = 2 (both weights 1/2): row 0's own term is
     # log N(0 | d, 1) and its other one log N(0 | 0, 1), which lies d^2 / 2 = gap nats above.
-    # The first pass, shifted by the row's own term, sums e^gap (capped at e^60): below e^59 the
-    # sum stands; from e^59 on its tile goes through the pass that finds the maxima, and above
-    # 60 nats the row is summed again, shifted by the maximum.
+    # The first pass, shifted by the row's own term, sums e^gap, capped at e^60: up to 60 nats
+    # the sum stands, and above them the row is summed again, shifted by the maximum.
     d = math.sqrt(2 * gap)
     z = torch.tensor([[0.0], [0.5]], dtype=torch.float64)
     loc = torch.tensor([[d], [0.0]], dtype=torch.float64)

@@ -27,10 +27,9 @@
 // The exps take max(t, -60) (topicvae.objective.kernels.EXP_FLOOR: no subnormal results) and
 // min(t, 60). Each forward log-sum-exp is shifted by the row's own (diagonal) term, known
 // before the pass, instead of by the maximum, which would need a second pass; the diagonal
-// term is at its largest in practice. A term more than 60 nats above it would be capped at
-// e^60, and then the sum is at least e^60: such a sum (at least e^59) sends its tile through a
-// pass that finds the maxima, and the rows whose maximum exceeds the cap are summed again,
-// shifted by it, so the result never depends on the cap. The first pass tracks no maxima.
+// term is at its largest in practice, and wherever another term exceeds it by more than 60
+// nats the row is summed again, shifted by the maximum the first pass found, so the result
+// never depends on the cap.
 // Every input must be finite, scales positive and the standardized distances far from overflow
 // (topicvae.objective.native checks; a batch of one's off-diagonal log weight, -inf, arrives as
 // a large finite number): the file is built with -ffast-math, which assumes finite floats, so
@@ -61,8 +60,6 @@ static_assert(TILE_ROWS == 4, "the innermost loops are written out for four rows
 constexpr int64_t CHUNK = 256;
 constexpr float FLOOR = -60.f;
 constexpr float CAP = 60.f;
-// A forward sum at least this large (e^59) may hold a capped term: its rows are checked.
-constexpr float CAPPED_SUM = 4.2e25f;
 
 // exp(min(max(t, -60), 60)), inlined into the vector loops: a call to the vector library's exp
 // makes the compiler spill every vector register around it, which costs more than the exp.
@@ -135,17 +132,16 @@ struct Workspace {
   explicit Workspace(int64_t G) : log_w(TILE_ROWS * CHUNK), group_sum(TILE_ROWS * (G + 1) * CHUNK) {}
 };
 
-// One tile of TILE_ROWS rows: the three sums of exp(term - shift) for the given shifts, and with
-// TRACK_MAX the largest term - shift of each sum. sums and maxima: [TILE_ROWS][V + G + 1]
-// (variables, groups, joint).
-template <bool TRACK_MAX>
+// One tile of TILE_ROWS rows: the three sums of exp(term - shift) for the given shifts, and the
+// largest term - shift of each sum. sums and maxima: [TILE_ROWS][V + G + 1] (variables, groups,
+// joint). (A first pass without the maxima was no faster: measured on Zen 1, docs/benchmarks.md.)
 void tile_sums(const float *z, int64_t V, const std::vector<int64_t> &group_of, int64_t G, const Columns &col,
                const int64_t *diagonal, const float *shift, float log_w_diagonal, float log_w_off, Workspace &work,
                float *sums, float *maxima) {
   const int64_t width = V + G + 1;
   constexpr float LOWEST = -std::numeric_limits<float>::max();
   std::fill(sums, sums + TILE_ROWS * width, 0.f);
-  if constexpr (TRACK_MAX) std::fill(maxima, maxima + TILE_ROWS * width, LOWEST);
+  std::fill(maxima, maxima + TILE_ROWS * width, LOWEST);
   float *log_w = work.log_w.data(), *group_sum = work.group_sum.data();
   for (int64_t c0 = 0; c0 < col.batch; c0 += CHUNK) {
     const int64_t n = std::min(CHUNK, col.batch - c0);
@@ -160,29 +156,19 @@ void tile_sums(const float *z, int64_t V, const std::vector<int64_t> &group_of, 
       const float h0 = shift[v], h1 = shift[width + v], h2 = shift[2 * width + v], h3 = shift[3 * width + v];
       float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
       float m0 = LOWEST, m1 = LOWEST, m2 = LOWEST, m3 = LOWEST;
-      if constexpr (TRACK_MAX) {
 #pragma omp simd reduction(+ : a0, a1, a2, a3) reduction(max : m0, m1, m2, m3)
-        for (int64_t c = 0; c < n; ++c) {
-          const float l = loc[c], iv = inv[c], ln = log_norm[c];
-          const float s0 = (z0 - l) * iv, s1 = (z1 - l) * iv, s2 = (z2 - l) * iv, s3 = (z3 - l) * iv;
-          const float t0 = ln - 0.5f * s0 * s0 + w0[c] - h0, t1 = ln - 0.5f * s1 * s1 + w1[c] - h1,
-                      t2 = ln - 0.5f * s2 * s2 + w2[c] - h2, t3 = ln - 0.5f * s3 * s3 + w3[c] - h3;
-          m0 = std::max(m0, t0), m1 = std::max(m1, t1), m2 = std::max(m2, t2), m3 = std::max(m3, t3);
-          a0 += capped_exp(t0), a1 += capped_exp(t1), a2 += capped_exp(t2), a3 += capped_exp(t3);
-        }
-      } else {
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-        for (int64_t c = 0; c < n; ++c) {
-          const float l = loc[c], iv = inv[c], ln = log_norm[c];
-          const float s0 = (z0 - l) * iv, s1 = (z1 - l) * iv, s2 = (z2 - l) * iv, s3 = (z3 - l) * iv;
-          a0 += capped_exp(ln - 0.5f * s0 * s0 + w0[c] - h0), a1 += capped_exp(ln - 0.5f * s1 * s1 + w1[c] - h1);
-          a2 += capped_exp(ln - 0.5f * s2 * s2 + w2[c] - h2), a3 += capped_exp(ln - 0.5f * s3 * s3 + w3[c] - h3);
-        }
+      for (int64_t c = 0; c < n; ++c) {
+        const float l = loc[c], iv = inv[c], ln = log_norm[c];
+        const float s0 = (z0 - l) * iv, s1 = (z1 - l) * iv, s2 = (z2 - l) * iv, s3 = (z3 - l) * iv;
+        const float t0 = ln - 0.5f * s0 * s0 + w0[c] - h0, t1 = ln - 0.5f * s1 * s1 + w1[c] - h1,
+                    t2 = ln - 0.5f * s2 * s2 + w2[c] - h2, t3 = ln - 0.5f * s3 * s3 + w3[c] - h3;
+        m0 = std::max(m0, t0), m1 = std::max(m1, t1), m2 = std::max(m2, t2), m3 = std::max(m3, t3);
+        a0 += capped_exp(t0), a1 += capped_exp(t1), a2 += capped_exp(t2), a3 += capped_exp(t3);
       }
       const float a[TILE_ROWS] = {a0, a1, a2, a3}, m[TILE_ROWS] = {m0, m1, m2, m3};
       for (int64_t t = 0; t < TILE_ROWS; ++t) {
         sums[t * width + v] += a[t];
-        if constexpr (TRACK_MAX) maxima[t * width + v] = std::max(maxima[t * width + v], m[t]);
+        maxima[t * width + v] = std::max(maxima[t * width + v], m[t]);
       }
     }
     // the groups' and the joint's terms: G + 1 per entry (b, b') instead of V, one row at a time
@@ -192,19 +178,14 @@ void tile_sums(const float *z, int64_t V, const std::vector<int64_t> &group_of, 
         const float *gs = &group_sum[(t * (G + 1) + g) * CHUNK];
         const float sh = shift[t * width + V + g];
         float acc = 0.f, top = LOWEST;
-        if constexpr (TRACK_MAX) {
 #pragma omp simd reduction(+ : acc) reduction(max : top)
-          for (int64_t c = 0; c < n; ++c) {
-            const float term = gs[c] + lw[c] - sh;
-            top = std::max(top, term);
-            acc += capped_exp(term);
-          }
-          maxima[t * width + V + g] = std::max(maxima[t * width + V + g], top);
-        } else {
-#pragma omp simd reduction(+ : acc)
-          for (int64_t c = 0; c < n; ++c) acc += capped_exp(gs[c] + lw[c] - sh);
+        for (int64_t c = 0; c < n; ++c) {
+          const float term = gs[c] + lw[c] - sh;
+          top = std::max(top, term);
+          acc += capped_exp(term);
         }
         sums[t * width + V + g] += acc;
+        maxima[t * width + V + g] = std::max(maxima[t * width + V + g], top);
       }
     }
   }
@@ -255,24 +236,16 @@ std::vector<at::Tensor> forward(at::Tensor z, at::Tensor loc_t, at::Tensor inv_t
           sh[V + G] += density;
         }
       }
-      tile_sums<false>(z_tile.data(), V, group_of, G, col, diagonal, shift.data(), lwd, lwo, work, sums.data(),
-                       nullptr);
-      if (std::any_of(sums.begin(), sums.begin() + rows * width, [](float sum) { return sum >= CAPPED_SUM; })) {
-        // a term may lie more than CAP nats above its row's own: find the maxima, shift those
-        // sums by them and sum again
-        tile_sums<true>(z_tile.data(), V, group_of, G, col, diagonal, shift.data(), lwd, lwo, work, sums.data(),
-                        maxima.data());
-        bool again = false;
-        for (int64_t i = 0; i < TILE_ROWS * width; ++i) {
-          if (maxima[i] > CAP) {
-            shift[i] += maxima[i];
-            again = true;
-          }
+      tile_sums(z_tile.data(), V, group_of, G, col, diagonal, shift.data(), lwd, lwo, work, sums.data(), maxima.data());
+      bool again = false;
+      for (int64_t i = 0; i < rows * width; ++i) {
+        if (maxima[i] > CAP) {  // a term far above the row's own one: shift by the maximum instead
+          shift[i] += maxima[i];
+          again = true;
         }
-        if (again)
-          tile_sums<false>(z_tile.data(), V, group_of, G, col, diagonal, shift.data(), lwd, lwo, work, sums.data(),
-                           nullptr);
       }
+      if (again)
+        tile_sums(z_tile.data(), V, group_of, G, col, diagonal, shift.data(), lwd, lwo, work, sums.data(), maxima.data());
       for (int64_t i = 0; i < rows * width; ++i) O[r0 * width + i] = std::log(sums[i]) + shift[i];
     }
   });
